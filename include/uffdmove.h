@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libuffdmove - hand anonymous guest RAM from an old VMM process to a new one,
+ * postcopy style, with userfaultfd.
+ *
+ * Conventions (see uffdmove(7)):
+ *  - every call that can fail returns 0 (or a documented non-negative value)
+ *    on success and a negative errno on failure, never -1 plus errno;
+ *  - handles are opaque, created by *_new and released by *_free (NULL is a
+ *    no-op);
+ *  - each handle keeps a human-readable message for its last failure, valid
+ *    until the next call on that handle;
+ *  - one thread per handle at a time; distinct handles are independent;
+ *  - the library never prints, never exits and installs no signal handlers.
+ */
+#ifndef UFFDMOVE_H
+#define UFFDMOVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ version */
+
+#define UFFDMOVE_VERSION_MAJOR 0
+#define UFFDMOVE_VERSION_MINOR 1
+#define UFFDMOVE_VERSION_MICRO 0
+
+/**
+ * uffdmove_version - the version of the library loaded at run time.
+ *
+ * Compare with UFFDMOVE_VERSION_* to detect a header/library mismatch.
+ * Thread safe.
+ *
+ * @return a static string such as "0.1.0"; never NULL.
+ */
+const char *uffdmove_version(void);
+
+/* -------------------------------------------------------------------- probe */
+
+/* THP modes, as in /sys/kernel/mm/transparent_hugepage/enabled. */
+#define UFFDMOVE_THP_UNKNOWN	0
+#define UFFDMOVE_THP_NEVER	1
+#define UFFDMOVE_THP_MADVISE	2
+#define UFFDMOVE_THP_ALWAYS	3
+
+/* Why kernel-mode faults can (or cannot) be caught. */
+#define UFFDMOVE_KFAULT_NO		0
+#define UFFDMOVE_KFAULT_DEV		1 /* /dev/userfaultfd is usable */
+#define UFFDMOVE_KFAULT_CAP		2 /* CAP_SYS_PTRACE */
+#define UFFDMOVE_KFAULT_SYSCTL		3 /* vm.unprivileged_userfaultfd=1 */
+
+struct uffdmove_caps {
+	uint64_t uffd_features;	/* what UFFDIO_API offers; 0: no userfaultfd */
+	uint64_t uffd_ioctls;	/* ioctls UFFDIO_API reports */
+	bool userfaultfd;	/* a userfaultfd can be created at all */
+	bool move;		/* UFFDIO_MOVE exists (UFFD_FEATURE_MOVE) */
+	bool cross_process_move; /* a real cross-process MOVE succeeded */
+	bool poison;		/* UFFDIO_POISON exists */
+	bool kernel_faults;	/* faults from syscalls/KVM can be caught */
+	uint32_t kernel_faults_via; /* UFFDMOVE_KFAULT_* */
+	bool dev_userfaultfd;	/* /dev/userfaultfd opens */
+	int32_t unprivileged_userfaultfd; /* the sysctl, -1 if unreadable */
+	bool pagemap_scan;	/* PAGEMAP_SCAN ioctl on /proc/self/pagemap */
+	bool pagemap_pfn;	/* pagemap shows PFNs (CAP_SYS_ADMIN) */
+	bool io_uring;		/* an io_uring can be set up */
+	int32_t io_uring_disabled; /* kernel.io_uring_disabled, -1 if absent */
+	uint32_t thp_mode;	/* UFFDMOVE_THP_* */
+	bool madv_collapse;	/* MADV_COLLAPSE is accepted */
+	bool cap_sys_ptrace;	/* effective capabilities of this process */
+	bool cap_sys_admin;
+	bool cap_sys_nice;
+	uint64_t reserved[8];
+};
+
+/**
+ * uffdmove_probe - what this kernel and this process allow.
+ *
+ * Tries each feature for real: creates userfaultfds, moves a page, and forks
+ * a short-lived child once to learn whether a MOVE through a uffd created by
+ * another process works. The result is computed once per process and cached;
+ * later calls copy the cache.
+ *
+ * Blocking: the first call takes a few milliseconds. Thread safe.
+ *
+ * @param caps [out] filled on success; reserved words are zeroed.
+ * @return 0, or -EINVAL if @caps is NULL.
+ */
+int uffdmove_probe(struct uffdmove_caps *caps);
+
+/* ------------------------------------------------------------------ regions */
+
+#define UFFDMOVE_NAME_MAX 31	/* bytes, without the terminating NUL */
+#define UFFDMOVE_REGIONS_MAX 64
+
+struct uffdmove_region {
+	const char *name;	/* matched between source and target; 1..31 bytes */
+	void *addr;		/* start, in the calling process; page aligned */
+	size_t len;		/* bytes; page multiple */
+};
+
+/* -------------------------------------------------------------------- stats */
+
+/* Primitive used for cross-process (or same-process) pages. */
+#define UFFDMOVE_PRIM_NONE	0
+#define UFFDMOVE_PRIM_COPY	1
+#define UFFDMOVE_PRIM_MOVE	2
+
+/* Why MOVE was not used for a session (stats.move_unused_reason). */
+#define UFFDMOVE_WHY_USED		0 /* MOVE was used */
+#define UFFDMOVE_WHY_MODE_COPY		1 /* opts.mode is COPY */
+#define UFFDMOVE_WHY_NO_FEATURE		2 /* target did not negotiate MOVE */
+#define UFFDMOVE_WHY_CROSS_MM		3 /* kernel refuses cross-process MOVE */
+
+struct uffdmove_stats {
+	uint64_t bytes_total;	  /* sum of region lengths */
+	uint64_t bytes_populated; /* source pages present at accept */
+	uint64_t bytes_moved;	  /* handed over by UFFDIO_MOVE */
+	uint64_t bytes_copied;	  /* handed over by UFFDIO_COPY */
+	uint64_t bytes_zeroed;	  /* resolved by UFFDIO_ZEROPAGE */
+	uint64_t bytes_skipped;	  /* source holes left for the target */
+	uint64_t bytes_discarded; /* removed by the target before arrival */
+	uint64_t faults;	  /* faults served */
+	uint64_t fault_ns_p50;	  /* fault service latency, read to wake */
+	uint64_t fault_ns_p99;
+	uint64_t fault_ns_max;
+	uint64_t thp_moved;	  /* 2 MiB chunks moved as one PMD */
+	uint64_t thp_copied;	  /* 2 MiB THP chunks copied whole */
+	uint64_t thp_collapsed;	  /* chunks the target collapsed again */
+	uint64_t move_ebusy;	  /* MOVE refusals that fell back to COPY */
+	uint64_t pinned_skipped;  /* bytes never tried: declared pinned/shared */
+	uint64_t eagain_retries;  /* retries after EAGAIN */
+	uint64_t elapsed_ns;	  /* accept (source) / handoff (target) to done */
+	uint32_t primitive;	  /* UFFDMOVE_PRIM_* for cross-process pages */
+	uint32_t move_unused_reason; /* UFFDMOVE_WHY_* */
+	uint64_t reserved[8];
+};
+
+/* ------------------------------------------------------------------- target */
+
+struct uffdmove_target;
+
+/* What happens to guest threads touching missing pages if the source dies. */
+#define UFFDMOVE_ON_SOURCE_DEATH_BLOCK	0 /* stay blocked until the VMM acts */
+#define UFFDMOVE_ON_SOURCE_DEATH_POISON	1 /* missing pages raise SIGBUS */
+
+struct uffdmove_target_opts {
+	uint32_t expected_uid;	/* source's uid; UFFDMOVE_UID_SELF: ours */
+	int32_t expected_pid;	/* source's pid; 0: any */
+	uint32_t handshake_timeout_ms; /* 0: default (5000) */
+	uint32_t on_source_death; /* UFFDMOVE_ON_SOURCE_DEATH_* */
+	uint32_t collapse_thp;	/* 1 (default): MADV_COLLAPSE what was THP */
+	uint32_t reserved32;
+	uint64_t reserved[6];
+};
+
+#define UFFDMOVE_UID_SELF UINT32_MAX
+
+/**
+ * uffdmove_target_opts_init - fill @opts with the defaults.
+ *
+ * @return 0, or -EINVAL if @opts is NULL.
+ */
+int uffdmove_target_opts_init(struct uffdmove_target_opts *opts);
+
+/**
+ * uffdmove_target_new - prepare the new VMM's guest RAM to receive.
+ *
+ * Creates a userfaultfd that also catches kernel-mode faults (KVM, syscalls),
+ * negotiates its features once and registers every region for MISSING
+ * faults, with REMOVE/UNMAP/REMAP events. The regions must be private
+ * anonymous mappings that the caller has not touched yet; they must stay
+ * mapped until uffdmove_target_free().
+ *
+ * Not blocking. The handle is used by one thread at a time.
+ *
+ * @param out [out] the new handle, written only on success.
+ * @param regions @n regions, copied; names are copied.
+ * @param opts NULL for the defaults.
+ * @return 0; -EINVAL for a bad argument (NULL, unaligned, overlapping, bad
+ *	   name, non-zero reserved word); -EPERM if kernel-mode faults cannot
+ *	   be caught (needs CAP_SYS_PTRACE or access to /dev/userfaultfd);
+ *	   -EOPNOTSUPP if the kernel lacks userfaultfd; -ENOMEM; another
+ *	   kernel errno from UFFDIO_REGISTER. Nothing stays registered on
+ *	   failure.
+ */
+int uffdmove_target_new(struct uffdmove_target **out,
+			const struct uffdmove_region *regions, size_t n,
+			const struct uffdmove_target_opts *opts);
+
+/**
+ * uffdmove_target_handoff - give the uffd to the source and wait for its
+ * answer.
+ *
+ * Checks the peer's credentials, sends HELLO with the uffd over @sock (a
+ * connected AF_UNIX SOCK_SEQPACKET socket) and waits, up to the handshake
+ * deadline, for ACCEPT or REJECT. @sock stays the caller's and must stay
+ * open until the handoff completes or the handle is freed.
+ *
+ * Blocking (bounded by the handshake deadline).
+ *
+ * @return 0: accepted, the guest may run now; -EPERM peer not authorised or
+ *	   rejected us; -EPROTO malformed answer or the source rejected the
+ *	   regions (message says which); -ETIMEDOUT; -ECONNRESET the source
+ *	   went away; -EINVAL called twice or bad socket. On failure the
+ *	   regions are unregistered and untouched: the old VMM still owns the
+ *	   guest.
+ */
+int uffdmove_target_handoff(struct uffdmove_target *t, int sock);
+
+/**
+ * uffdmove_target_abort - give the guest back before resuming it.
+ *
+ * Valid after uffdmove_target_handoff() returned 0 and before the first
+ * uffdmove_target_process() or uffdmove_target_wait(), which commit the
+ * handoff (the point of no return). Sends ABORT and unregisters the regions;
+ * the source then keeps all of its guest memory (it copies, never moves,
+ * before the commit) and may resume the old VMM. Pages already copied here
+ * are discarded with the mapping's contents: the caller should unmap or
+ * reuse the regions.
+ *
+ * @return 0; -EINVAL if there is no accepted, uncommitted handoff.
+ */
+int uffdmove_target_abort(struct uffdmove_target *t);
+
+/**
+ * uffdmove_target_fd - a pollable fd for the caller's event loop.
+ *
+ * Readable when uffdmove_target_process() has work. Borrowed: valid until
+ * uffdmove_target_free().
+ *
+ * @return the fd, or -EINVAL.
+ */
+int uffdmove_target_fd(const struct uffdmove_target *t);
+
+/**
+ * uffdmove_target_process - handle what is pending, without blocking.
+ *
+ * The first call commits the handoff: from then on the target's state is
+ * the newer one and uffdmove_target_abort() is no longer possible. Resume
+ * the vCPUs right after it.
+ *
+ * Reads the source's messages (progress, THP chunks complete, done), and
+ * after the source's death keeps the uffd serviced under the death policy.
+ * On DONE it unregisters the regions, collapses THP where the source had it
+ * and closes the uffd.
+ *
+ * @return 1 handoff complete; 0 in progress; -ECONNRESET the source died
+ *	   before completing (missing pages stay blocked or poisoned, never
+ *	   zero); -EPROTO a malformed message; -EINVAL called out of order.
+ */
+int uffdmove_target_process(struct uffdmove_target *t);
+
+/**
+ * uffdmove_target_wait - process until complete, failed or @timeout_ms.
+ *
+ * @param timeout_ms -1: no timeout.
+ * @return 0 complete; -ETIMEDOUT; or the failure of uffdmove_target_process.
+ */
+int uffdmove_target_wait(struct uffdmove_target *t, int timeout_ms);
+
+/**
+ * uffdmove_target_stats - what the source reported, plus local counters.
+ *
+ * @return 0, or -EINVAL.
+ */
+int uffdmove_target_stats(const struct uffdmove_target *t,
+			  struct uffdmove_stats *st);
+
+/**
+ * uffdmove_target_error - the last failure's explanation; "" if none.
+ *
+ * Valid until the next call on @t. Never NULL.
+ */
+const char *uffdmove_target_error(const struct uffdmove_target *t);
+
+/**
+ * uffdmove_target_free - release the handle.
+ *
+ * If the handoff is complete, nothing else happens. If the source died, the
+ * uffd is closed last, after the death policy was applied. If it is still in
+ * progress, the uffd is closed: it is a caller bug to free a target whose
+ * handoff is running, because untouched missing pages then read as zeros.
+ * NULL is a no-op.
+ */
+void uffdmove_target_free(struct uffdmove_target *t);
+
+/* ------------------------------------------------------------------- source */
+
+struct uffdmove_source;
+
+enum uffdmove_mode {
+	UFFDMOVE_MODE_AUTO,
+	UFFDMOVE_MODE_COPY,
+	UFFDMOVE_MODE_MOVE,
+};
+
+struct uffdmove_source_opts {
+	uint32_t mode;		/* enum uffdmove_mode; default AUTO */
+	uint32_t threads;	/* mover threads; 0: default (2) */
+	uint32_t expected_uid;	/* target's uid; UFFDMOVE_UID_SELF: ours */
+	int32_t expected_pid;	/* target's pid; 0: any */
+	uint32_t handshake_timeout_ms; /* 0: default (5000) */
+	uint32_t reserved32;
+	/* Called from the mover about every 64 MiB and at the end; may be
+	 * NULL. Runs on a mover thread: keep it short. */
+	void (*progress)(const struct uffdmove_stats *st, void *arg);
+	void *progress_arg;
+	uint64_t reserved[6];
+};
+
+/**
+ * uffdmove_source_opts_init - fill @opts with the defaults.
+ *
+ * @return 0, or -EINVAL if @opts is NULL.
+ */
+int uffdmove_source_opts_init(struct uffdmove_source_opts *opts);
+
+/**
+ * uffdmove_source_new - describe the old VMM's guest RAM.
+ *
+ * The regions must stay mapped, and the guest paused, until the handoff is
+ * done or uffdmove_source_free().
+ *
+ * @return 0; -EINVAL bad argument; -ENOMEM.
+ */
+int uffdmove_source_new(struct uffdmove_source **out,
+			const struct uffdmove_region *regions, size_t n,
+			const struct uffdmove_source_opts *opts);
+
+/**
+ * uffdmove_source_declare_pinned - never MOVE pages in this range.
+ *
+ * For ranges a device or the kernel holds: VFIO DMA maps, io_uring fixed
+ * buffers, O_DIRECT in flight. They are copied instead. Call before
+ * uffdmove_source_accept().
+ *
+ * @return 0; -EINVAL if the range is unaligned, empty or outside every
+ *	   region, or accept was already called; -ENOMEM.
+ */
+int uffdmove_source_declare_pinned(struct uffdmove_source *s, void *addr,
+				   size_t len);
+
+/**
+ * uffdmove_source_accept - receive the target's HELLO and answer it.
+ *
+ * Authenticates the peer (SO_PEERCRED), receives HELLO and the uffd,
+ * validates the regions against ours, classifies our pages and answers
+ * ACCEPT or a specific REJECT. @sock stays the caller's; keep it open until
+ * uffdmove_source_run() returns.
+ *
+ * Blocking (bounded by the handshake deadline).
+ *
+ * @return 0: the target may resume its guest; -EPERM peer not authorised;
+ *	   -EPROTO malformed HELLO or wrong fd count; -EINVAL regions do not
+ *	   match (message names the region and both values) or called out of
+ *	   order; -ETIMEDOUT; -ECONNRESET. Guest memory is untouched.
+ */
+int uffdmove_source_accept(struct uffdmove_source *s, int sock);
+
+/**
+ * uffdmove_source_run - serve faults and push until the target has all.
+ *
+ * Starts opts.threads mover threads; one serves faults through io_uring
+ * while the others push. Returns when the target acknowledged DONE.
+ *
+ * Blocking.
+ *
+ * @return 0; -ECONNRESET or -ESRCH the target died (stats tell how much
+ *	   was handed over; in COPY mode our memory is intact); -EOPNOTSUPP
+ *	   MODE_MOVE but the kernel cannot move here; -EBUSY MODE_MOVE and a
+ *	   page is pinned or shared (message names the range); -EPROTO.
+ */
+int uffdmove_source_run(struct uffdmove_source *s);
+
+/**
+ * uffdmove_source_stats - counters so far; safe during run from another
+ * thread (values may be slightly stale).
+ *
+ * @return 0, or -EINVAL.
+ */
+int uffdmove_source_stats(const struct uffdmove_source *s,
+			  struct uffdmove_stats *st);
+
+/**
+ * uffdmove_source_error - the last failure's explanation; "" if none.
+ */
+const char *uffdmove_source_error(const struct uffdmove_source *s);
+
+/**
+ * uffdmove_source_free - release the handle, its uffd and threads.
+ * NULL is a no-op.
+ */
+void uffdmove_source_free(struct uffdmove_source *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UFFDMOVE_H */

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* Per-handle "last failure" message: set in the statement that returns. */
+#ifndef UFFDMOVE_ERROR_H
+#define UFFDMOVE_ERROR_H
+
+#define ERR_MSG_MAX 256
+
+struct err_buf {
+	char msg[ERR_MSG_MAX];
+};
+
+/*
+ * Format the handle's message and return -@errnum, so a failure reads
+ *	return err_set(&s->err, EINVAL, "region '%s': ...", name);
+ * @errnum is positive; the result is negative.
+ */
+int err_set(struct err_buf *e, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static inline void err_clear(struct err_buf *e)
+{
+	e->msg[0] = '\0';
+}
+
+#endif /* UFFDMOVE_ERROR_H */

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The mover: hands chunks and single faulting pages from the source's memory
+ * into the target's through the target's uffd, choosing MOVE or COPY per
+ * chunk (the one place that decides), honouring partial progress, EEXIST,
+ * EAGAIN and the target's discards. Shared by the fault thread and pushers.
+ */
+#ifndef UFFDMOVE_MOVER_H
+#define UFFDMOVE_MOVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "hist.h"
+#include "pagemap.h"
+#include "plan.h"
+#include "uffdmove.h"
+#include "wire.h"
+
+/* Session primitive, decided from facts once (design.md). */
+enum prim_state {
+	PRIM_UNDECIDED,		/* MOVE is a candidate; the first try decides */
+	PRIM_COPY,
+	PRIM_MOVE,
+};
+
+struct counters {		/* all updated with relaxed atomics */
+	uint64_t populated, moved, copied, zeroed, skipped, discarded;
+	uint64_t faults, thp_moved, thp_copied, move_ebusy, pinned_skipped;
+	uint64_t eagain;
+	uint64_t chunks_done;
+};
+
+struct pinned_range {
+	uint64_t start, end;
+};
+
+#define URGENT_MAX 256
+
+struct mover {
+	int uffd;
+	uint32_t mode;			/* enum uffdmove_mode */
+	bool same_mm;
+	int prim;			/* enum prim_state, atomic */
+	uint32_t why_not_move;		/* UFFDMOVE_WHY_* */
+	bool committed;			/* atomic: GO received, MOVE allowed */
+	bool stop;			/* atomic: threads leave */
+	struct plan plan;
+	struct pm pm;
+	struct pinned_range *pinned;
+	size_t npinned;
+	struct counters cnt;
+	struct hist lat;
+
+	size_t cursor;			/* atomic: next chunk to push in order */
+	pthread_mutex_t lock;		/* urgent queue, outbox, error */
+	size_t urgent[URGENT_MAX];
+	size_t urgent_head, urgent_tail;
+	struct wire_range *outbox;	/* completed THP chunks, coalesced */
+	size_t outbox_n, outbox_cap;
+
+	int fatal;			/* first fatal -errno, under lock */
+	int move_failure;		/* MODE_MOVE: -EBUSY seen, under lock */
+	struct err_buf err;		/* message for fatal / move_failure */
+};
+
+int mover_init(struct mover *m);
+void mover_fini(struct mover *m);
+
+/* Pushers: claim the next chunk (urgent first), or -1 when none is left. */
+long mover_next_chunk(struct mover *m);
+/* Hand over a chunk this thread claimed. 0, or a fatal -errno. */
+int mover_push_chunk(struct mover *m, size_t c);
+/*
+ * Resolve one fault at target address @addr and wake its thread. Returns 0,
+ * -EAGAIN (an event is pending in the target: read events, then retry), or a
+ * fatal -errno.
+ */
+int mover_fault(struct mover *m, uint64_t addr);
+/* All chunks are done. */
+bool mover_finished(const struct mover *m);
+/* Record the first fatal error with its message; returns @err. */
+int mover_fail(struct mover *m, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int mover_fatal(struct mover *m);
+/* Queue a completed THP range for the target (coalesced). */
+void mover_outbox_add(struct mover *m, uint64_t start, uint64_t len);
+/* Take up to @cap completed THP ranges from the outbox; returns count. */
+size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap);
+/* Snapshot of the counters as public stats (without elapsed time). */
+void mover_stats(const struct mover *m, struct uffdmove_stats *st);
+
+#endif /* UFFDMOVE_MOVER_H */

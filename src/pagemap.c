@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "classify.h"
+#include "compat.h"
+#include "pagemap.h"
+#include "util.h"
+
+#define SCAN_VEC	64
+
+static int scan(const struct pm *pm, uint64_t start, uint64_t end,
+		struct page_region *vec, size_t cap, uint64_t *walk_end)
+{
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.start = start,
+		.end = end,
+		.vec = (uintptr_t)vec,
+		.vec_len = cap,
+		.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED |
+			       PAGE_IS_HUGE | PAGE_IS_PFNZERO | PAGE_IS_FILE,
+	};
+	int ret = ioctl(pm->fd, PAGEMAP_SCAN, &arg);
+
+	if (ret < 0)
+		return -errno;
+	*walk_end = arg.walk_end;
+	return ret;
+}
+
+int pm_open(struct pm *pm)
+{
+	struct page_region vec[1];
+	uint64_t walk_end;
+	long self = sysconf(_SC_PAGESIZE);
+
+	pm->fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm->fd < 0)
+		return -errno;
+	/* Any mapped address will do to learn whether the ioctl exists. */
+	pm->scan = scan(pm, ALIGN_DOWN((uintptr_t)&self, PAGE_SZ),
+			ALIGN_DOWN((uintptr_t)&self, PAGE_SZ) + PAGE_SZ,
+			vec, 1, &walk_end) >= 0;
+	return 0;
+}
+
+void pm_close(struct pm *pm)
+{
+	if (pm->fd >= 0)
+		close(pm->fd);
+	pm->fd = -1;
+}
+
+int pm_read(const struct pm *pm, uint64_t addr, size_t npages,
+	    uint64_t *entries)
+{
+	size_t want = npages * sizeof(uint64_t), got = 0;
+	off_t off = (off_t)(addr / PAGE_SZ * sizeof(uint64_t));
+	ssize_t n;
+
+	while (got < want) {
+		n = pread(pm->fd, (char *)entries + got, want - got,
+			  off + (off_t)got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int flags_from_scan(const struct pm *pm, uint64_t addr, size_t npages,
+			   uint8_t *flags)
+{
+	struct page_region vec[SCAN_VEC];
+	uint64_t pos = addr, end = addr + npages * PAGE_SZ, walk_end, p;
+	int n, i;
+
+	memset(flags, 0, npages);
+	while (pos < end) {
+		n = scan(pm, pos, end, vec, SCAN_VEC, &walk_end);
+		if (n < 0)
+			return n;
+		for (i = 0; i < n; i++) {
+			uint8_t f = classify_scan_categories(vec[i].categories);
+
+			for (p = vec[i].start; p < vec[i].end; p += PAGE_SZ)
+				flags[(p - addr) / PAGE_SZ] = f;
+		}
+		if (walk_end <= pos)
+			break;
+		pos = walk_end;
+	}
+	return 0;
+}
+
+int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
+	     bool need_excl, uint8_t *flags)
+{
+	uint64_t words[512];
+	size_t i, k, done;
+	int ret;
+
+	if (pm->scan) {
+		ret = flags_from_scan(pm, addr, npages, flags);
+		if (ret || !need_excl)
+			return ret;
+	}
+	for (done = 0; done < npages; done += k) {
+		k = MIN(npages - done, ARRAY_SIZE(words));
+		ret = pm_read(pm, addr + done * PAGE_SZ, k, words);
+		if (ret)
+			return ret;
+		for (i = 0; i < k; i++) {
+			uint8_t huge = pm->scan ?
+				       flags[done + i] & (PG_HUGE | PG_ZERO) : 0;
+
+			flags[done + i] = classify_pm_word(words[i]) | huge;
+		}
+	}
+	return 0;
+}

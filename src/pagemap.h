@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Reading this process's own page tables: PAGEMAP_SCAN where the kernel has
+ * it (one ioctl per range), else 8-byte /proc/self/pagemap entries.
+ * Exclusivity (PM_MMAP_EXCLUSIVE) exists only in the 8-byte entries.
+ */
+#ifndef UFFDMOVE_PAGEMAP_H
+#define UFFDMOVE_PAGEMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct pm {
+	int fd;
+	bool scan;	/* PAGEMAP_SCAN works */
+};
+
+int pm_open(struct pm *pm);
+void pm_close(struct pm *pm);
+/* 8-byte entries of @npages pages from @addr. */
+int pm_read(const struct pm *pm, uint64_t addr, size_t npages,
+	    uint64_t *entries);
+/*
+ * Page flags (classify.h PG_*) of @npages pages from @addr, one byte each:
+ * from PAGEMAP_SCAN, plus the 8-byte entries when @need_excl (only they
+ * carry exclusivity).
+ */
+int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
+	     bool need_excl, uint8_t *flags);
+
+#endif /* UFFDMOVE_PAGEMAP_H */

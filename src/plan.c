@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <stdlib.h>
+
+#include "plan.h"
+#include "util.h"
+
+static int by_dst(const void *a, const void *b)
+{
+	const struct plan_region *x = a, *y = b;
+
+	return x->dst < y->dst ? -1 : x->dst > y->dst;
+}
+
+int plan_init(struct plan *p, const struct plan_input *in, size_t n)
+{
+	size_t i, c, total = 0;
+
+	*p = (struct plan){ 0 };
+	p->regions = calloc(n, sizeof(*p->regions));
+	if (!p->regions)
+		return -ENOMEM;
+	p->nregions = n;
+	for (i = 0; i < n; i++) {
+		struct plan_region *r = &p->regions[i];
+		size_t words = (in[i].len / PAGE_SZ + 63) / 64;
+
+		r->src = in[i].src;
+		r->dst = in[i].dst;
+		r->len = in[i].len;
+		r->thp = in[i].thp;
+		r->populated = calloc(words, sizeof(uint64_t));
+		r->discarded = calloc(words, sizeof(uint64_t));
+		if (!r->populated || !r->discarded)
+			goto nomem;
+		p->bytes_total += r->len;
+	}
+	qsort(p->regions, n, sizeof(*p->regions), by_dst);
+	for (i = 0; i < n; i++) {
+		struct plan_region *r = &p->regions[i];
+
+		r->first_chunk = total;
+		r->nchunks = (ALIGN_UP(r->src + r->len, CHUNK_SZ) -
+			      ALIGN_DOWN(r->src, CHUNK_SZ)) / CHUNK_SZ;
+		total += r->nchunks;
+	}
+	p->chunks = calloc(total, sizeof(*p->chunks));
+	if (!p->chunks)
+		goto nomem;
+	p->nchunks = total;
+	for (i = 0; i < n; i++)
+		for (c = 0; c < p->regions[i].nchunks; c++)
+			p->chunks[p->regions[i].first_chunk + c].region =
+				(uint32_t)i;
+	return 0;
+nomem:
+	plan_fini(p);
+	return -ENOMEM;
+}
+
+void plan_fini(struct plan *p)
+{
+	size_t i;
+
+	for (i = 0; p->regions && i < p->nregions; i++) {
+		free(p->regions[i].populated);
+		free(p->regions[i].discarded);
+	}
+	free(p->regions);
+	free(p->chunks);
+	*p = (struct plan){ 0 };
+}
+
+static const struct plan_region *region_at(const struct plan *p,
+					   uint64_t dst)
+{
+	size_t lo = 0, hi = p->nregions;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct plan_region *r = &p->regions[mid];
+
+		if (dst < r->dst)
+			hi = mid;
+		else if (dst - r->dst >= r->len)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+long plan_find(const struct plan *p, uint64_t dst)
+{
+	const struct plan_region *r = region_at(p, dst);
+	uint64_t src;
+
+	if (!r)
+		return -1;
+	src = r->src + (dst - r->dst);
+	return (long)(r->first_chunk +
+		      (ALIGN_DOWN(src, CHUNK_SZ) -
+		       ALIGN_DOWN(r->src, CHUNK_SZ)) / CHUNK_SZ);
+}
+
+void plan_chunk_range(const struct plan *p, size_t c, uint64_t *start,
+		      uint64_t *end)
+{
+	const struct plan_region *r = plan_region_of(p, c);
+	uint64_t base = ALIGN_DOWN(r->src, CHUNK_SZ) +
+			(c - r->first_chunk) * CHUNK_SZ;
+
+	*start = MAX(base, r->src);
+	*end = MIN(base + CHUNK_SZ, r->src + r->len);
+}
+
+bool plan_next_run(const struct plan_region *r, size_t *pos, size_t end,
+		   size_t *run_end)
+{
+	size_t i = *pos;
+
+	while (i < end && !plan_page_wanted(r, i))
+		i++;
+	if (i >= end)
+		return false;
+	*pos = i;
+	while (i < end && plan_page_wanted(r, i))
+		i++;
+	*run_end = i;
+	return true;
+}
+
+uint64_t plan_discard(struct plan *p, uint64_t dst, uint64_t len)
+{
+	uint64_t end = dst + len, lost = 0, a;
+	size_t i;
+
+	for (i = 0; i < p->nregions; i++) {
+		struct plan_region *r = &p->regions[i];
+		uint64_t lo = MAX(dst, r->dst), hi = MIN(end, r->dst + r->len);
+
+		for (a = ALIGN_UP(lo, PAGE_SZ); a < hi; a += PAGE_SZ) {
+			size_t pg = (a - r->dst) / PAGE_SZ;
+
+			if (bit_test(r->discarded, pg))
+				continue;
+			bit_set(r->discarded, pg);
+			lost += PAGE_SZ;
+		}
+	}
+	return lost;
+}

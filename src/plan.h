@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The plan: regions matched between source and target, cut into chunks at
+ * the source's 2 MiB boundaries (a THP can only move or collapse whole),
+ * with one small state per chunk and per-page bitmaps. Pure: no syscalls.
+ */
+#ifndef UFFDMOVE_PLAN_H
+#define UFFDMOVE_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHUNK_SZ	(2UL << 20)
+#define CHUNK_PAGES	(CHUNK_SZ / 4096)
+
+enum chunk_state {
+	CHUNK_PENDING,		/* not yet handed over */
+	CHUNK_CLAIMED,		/* a mover thread is on it */
+	CHUNK_DONE,		/* every wanted page is in the target */
+};
+
+/* Classification, once per chunk (cls_state: 0 new, 1 busy, 2 ready). */
+#define CHUNK_THP	(1u << 0)
+#define CHUNK_MOVABLE	(1u << 1)
+#define CHUNK_PINNED	(1u << 2)	/* overlaps a declared pinned range */
+
+struct chunk {
+	uint8_t state;		/* enum chunk_state, atomic */
+	uint8_t cls_state;	/* atomic */
+	uint8_t flags;		/* CHUNK_*, valid once cls_state == 2 */
+	uint8_t pad;
+	uint32_t region;
+};
+
+struct plan_region {
+	uint64_t src;		/* in the source */
+	uint64_t dst;		/* in the target */
+	uint64_t len;
+	size_t first_chunk;
+	size_t nchunks;
+	uint64_t *populated;	/* per page: has data in the source */
+	uint64_t *discarded;	/* per page: removed by the target */
+	bool thp;		/* target wants THP here */
+};
+
+struct plan {
+	struct plan_region *regions;	/* sorted by dst */
+	size_t nregions;
+	struct chunk *chunks;
+	size_t nchunks;
+	uint64_t bytes_total;
+};
+
+struct plan_input {
+	uint64_t src, dst, len;
+	bool thp;
+};
+
+/* -ENOMEM or 0. Regions must not overlap (checked by the caller). */
+int plan_init(struct plan *p, const struct plan_input *in, size_t n);
+void plan_fini(struct plan *p);
+
+/* Chunk index holding target address @dst, or -1 when outside the plan. */
+long plan_find(const struct plan *p, uint64_t dst);
+/* The source bytes [*start, *end) of chunk @c. */
+void plan_chunk_range(const struct plan *p, size_t c, uint64_t *start,
+		      uint64_t *end);
+
+static inline struct plan_region *plan_region_of(const struct plan *p,
+						 size_t c)
+{
+	return &p->regions[p->chunks[c].region];
+}
+
+/* Page bitmaps: index is the page number within the region. */
+static inline bool bit_test(const uint64_t *map, size_t i)
+{
+	return __atomic_load_n(&map[i / 64], __ATOMIC_ACQUIRE) >> (i % 64) & 1;
+}
+
+static inline void bit_set(uint64_t *map, size_t i)
+{
+	__atomic_fetch_or(&map[i / 64], 1ULL << (i % 64), __ATOMIC_RELEASE);
+}
+
+/* Page @i has data the target still wants. */
+static inline bool plan_page_wanted(const struct plan_region *r, size_t i)
+{
+	return bit_test(r->populated, i) && !bit_test(r->discarded, i);
+}
+
+/*
+ * Next run of wanted pages within [*pos, end) (page indexes of region @r):
+ * returns false when none; else [*pos, *run_end) is the run.
+ */
+bool plan_next_run(const struct plan_region *r, size_t *pos, size_t end,
+		   size_t *run_end);
+
+/* Mark [dst, dst + len) discarded; returns the bytes newly discarded. */
+uint64_t plan_discard(struct plan *p, uint64_t dst, uint64_t len);
+
+#endif /* UFFDMOVE_PLAN_H */

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by source.c and target.c: region validation, handshake
+ * deadlines, and the uffd features both sides rely on. */
+#ifndef UFFDMOVE_SESSION_H
+#define UFFDMOVE_SESSION_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "uffdmove.h"
+#include "compat.h"
+
+#define HANDSHAKE_TIMEOUT_MS 5000
+
+/* Without these the target's munmap/mremap/MADV_DONTNEED of a missing page
+ * would be silently zero-filled instead of reported. */
+#define SESSION_REQUIRED_FEATURES (UFFD_FEATURE_EVENT_REMOVE | \
+				   UFFD_FEATURE_EVENT_UNMAP | \
+				   UFFD_FEATURE_EVENT_REMAP)
+
+struct session_region {
+	char name[UFFDMOVE_NAME_MAX + 1];
+	uint64_t addr;
+	uint64_t len;
+};
+
+/* Validate and copy caller regions: names, alignment, overlap. */
+int session_copy_regions(struct err_buf *err,
+			 const struct uffdmove_region *in, size_t n,
+			 struct session_region **out);
+
+/* Both opts structs end in reserved words that must be zero. */
+int session_check_reserved(struct err_buf *err, const void *words,
+			   size_t len);
+
+#endif /* UFFDMOVE_SESSION_H */

@@ -1,0 +1,835 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The old VMM's side: accept the target's uffd, then serve its faults and
+ * push every remaining chunk until the target has all of its guest RAM.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "mover.h"
+#include "peer.h"
+#include "ring.h"
+#include "session.h"
+#include "uffd.h"
+#include "util.h"
+#include "wire.h"
+
+#define PROGRESS_EVERY_NS	(20 * 1000 * 1000ULL)
+#define PROGRESS_CB_BYTES	(64ULL << 20)
+#define FAULT_SPIN_US		50
+#define MSGS_MAX		(4 * RING_MSGS)
+
+enum source_state { SRC_NEW, SRC_ACCEPTED, SRC_RUNNING, SRC_ENDED };
+
+struct uffdmove_source {
+	struct uffdmove_source_opts opts;
+	struct session_region *regions;
+	size_t nregions;
+	struct pinned_range *pinned;
+	size_t npinned;
+	enum source_state state;
+	int sock;
+	uint64_t features;	/* what the target negotiated */
+	bool mover_ready;
+	struct mover m;
+	uint64_t t_start, t_end;
+	struct err_buf err;
+};
+
+UFFDMOVE_EXPORT int uffdmove_source_opts_init(struct uffdmove_source_opts *o)
+{
+	if (!o)
+		return -EINVAL;
+	memset(o, 0, sizeof(*o));
+	o->mode = UFFDMOVE_MODE_AUTO;
+	o->threads = 2;
+	o->expected_uid = UFFDMOVE_UID_SELF;
+	o->handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
+					const struct uffdmove_region *regions,
+					size_t n,
+					const struct uffdmove_source_opts *opts)
+{
+	struct uffdmove_source *s;
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->sock = -1;
+	s->m.uffd = -1;
+	s->m.pm.fd = -1;
+	if (opts)
+		s->opts = *opts;
+	else
+		uffdmove_source_opts_init(&s->opts);
+	ret = session_check_reserved(&s->err, s->opts.reserved,
+				     sizeof(s->opts.reserved));
+	if (!ret && (s->opts.reserved32 ||
+		     s->opts.mode > UFFDMOVE_MODE_MOVE ||
+		     s->opts.threads > 64))
+		ret = -EINVAL;
+	if (!ret)
+		ret = session_copy_regions(&s->err, regions, n, &s->regions);
+	if (ret) {
+		free(s);
+		return ret;
+	}
+	s->nregions = n;
+	if (!s->opts.threads)
+		s->opts.threads = 2;
+	if (!s->opts.handshake_timeout_ms)
+		s->opts.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+	*out = s;
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_declare_pinned(struct uffdmove_source *s,
+						   void *addr, size_t len)
+{
+	uint64_t a = (uintptr_t)addr;
+	struct pinned_range *p;
+	size_t i;
+
+	if (!s)
+		return -EINVAL;
+	if (s->state != SRC_NEW)
+		return err_set(&s->err, EINVAL,
+			       "declare pinned ranges before uffdmove_source_accept()");
+	if (!len || !IS_ALIGNED(a | len, PAGE_SZ) || a + len < a)
+		return err_set(&s->err, EINVAL,
+			       "pinned range %p+%zu must be non-empty and page aligned",
+			       addr, len);
+	for (i = 0; i < s->nregions; i++)
+		if (a >= s->regions[i].addr &&
+		    a + len <= s->regions[i].addr + s->regions[i].len)
+			break;
+	if (i == s->nregions)
+		return err_set(&s->err, EINVAL,
+			       "pinned range %p+%zu lies outside every region",
+			       addr, len);
+	p = realloc(s->pinned, (s->npinned + 1) * sizeof(*p));
+	if (!p)
+		return err_set(&s->err, ENOMEM, "out of memory");
+	s->pinned = p;
+	s->pinned[s->npinned++] = (struct pinned_range){ a, a + len };
+	return 0;
+}
+
+/* Answer REJECT with the handle's message, and return @ret. */
+static int reject(struct uffdmove_source *s, int ret)
+{
+	struct wire_msg m = { .type = WIRE_REJECT };
+	char buf[WIRE_MSG_MAX];
+	int len;
+
+	m.reason.errnum = (uint32_t)-ret;
+	str_copy(m.reason.text, sizeof(m.reason.text), s->err.msg);
+	len = wire_encode(&m, buf, sizeof(buf));
+	if (len > 0)
+		peer_send(s->sock, buf, (size_t)len, -1, 100);
+	return ret;
+}
+
+static bool is_userfaultfd(int fd)
+{
+	char path[64], link[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return false;
+	link[n] = '\0';
+	return !strcmp(link, "anon_inode:[userfaultfd]");
+}
+
+static int authenticate(struct uffdmove_source *s, pid_t *pid)
+{
+	uid_t uid, want;
+	int ret;
+
+	ret = peer_cred(s->sock, pid, &uid);
+	if (ret)
+		return err_set(&s->err, -ret, "SO_PEERCRED: %s",
+			       strerror(-ret));
+	want = s->opts.expected_uid == UFFDMOVE_UID_SELF ? geteuid() :
+	       (uid_t)s->opts.expected_uid;
+	if (uid != want)
+		return err_set(&s->err, EPERM,
+			       "peer uid %u is not the expected uid %u",
+			       (unsigned int)uid, (unsigned int)want);
+	if (s->opts.expected_pid && *pid != s->opts.expected_pid)
+		return err_set(&s->err, EPERM,
+			       "peer pid %d is not the expected pid %d",
+			       (int)*pid, (int)s->opts.expected_pid);
+	return 0;
+}
+
+/* Match every region of ours to one of the target's, by name. */
+static int match_regions(struct uffdmove_source *s, const struct wire_msg *h,
+			 struct plan_input *in)
+{
+	uint32_t i, j;
+
+	if (h->hello.n_regions != s->nregions)
+		return err_set(&s->err, EINVAL,
+			       "target has %u regions, source has %zu",
+			       h->hello.n_regions, s->nregions);
+	for (i = 0; i < s->nregions; i++) {
+		const struct session_region *mine = &s->regions[i];
+		const struct wire_region *theirs = NULL;
+
+		for (j = 0; j < h->hello.n_regions; j++)
+			if (!strcmp(h->hello.regions[j].name, mine->name))
+				theirs = &h->hello.regions[j];
+		if (!theirs)
+			return err_set(&s->err, EINVAL,
+				       "region '%s': the target has no region of that name",
+				       mine->name);
+		if (theirs->len != mine->len)
+			return err_set(&s->err, EINVAL,
+				       "region '%s': target length %llu != source length %llu",
+				       mine->name,
+				       (unsigned long long)theirs->len,
+				       (unsigned long long)mine->len);
+		if (!(theirs->ioctls & (1ULL << _UFFDIO_COPY)) ||
+		    !(theirs->ioctls & (1ULL << _UFFDIO_ZEROPAGE)))
+			return err_set(&s->err, EINVAL,
+				       "region '%s': registered without UFFDIO_COPY/ZEROPAGE (ioctls 0x%llx); is it private anonymous memory?",
+				       mine->name,
+				       (unsigned long long)theirs->ioctls);
+		in[i] = (struct plan_input){
+			.src = mine->addr, .dst = theirs->addr,
+			.len = mine->len,
+			.thp = theirs->flags & WIRE_REGION_THP,
+		};
+	}
+	return 0;
+}
+
+/* MODE_MOVE promises zero-copy: refuse up front what cannot move. */
+static int check_move_mode(struct uffdmove_source *s, bool same_mm)
+{
+	struct uffdmove_caps caps;
+
+	if (s->opts.mode != UFFDMOVE_MODE_MOVE)
+		return 0;
+	if (!(s->features & UFFD_FEATURE_MOVE))
+		return err_set(&s->err, EOPNOTSUPP,
+			       "MODE_MOVE: the target did not negotiate UFFD_FEATURE_MOVE (kernel too old?); use MODE_AUTO");
+	uffdmove_probe(&caps);
+	if (!same_mm && !caps.cross_process_move)
+		return err_set(&s->err, EOPNOTSUPP,
+			       "MODE_MOVE: this kernel refuses UFFDIO_MOVE between processes (EINVAL); use MODE_AUTO or COPY, or hand over within one process");
+	if (s->npinned)
+		return err_set(&s->err, EBUSY,
+			       "MODE_MOVE: range 0x%llx-0x%llx is declared pinned and can never move; use MODE_AUTO",
+			       (unsigned long long)s->pinned[0].start,
+			       (unsigned long long)s->pinned[0].end);
+	return 0;
+}
+
+static int setup_mover(struct uffdmove_source *s, int uffd, bool same_mm,
+		       const struct plan_input *in)
+{
+	struct mover *m = &s->m;
+	int ret;
+
+	ret = mover_init(m);
+	if (ret)
+		return err_set(&s->err, -ret, "mutex: %s", strerror(-ret));
+	s->mover_ready = true;
+	m->mode = s->opts.mode;
+	m->same_mm = same_mm;
+	m->pinned = s->pinned;
+	m->npinned = s->npinned;
+	if (s->opts.mode == UFFDMOVE_MODE_COPY) {
+		m->prim = PRIM_COPY;
+		m->why_not_move = UFFDMOVE_WHY_MODE_COPY;
+	} else if (!(s->features & UFFD_FEATURE_MOVE)) {
+		m->prim = PRIM_COPY;
+		m->why_not_move = UFFDMOVE_WHY_NO_FEATURE;
+	}
+	ret = plan_init(&m->plan, in, s->nregions);
+	if (ret)
+		return err_set(&s->err, ENOMEM, "out of memory for the plan");
+	ret = pm_open(&m->pm);
+	if (ret)
+		return err_set(&s->err, -ret, "/proc/self/pagemap: %s",
+			       strerror(-ret));
+	m->uffd = uffd;
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
+{
+	struct plan_input in[UFFDMOVE_REGIONS_MAX];
+	struct wire_msg *hello = NULL;
+	struct wire_msg ans = { .type = WIRE_ACCEPT };
+	char buf[WIRE_MSG_MAX + 1], why[160];
+	int fds[PEER_FDS_MAX], uffd = -1, len, ret;
+	size_t nfds = 0;
+	bool same_mm;
+	pid_t pid;
+
+	if (!s)
+		return -EINVAL;
+	err_clear(&s->err);
+	if (s->state != SRC_NEW)
+		return err_set(&s->err, EINVAL,
+			       "uffdmove_source_accept() called twice");
+	if (peer_check_socket(sock))
+		return err_set(&s->err, EINVAL,
+			       "fd %d is not an AF_UNIX SOCK_SEQPACKET socket",
+			       sock);
+	s->sock = sock;
+	ret = authenticate(s, &pid);
+	if (ret)
+		return reject(s, ret);
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds,
+			(int)s->opts.handshake_timeout_ms);
+	if (len == -EMSGSIZE)
+		return reject(s, err_set(&s->err, EPROTO,
+					 "HELLO larger than %d bytes",
+					 WIRE_MSG_MAX));
+	if (len == -ETIMEDOUT)
+		return err_set(&s->err, ETIMEDOUT,
+			       "no HELLO within %u ms",
+			       s->opts.handshake_timeout_ms);
+	if (len < 0)
+		return err_set(&s->err, -len, "receiving HELLO: %s",
+			       strerror(-len));
+	if (nfds != 1) {
+		if (nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+		return reject(s, err_set(&s->err, EPROTO,
+					 "HELLO must carry exactly one fd, it carried %s",
+					 nfds > PEER_FDS_MAX ? "too many" :
+					 nfds ? "more than one" : "none"));
+	}
+	uffd = fds[0];
+	hello = malloc(sizeof(*hello));
+	if (!hello) {
+		ret = err_set(&s->err, ENOMEM, "out of memory");
+		goto fail;
+	}
+	ret = wire_decode(buf, (size_t)len, hello, why, sizeof(why));
+	if (ret) {
+		ret = err_set(&s->err, -ret, "bad HELLO: %s", why);
+		goto fail;
+	}
+	if (hello->type != WIRE_HELLO) {
+		ret = err_set(&s->err, EPROTO, "expected HELLO, got %s",
+			      wire_type_name(hello->type));
+		goto fail;
+	}
+	if (!is_userfaultfd(uffd)) {
+		ret = err_set(&s->err, EPROTO,
+			      "the fd sent with HELLO is not a userfaultfd");
+		goto fail;
+	}
+	s->features = hello->hello.features;
+	if ((s->features & SESSION_REQUIRED_FEATURES) !=
+	    SESSION_REQUIRED_FEATURES) {
+		ret = err_set(&s->err, EPROTO,
+			      "target did not negotiate REMOVE/UNMAP/REMAP events (features 0x%llx): its discards would be lost",
+			      (unsigned long long)s->features);
+		goto fail;
+	}
+	ret = match_regions(s, hello, in);
+	if (ret)
+		goto fail;
+	same_mm = pid == getpid();
+	ret = check_move_mode(s, same_mm);
+	if (ret)
+		goto fail;
+	ret = setup_mover(s, uffd, same_mm, in);
+	if (ret)
+		goto fail;
+	free(hello);
+	hello = NULL;
+	uffd = -1;	/* the mover owns it now */
+	ret = fcntl(s->m.uffd, F_GETFL);
+	if (ret < 0 || fcntl(s->m.uffd, F_SETFL, ret | O_NONBLOCK) < 0) {
+		ret = err_set(&s->err, errno, "fcntl(O_NONBLOCK) on the uffd: %s",
+			      strerror(errno));
+		goto fail;
+	}
+
+	ans.accept.primitive = s->m.prim == PRIM_COPY ? UFFDMOVE_PRIM_COPY :
+			       UFFDMOVE_PRIM_MOVE;
+	len = wire_encode(&ans, buf, sizeof(buf));
+	ret = peer_send(sock, buf, (size_t)len, -1,
+			(int)s->opts.handshake_timeout_ms);
+	if (ret) {
+		ret = err_set(&s->err, -ret, "sending ACCEPT: %s",
+			      strerror(-ret));
+		goto fail;
+	}
+	s->t_start = now_ns();
+	s->state = SRC_ACCEPTED;
+	return 0;
+fail:
+	free(hello);
+	if (uffd >= 0)
+		close(uffd);
+	return reject(s, ret);
+}
+
+/* ------------------------------------------------------------------ run */
+
+struct run {
+	struct uffdmove_source *s;
+	struct ring ring;
+	int efd;
+	pthread_t *pushers;
+	size_t npushers, started, exited;
+	bool needs_commit;
+	bool done_sent, fin;
+	uint64_t next_progress_ns, next_cb_bytes;
+	struct uffd_msg retry[MSGS_MAX];
+	size_t nretry;
+};
+
+static void *pusher_main(void *arg)
+{
+	struct run *run = arg;
+	struct mover *m = &run->s->m;
+	uint64_t one = 1;
+	long c;
+
+	while (!__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE)) {
+		/* Before the target commits, nothing may move: the source
+		 * must be able to take its guest back. */
+		if (run->needs_commit &&
+		    !__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE)) {
+			usleep(100);
+			continue;
+		}
+		c = mover_next_chunk(m);
+		if (c < 0 || mover_push_chunk(m, (size_t)c))
+			break;
+	}
+	if (write(run->efd, &one, sizeof(one)) < 0) {
+		/* The fault loop also times out every PROGRESS period. */
+	}
+	return NULL;
+}
+
+static int send_msg(struct uffdmove_source *s, const struct wire_msg *m,
+		    int timeout_ms)
+{
+	char buf[WIRE_MSG_MAX];
+	int len = wire_encode(m, buf, sizeof(buf));
+
+	if (len < 0)
+		return len;
+	return peer_send(s->sock, buf, (size_t)len, -1, timeout_ms);
+}
+
+static void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
+{
+	mover_stats(&s->m, st);
+	st->elapsed_ns = (s->t_end ? s->t_end : now_ns()) - s->t_start;
+}
+
+/* Completed THP chunks, so the target can collapse them at once. When
+ * @timeout_ms is 0 what does not fit the socket waits for next time. */
+static int flush_ranges(struct run *run, int timeout_ms)
+{
+	struct wire_msg msg = { .type = WIRE_RANGE_DONE };
+	int ret;
+
+	for (;;) {
+		msg.ranges.n = (uint32_t)mover_take_ranges(
+			&run->s->m, msg.ranges.ranges, WIRE_RANGES_MAX);
+		if (!msg.ranges.n)
+			return 0;
+		ret = send_msg(run->s, &msg, timeout_ms);
+		if (ret == -EAGAIN) {
+			/* Put them back in front: order is irrelevant. */
+			uint32_t i;
+
+			for (i = 0; i < msg.ranges.n; i++)
+				mover_outbox_add(&run->s->m,
+						 msg.ranges.ranges[i].start,
+						 msg.ranges.ranges[i].len);
+			return 0;
+		}
+		if (ret)
+			return ret;
+	}
+}
+
+static void periodic(struct run *run, bool force)
+{
+	struct uffdmove_source *s = run->s;
+	struct wire_msg msg = { .type = WIRE_PROGRESS };
+	uint64_t now = now_ns(), handled;
+
+	if (!force && now < run->next_progress_ns)
+		return;
+	run->next_progress_ns = now + PROGRESS_EVERY_NS;
+	stats_now(s, &msg.stats);
+	send_msg(s, &msg, 0);	/* progress is idempotent: drop if full */
+	flush_ranges(run, 0);
+	handled = msg.stats.bytes_moved + msg.stats.bytes_copied;
+	if (s->opts.progress && (force || handled >= run->next_cb_bytes)) {
+		s->opts.progress(&msg.stats, s->opts.progress_arg);
+		run->next_cb_bytes = handled + PROGRESS_CB_BYTES;
+	}
+}
+
+/* A target event other than a fault. */
+static int handle_event(struct run *run, const struct uffd_msg *msg)
+{
+	struct mover *m = &run->s->m;
+	uint64_t start, end;
+
+	switch (msg->event) {
+	case UFFD_EVENT_REMOVE:
+	case UFFD_EVENT_UNMAP:
+		/* Balloon, MADV_DONTNEED or munmap: those pages must never
+		 * be refilled with stale data; later faults read zeros. */
+		start = msg->arg.remove.start;
+		end = msg->arg.remove.end;
+		__atomic_fetch_add(&m->cnt.discarded,
+				   plan_discard(&m->plan, start, end - start),
+				   __ATOMIC_RELAXED);
+		return 0;
+	case UFFD_EVENT_REMAP:
+		return mover_fail(m, -EPROTO,
+				  "the target mremap()ed guest RAM 0x%llx+%llu to 0x%llx during the handoff, which libuffdmove does not follow; the session ends",
+				  (unsigned long long)msg->arg.remap.from,
+				  (unsigned long long)msg->arg.remap.len,
+				  (unsigned long long)msg->arg.remap.to);
+	default:
+		return mover_fail(m, -EPROTO,
+				  "unexpected userfaultfd event %u from the target",
+				  msg->event);
+	}
+}
+
+/* Non-fault events first: a pending REMOVE makes every COPY fail with
+ * EAGAIN until it is read, and must mark its range before any fault in
+ * it is resolved. Faults that hit EAGAIN wait in run->retry. */
+static int handle_msgs(struct run *run, const struct uffd_msg *msgs, size_t n,
+		       uint64_t t_read)
+{
+	struct mover *m = &run->s->m;
+	size_t i;
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+			continue;
+		ret = handle_event(run, &msgs[i]);
+		if (ret)
+			return ret;
+	}
+	for (i = 0; i < n; i++) {
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		ret = mover_fault(m, msgs[i].arg.pagefault.address);
+		if (ret == -EAGAIN) {
+			__atomic_fetch_add(&m->cnt.eagain, 1, __ATOMIC_RELAXED);
+			if (run->nretry < MSGS_MAX) {
+				run->retry[run->nretry++] = msgs[i];
+				continue;
+			}
+			ret = 0;	/* the kernel re-delivers it */
+		}
+		if (ret)
+			return mover_fail(m, ret,
+					  "resolving a fault at 0x%llx: %s",
+					  (unsigned long long)msgs[i].arg.pagefault.address,
+					  strerror(-ret));
+		hist_add(&m->lat, now_ns() - t_read);
+	}
+	return 0;
+}
+
+/* Faults that met EAGAIN: read what is pending (that is what blocks
+ * them), then try again after a short pause. */
+static int retry_faults(struct run *run)
+{
+	struct uffd_msg batch[MSGS_MAX], pending[MSGS_MAX];
+	size_t n = run->nretry;
+	ssize_t got;
+	int ret;
+
+	if (!n)
+		return 0;
+	memcpy(pending, run->retry, n * sizeof(*pending));
+	run->nretry = 0;
+	got = read(run->s->m.uffd, batch, sizeof(batch));
+	if (got > 0) {
+		ret = handle_msgs(run, batch,
+				  (size_t)got / sizeof(struct uffd_msg),
+				  now_ns());
+		if (ret)
+			return ret;
+	} else {
+		usleep(20);
+	}
+	return handle_msgs(run, pending, n, now_ns());
+}
+
+/* Messages from the target: GO (committed), FIN, ABORT, or hang-up. */
+static int handle_socket(struct run *run)
+{
+	struct uffdmove_source *s = run->s;
+	struct mover *m = &s->m;
+	struct wire_msg msg;
+	char buf[WIRE_MSG_MAX + 1], why[160];
+	int fds[PEER_FDS_MAX], len, ret;
+	size_t nfds;
+
+	for (;;) {
+		len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds, 0);
+		if (nfds && nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+		if (len == -EAGAIN)
+			return 0;
+		if (len == -ECONNRESET) {
+			if (run->done_sent) {
+				run->fin = true;	/* it had everything */
+				return 0;
+			}
+			return mover_fail(m, -ECONNRESET,
+					  "target hung up before the handoff completed");
+		}
+		if (len < 0)
+			return mover_fail(m, len, "socket: %s", strerror(-len));
+		ret = wire_decode(buf, (size_t)len, &msg, why, sizeof(why));
+		if (ret)
+			return mover_fail(m, ret, "bad message from the target: %s",
+					  why);
+		switch (msg.type) {
+		case WIRE_GO:
+			__atomic_store_n(&m->committed, true, __ATOMIC_RELEASE);
+			break;
+		case WIRE_FIN:
+			if (!run->done_sent)
+				return mover_fail(m, -EPROTO,
+						  "target sent FIN before DONE");
+			run->fin = true;
+			return 0;
+		case WIRE_ABORT:
+			if (__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
+				return mover_fail(m, -ECONNRESET,
+						  "target aborted after committing: %s",
+						  msg.reason.text);
+			return mover_fail(m, -ECANCELED,
+					  "target aborted the handoff before resuming its guest; the guest memory is intact here");
+		default:
+			return mover_fail(m, -EPROTO,
+					  "unexpected %s from the target",
+					  wire_type_name(msg.type));
+		}
+	}
+}
+
+static int send_done(struct run *run)
+{
+	struct wire_msg msg = { .type = WIRE_DONE };
+	int ret;
+
+	ret = flush_ranges(run, 1000);
+	if (ret)
+		return ret;
+	run->s->t_end = now_ns();
+	stats_now(run->s, &msg.stats);
+	ret = send_msg(run->s, &msg, 1000);
+	if (ret)
+		return ret;
+	run->done_sent = true;
+	periodic(run, true);
+	return 0;
+}
+
+static int start_pushers(struct run *run, size_t n)
+{
+	size_t i;
+	int ret;
+
+	run->pushers = calloc(n ? n : 1, sizeof(*run->pushers));
+	if (!run->pushers)
+		return -ENOMEM;
+	run->npushers = n;
+	for (i = 0; i < n; i++) {
+		ret = pthread_create(&run->pushers[i], NULL, pusher_main, run);
+		if (ret)
+			return -ret;
+		run->started++;
+	}
+	return 0;
+}
+
+static void stop_pushers(struct run *run)
+{
+	size_t i;
+
+	__atomic_store_n(&run->s->m.stop, true, __ATOMIC_RELEASE);
+	for (i = 0; i < run->started; i++)
+		pthread_join(run->pushers[i], NULL);
+	free(run->pushers);
+}
+
+/* With one thread, the fault loop pushes between events. */
+static int push_inline(struct run *run)
+{
+	struct mover *m = &run->s->m;
+	long c;
+
+	if (run->needs_commit &&
+	    !__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
+		return 0;
+	c = mover_next_chunk(m);
+	return c < 0 ? 0 : mover_push_chunk(m, (size_t)c);
+}
+
+static int fault_loop(struct run *run)
+{
+	struct uffdmove_source *s = run->s;
+	struct mover *m = &s->m;
+	struct uffd_msg msgs[MSGS_MAX];
+	struct ring_events ev;
+	bool inline_push = run->npushers == 0;
+	int ret, timeout;
+
+	while (!run->fin) {
+		if (!run->done_sent && mover_finished(m)) {
+			ret = send_done(run);
+			if (ret)
+				return mover_fail(m, ret, "sending DONE: %s",
+						  strerror(-ret));
+		}
+		timeout = inline_push && !mover_finished(m) ? 0 :
+			  run->nretry ? 0 : (int)(PROGRESS_EVERY_NS / 1000000);
+		ret = ring_wait(&run->ring, msgs, MSGS_MAX, &ev,
+				inline_push ? 0 : FAULT_SPIN_US, timeout);
+		if (ret)
+			return mover_fail(m, ret, "io_uring: %s", strerror(-ret));
+		ret = handle_msgs(run, msgs, ev.nmsgs, now_ns());
+		if (!ret)
+			ret = retry_faults(run);
+		if (!ret && ev.sock)
+			ret = handle_socket(run);
+		if (!ret && inline_push)
+			ret = push_inline(run);
+		if (ret || mover_fatal(m))
+			return mover_fatal(m) ? mover_fatal(m) : ret;
+		periodic(run, false);
+	}
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
+{
+	struct run run = { .s = s, .efd = -1 };
+	struct wire_msg abort_msg = { .type = WIRE_ABORT };
+	struct uffdmove_stats st;
+	int ret;
+
+	if (!s)
+		return -EINVAL;
+	if (s->state != SRC_ACCEPTED)
+		return err_set(&s->err, EINVAL,
+			       "uffdmove_source_run() needs a successful uffdmove_source_accept() first");
+	s->state = SRC_RUNNING;
+	err_clear(&s->err);
+	run.needs_commit = s->m.prim != PRIM_COPY;
+	run.next_cb_bytes = PROGRESS_CB_BYTES;
+	run.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (run.efd < 0) {
+		ret = err_set(&s->err, errno, "eventfd: %s", strerror(errno));
+		goto out;
+	}
+	ret = ring_init(&run.ring, s->m.uffd, s->sock, run.efd);
+	if (ret) {
+		ret = err_set(&s->err, -ret,
+			      "io_uring_queue_init: %s (is io_uring disabled?)",
+			      strerror(-ret));
+		goto out;
+	}
+	ret = start_pushers(&run, s->opts.threads > 1 ? s->opts.threads - 1 : 0);
+	if (ret) {
+		ret = mover_fail(&s->m, ret, "starting mover threads: %s",
+				 strerror(-ret));
+	} else {
+		ret = fault_loop(&run);
+	}
+	stop_pushers(&run);
+	ring_fini(&run.ring);
+	if (!s->t_end)
+		s->t_end = now_ns();
+	if (ret) {
+		/* Tell the target why, so it applies its policy now. */
+		stats_now(s, &st);
+		abort_msg.reason.errnum = (uint32_t)-ret;
+		str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text),
+			 s->m.err.msg);
+		if (ret != -ECONNRESET && ret != -ESRCH)
+			send_msg(s, &abort_msg, 100);
+		ret = err_set(&s->err, -ret,
+			      "%s (handed over %llu of %llu populated bytes)",
+			      s->m.err.msg,
+			      (unsigned long long)(st.bytes_moved +
+						   st.bytes_copied),
+			      (unsigned long long)st.bytes_populated);
+	} else if (s->m.move_failure) {
+		ret = err_set(&s->err, -s->m.move_failure, "%s",
+			      s->m.err.msg);
+	}
+out:
+	if (run.efd >= 0)
+		close(run.efd);
+	s->state = SRC_ENDED;
+	return ret;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_stats(const struct uffdmove_source *s,
+					  struct uffdmove_stats *st)
+{
+	if (!s || !st)
+		return -EINVAL;
+	if (!s->mover_ready) {
+		memset(st, 0, sizeof(*st));
+		return 0;
+	}
+	stats_now((struct uffdmove_source *)s, st);
+	return 0;
+}
+
+UFFDMOVE_EXPORT const char *uffdmove_source_error(const struct uffdmove_source *s)
+{
+	return s ? s->err.msg : "invalid handle (NULL)";
+}
+
+UFFDMOVE_EXPORT void uffdmove_source_free(struct uffdmove_source *s)
+{
+	if (!s)
+		return;
+	if (s->mover_ready) {
+		plan_fini(&s->m.plan);
+		pm_close(&s->m.pm);
+		mover_fini(&s->m);
+	}
+	if (s->m.uffd >= 0)
+		close(s->m.uffd);
+	free(s->pinned);
+	free(s->regions);
+	free(s);
+}

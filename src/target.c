@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The new VMM's side: register guest RAM with a uffd of our own, give the
+ * uffd to the source, follow its progress, and never let a missing page read
+ * as zero: the uffd stays open here for the whole session, and if the source
+ * dies its missing pages stay blocked or are poisoned.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "classify.h"
+#include "pagemap.h"
+#include "peer.h"
+#include "session.h"
+#include "uffd.h"
+#include "util.h"
+#include "wire.h"
+
+enum target_state {
+	TGT_NEW,	/* registered, no handoff yet */
+	TGT_ACCEPTED,	/* source accepted; not committed: abort possible */
+	TGT_RUNNING,	/* committed: the guest runs */
+	TGT_DONE,
+	TGT_ORPHANED,	/* the source died or gave up mid-handoff */
+	TGT_CLOSED,	/* rejected or aborted: nothing registered */
+};
+
+struct collapse_list {
+	struct wire_range *r;
+	size_t n, cap;
+};
+
+struct uffdmove_target {
+	struct uffdmove_target_opts opts;
+	struct session_region *regions;
+	bool *thp;
+	size_t nregions;
+	uint64_t ioctls[UFFDMOVE_REGIONS_MAX];
+	uint64_t features;
+	enum target_state state;
+	int uffd, sock, epfd;
+	int failure;			/* -errno once orphaned */
+	struct uffdmove_stats st;	/* as the source last reported */
+	uint64_t thp_collapsed;
+	struct collapse_list retry;	/* THP ranges to collapse at the end */
+	uint64_t t_start, t_end;
+	pthread_t keeper;		/* services the uffd once orphaned */
+	bool keeper_running, keeper_stop;
+	struct err_buf err;
+};
+
+UFFDMOVE_EXPORT int uffdmove_target_opts_init(struct uffdmove_target_opts *o)
+{
+	if (!o)
+		return -EINVAL;
+	memset(o, 0, sizeof(*o));
+	o->expected_uid = UFFDMOVE_UID_SELF;
+	o->handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+	o->on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
+	o->collapse_thp = 1;
+	return 0;
+}
+
+/* Does the VMA at @addr want THP? From /proc/self/smaps VmFlags. */
+static bool vma_wants_thp(uint64_t addr, uint32_t thp_mode)
+{
+	char line[512];
+	bool in = false, want = thp_mode == UFFDMOVE_THP_ALWAYS;
+	unsigned long lo, hi;
+	FILE *f = fopen("/proc/self/smaps", "re");
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+			if (in)
+				break;
+			in = addr >= lo && addr < hi;
+			continue;
+		}
+		if (in && !strncmp(line, "VmFlags:", 8)) {
+			if (strstr(line, " hg"))
+				want = thp_mode != UFFDMOVE_THP_NEVER;
+			if (strstr(line, " nh"))
+				want = false;
+			break;
+		}
+	}
+	fclose(f);
+	return want;
+}
+
+static int open_uffd(struct uffdmove_target *t)
+{
+	struct uffdmove_caps caps;
+	uint64_t want;
+	int ret;
+
+	uffdmove_probe(&caps);
+	ret = uffd_open(O_CLOEXEC | O_NONBLOCK);
+	if (ret == -EPERM || ret == -EACCES)
+		return err_set(&t->err, EPERM,
+			       "cannot create a userfaultfd that catches kernel-mode faults (KVM, syscalls): grant CAP_SYS_PTRACE or access to /dev/userfaultfd");
+	if (ret == -ENOSYS || ret == -EOPNOTSUPP)
+		return err_set(&t->err, EOPNOTSUPP,
+			       "this kernel has no userfaultfd");
+	if (ret < 0)
+		return err_set(&t->err, -ret, "userfaultfd: %s",
+			       strerror(-ret));
+	t->uffd = ret;
+	want = SESSION_REQUIRED_FEATURES |
+	       (caps.uffd_features & (UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON));
+	ret = uffd_api(t->uffd, want, &t->features, NULL);
+	if (ret)
+		return err_set(&t->err, ret == -EINVAL ? EOPNOTSUPP : -ret,
+			       "UFFDIO_API with features 0x%llx: %s (kernel lacks REMOVE/UNMAP/REMAP events?)",
+			       (unsigned long long)want, strerror(-ret));
+	t->features = want;
+	return 0;
+}
+
+static void unregister_all(struct uffdmove_target *t, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		uffd_unregister(t->uffd, (void *)(uintptr_t)t->regions[i].addr,
+				t->regions[i].len);
+}
+
+static void close_uffd(struct uffdmove_target *t)
+{
+	if (t->uffd >= 0)
+		close(t->uffd);
+	t->uffd = -1;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
+					const struct uffdmove_region *regions,
+					size_t n,
+					const struct uffdmove_target_opts *opts)
+{
+	struct uffdmove_target *t;
+	struct uffdmove_caps caps;
+	size_t i;
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->uffd = t->sock = t->epfd = -1;
+	if (opts)
+		t->opts = *opts;
+	else
+		uffdmove_target_opts_init(&t->opts);
+	ret = session_check_reserved(&t->err, t->opts.reserved,
+				     sizeof(t->opts.reserved));
+	if (!ret && (t->opts.reserved32 || t->opts.on_source_death >
+		     UFFDMOVE_ON_SOURCE_DEATH_POISON || t->opts.collapse_thp > 1))
+		ret = -EINVAL;
+	if (!ret)
+		ret = session_copy_regions(&t->err, regions, n, &t->regions);
+	if (ret)
+		goto fail;
+	t->nregions = n;
+	if (!t->opts.handshake_timeout_ms)
+		t->opts.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+	t->thp = calloc(n, sizeof(*t->thp));
+	if (!t->thp) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	uffdmove_probe(&caps);
+	for (i = 0; i < n; i++)
+		t->thp[i] = vma_wants_thp(t->regions[i].addr, caps.thp_mode);
+	ret = open_uffd(t);
+	if (ret)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		ret = uffd_register(t->uffd,
+				    (void *)(uintptr_t)t->regions[i].addr,
+				    t->regions[i].len,
+				    UFFDIO_REGISTER_MODE_MISSING, &t->ioctls[i]);
+		if (ret) {
+			unregister_all(t, i);
+			ret = err_set(&t->err, -ret,
+				      "region '%s': UFFDIO_REGISTER: %s (must be private anonymous memory, mapped)",
+				      t->regions[i].name, strerror(-ret));
+			goto fail;
+		}
+	}
+	t->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (t->epfd < 0) {
+		ret = -errno;
+		unregister_all(t, n);
+		goto fail;
+	}
+	*out = t;
+	return 0;
+fail:
+	close_uffd(t);
+	free(t->thp);
+	free(t->regions);
+	free(t);
+	return ret;
+}
+
+static int send_msg(struct uffdmove_target *t, const struct wire_msg *m,
+		    int timeout_ms)
+{
+	char buf[WIRE_MSG_MAX];
+	int len = wire_encode(m, buf, sizeof(buf));
+
+	if (len < 0)
+		return len;
+	return peer_send(t->sock, buf, (size_t)len, -1, timeout_ms);
+}
+
+/* The source refused or the handshake failed: give everything back. */
+static int release(struct uffdmove_target *t, int ret)
+{
+	unregister_all(t, t->nregions);
+	close_uffd(t);
+	t->state = TGT_CLOSED;
+	return ret;
+}
+
+static int check_source(struct uffdmove_target *t)
+{
+	uid_t uid, want;
+	pid_t pid;
+	int ret = peer_cred(t->sock, &pid, &uid);
+
+	if (ret)
+		return err_set(&t->err, -ret, "SO_PEERCRED: %s",
+			       strerror(-ret));
+	want = t->opts.expected_uid == UFFDMOVE_UID_SELF ? geteuid() :
+	       (uid_t)t->opts.expected_uid;
+	if (uid != want)
+		return err_set(&t->err, EPERM,
+			       "peer uid %u is not the expected uid %u",
+			       (unsigned int)uid, (unsigned int)want);
+	if (t->opts.expected_pid && pid != t->opts.expected_pid)
+		return err_set(&t->err, EPERM,
+			       "peer pid %d is not the expected pid %d",
+			       (int)pid, (int)t->opts.expected_pid);
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
+					    int sock)
+{
+	struct wire_msg *m;
+	struct epoll_event ev = { .events = EPOLLIN };
+	char buf[WIRE_MSG_MAX + 1], why[160];
+	int fds[PEER_FDS_MAX], len, ret;
+	size_t i, nfds;
+
+	if (!t)
+		return -EINVAL;
+	err_clear(&t->err);
+	if (t->state != TGT_NEW)
+		return err_set(&t->err, EINVAL,
+			       "uffdmove_target_handoff() may be called once, on a new target");
+	if (peer_check_socket(sock))
+		return err_set(&t->err, EINVAL,
+			       "fd %d is not an AF_UNIX SOCK_SEQPACKET socket",
+			       sock);
+	t->sock = sock;
+	ret = check_source(t);
+	if (ret)
+		return release(t, ret);
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return release(t, err_set(&t->err, ENOMEM, "out of memory"));
+	m->type = WIRE_HELLO;
+	m->hello.features = t->features;
+	m->hello.n_regions = (uint32_t)t->nregions;
+	for (i = 0; i < t->nregions; i++) {
+		struct wire_region *r = &m->hello.regions[i];
+
+		memcpy(r->name, t->regions[i].name, sizeof(r->name));
+		r->addr = t->regions[i].addr;
+		r->len = t->regions[i].len;
+		r->page_size = PAGE_SZ;
+		r->flags = t->thp[i] ? WIRE_REGION_THP : 0;
+		r->ioctls = t->ioctls[i];
+	}
+	len = wire_encode(m, buf, sizeof(buf));
+	ret = len < 0 ? len : peer_send(sock, buf, (size_t)len, t->uffd,
+					 (int)t->opts.handshake_timeout_ms);
+	if (ret) {
+		free(m);
+		return release(t, err_set(&t->err, -ret, "sending HELLO: %s",
+					  strerror(-ret)));
+	}
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds,
+			(int)t->opts.handshake_timeout_ms);
+	if (nfds && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	if (len < 0) {
+		free(m);
+		return release(t, err_set(&t->err, len == -EMSGSIZE ? EPROTO : -len,
+					  "waiting for the source's answer: %s",
+					  len == -ETIMEDOUT ? "no answer within the handshake deadline" :
+					  strerror(-len)));
+	}
+	ret = wire_decode(buf, (size_t)len, m, why, sizeof(why));
+	if (ret) {
+		free(m);
+		return release(t, err_set(&t->err, -ret,
+					  "bad answer from the source: %s", why));
+	}
+	if (m->type == WIRE_REJECT) {
+		ret = err_set(&t->err, (int)m->reason.errnum,
+			      "the source rejected the handoff: %s",
+			      m->reason.text);
+		free(m);
+		return release(t, ret);
+	}
+	if (m->type != WIRE_ACCEPT) {
+		ret = err_set(&t->err, EPROTO,
+			      "expected ACCEPT or REJECT, got %s",
+			      wire_type_name(m->type));
+		free(m);
+		return release(t, ret);
+	}
+	free(m);
+	ev.data.fd = sock;
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
+		return release(t, err_set(&t->err, errno, "epoll_ctl: %s",
+					  strerror(errno)));
+	t->state = TGT_ACCEPTED;
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_abort(struct uffdmove_target *t)
+{
+	struct wire_msg m = { .type = WIRE_ABORT };
+
+	if (!t)
+		return -EINVAL;
+	if (t->state != TGT_ACCEPTED)
+		return err_set(&t->err, EINVAL,
+			       "abort is possible only between a successful handoff and the first process/wait");
+	m.reason.errnum = ECANCELED;
+	str_copy(m.reason.text, sizeof(m.reason.text),
+		 "the target aborted before resuming its guest");
+	send_msg(t, &m, 1000);
+	return release(t, 0);
+}
+
+static void collapse_later(struct uffdmove_target *t, uint64_t start,
+			   uint64_t len)
+{
+	struct collapse_list *l = &t->retry;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 32;
+		void *p = realloc(l->r, cap * sizeof(*l->r));
+
+		if (!p)
+			return;	/* khugepaged may still do it */
+		l->r = p;
+		l->cap = cap;
+	}
+	l->r[l->n++] = (struct wire_range){ start, len };
+}
+
+/* Only ranges the source reported as THP: collapsing a sparse range
+ * would allocate huge pages where the guest had holes. */
+static bool in_thp_region(const struct uffdmove_target *t, uint64_t start,
+			  uint64_t len)
+{
+	size_t i;
+
+	for (i = 0; i < t->nregions; i++)
+		if (start >= t->regions[i].addr && len <= t->regions[i].len &&
+		    start - t->regions[i].addr <= t->regions[i].len - len)
+			return t->thp[i];
+	return false;
+}
+
+static void collapse(struct uffdmove_target *t, uint64_t start, uint64_t len,
+		     bool final)
+{
+	uint64_t a;
+
+	if (!t->opts.collapse_thp || !in_thp_region(t, start, len))
+		return;
+	for (a = ALIGN_UP(start, HPAGE_SZ); a + HPAGE_SZ <= start + len;
+	     a += HPAGE_SZ) {
+		if (!madvise((void *)(uintptr_t)a, HPAGE_SZ, MADV_COLLAPSE))
+			t->thp_collapsed++;
+		else if (!final)
+			collapse_later(t, a, HPAGE_SZ);
+	}
+}
+
+/* Poison every page of the regions that has not arrived. */
+static int poison_missing(struct uffdmove_target *t)
+{
+	uint8_t flags[512];
+	struct pm pm;
+	size_t i, k, n, p, done;
+	uint64_t a, end;
+	int ret;
+
+	if (!(t->features & UFFD_FEATURE_POISON))
+		return -EOPNOTSUPP;
+	ret = pm_open(&pm);
+	if (ret)
+		return ret;
+	for (i = 0; i < t->nregions; i++) {
+		end = t->regions[i].addr + t->regions[i].len;
+		for (a = t->regions[i].addr; a < end; a += n * PAGE_SZ) {
+			n = MIN((end - a) / PAGE_SZ, ARRAY_SIZE(flags));
+			ret = pm_flags(&pm, a, n, false, flags);
+			if (ret)
+				goto out;
+			for (p = 0; p < n; p = k) {
+				for (k = p; k < n && !pg_populated(flags[k]); k++)
+					;
+				if (k > p)
+					uffd_poison(t->uffd, a + p * PAGE_SZ,
+						    (k - p) * PAGE_SZ, &done);
+				/* EEXIST: a page arrived meanwhile; fine. */
+				while (k < n && pg_populated(flags[k]))
+					k++;
+			}
+		}
+	}
+out:
+	pm_close(&pm);
+	return ret;
+}
+
+/* Read and answer the uffd's events ourselves, now that nobody else does:
+ * REMOVE/UNMAP waiters must not hang. Faults stay blocked, or get poison. */
+static void service_uffd(struct uffdmove_target *t)
+{
+	struct uffd_msg msgs[16];
+	ssize_t n, i;
+	size_t done;
+
+	while ((n = read(t->uffd, msgs, sizeof(msgs))) > 0) {
+		for (i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+			uint64_t a;
+
+			if (msgs[i].event != UFFD_EVENT_PAGEFAULT ||
+			    t->opts.on_source_death !=
+			    UFFDMOVE_ON_SOURCE_DEATH_POISON)
+				continue;
+			a = ALIGN_DOWN(msgs[i].arg.pagefault.address, PAGE_SZ);
+			if (uffd_poison(t->uffd, a, PAGE_SZ, &done) == -EEXIST)
+				uffd_wake(t->uffd, a, PAGE_SZ);
+		}
+	}
+}
+
+static void *keeper_main(void *arg)
+{
+	struct uffdmove_target *t = arg;
+	struct pollfd pfd = { .fd = t->uffd, .events = POLLIN };
+
+	while (!__atomic_load_n(&t->keeper_stop, __ATOMIC_ACQUIRE)) {
+		if (poll(&pfd, 1, 50) > 0)
+			service_uffd(t);
+	}
+	return NULL;
+}
+
+/* The source is gone (or gave up) before DONE: take the uffd back. */
+static int orphan(struct uffdmove_target *t, int err, const char *why)
+{
+	uint64_t got = t->st.bytes_moved + t->st.bytes_copied;
+	int ret;
+
+	t->state = TGT_ORPHANED;
+	t->t_end = now_ns();
+	if (t->opts.on_source_death == UFFDMOVE_ON_SOURCE_DEATH_POISON &&
+	    (ret = poison_missing(t)))
+		t->opts.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
+	service_uffd(t);
+	if (!pthread_create(&t->keeper, NULL, keeper_main, t))
+		t->keeper_running = true;
+	t->failure = err_set(&t->err, -err,
+			     "%s after about %llu of %llu populated bytes arrived; missing pages %s",
+			     why, (unsigned long long)got,
+			     (unsigned long long)t->st.bytes_populated,
+			     t->opts.on_source_death ==
+			     UFFDMOVE_ON_SOURCE_DEATH_POISON ?
+			     "are poisoned (SIGBUS on touch)" :
+			     "stay blocked until the VMM stops the guest");
+	return t->failure;
+}
+
+/* DONE: every page with data is here. Unregistering turns the holes into
+ * ordinary zero-fill memory and lets the remaining THP ranges collapse. */
+static int finish(struct uffdmove_target *t)
+{
+	struct wire_msg fin = { .type = WIRE_FIN };
+	size_t i;
+
+	t->t_end = now_ns();
+	unregister_all(t, t->nregions);
+	for (i = 0; i < t->retry.n; i++)
+		collapse(t, t->retry.r[i].start, t->retry.r[i].len, true);
+	t->retry.n = 0;
+	send_msg(t, &fin, 1000);
+	close_uffd(t);
+	t->state = TGT_DONE;
+	return 1;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
+{
+	struct wire_msg go = { .type = WIRE_GO }, m;
+	char buf[WIRE_MSG_MAX + 1], why[160];
+	int fds[PEER_FDS_MAX], len, ret;
+	size_t i, nfds;
+
+	if (!t)
+		return -EINVAL;
+	switch (t->state) {
+	case TGT_ACCEPTED:
+		ret = send_msg(t, &go, 1000);
+		if (ret)
+			return orphan(t, ret, "committing to the source failed");
+		t->state = TGT_RUNNING;
+		t->t_start = now_ns();
+		break;
+	case TGT_RUNNING:
+		break;
+	case TGT_DONE:
+		return 1;
+	case TGT_ORPHANED:
+		return t->failure;
+	default:
+		return err_set(&t->err, EINVAL,
+			       "no handoff in progress (call uffdmove_target_handoff() first)");
+	}
+
+	for (;;) {
+		len = peer_recv(t->sock, buf, sizeof(buf), fds, &nfds, 0);
+		if (nfds && nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+		if (len == -EAGAIN)
+			return 0;
+		if (len < 0)
+			return orphan(t, len == -EMSGSIZE ? -EPROTO : -ECONNRESET,
+				      "the source went away");
+		ret = wire_decode(buf, (size_t)len, &m, why, sizeof(why));
+		if (ret)
+			return orphan(t, -EPROTO, why);
+		switch (m.type) {
+		case WIRE_PROGRESS:
+			t->st = m.stats;
+			break;
+		case WIRE_RANGE_DONE:
+			for (i = 0; i < m.ranges.n; i++)
+				collapse(t, m.ranges.ranges[i].start,
+					 m.ranges.ranges[i].len, false);
+			break;
+		case WIRE_DONE:
+			t->st = m.stats;
+			return finish(t);
+		case WIRE_ABORT:
+			return orphan(t, -(int)m.reason.errnum, m.reason.text);
+		default:
+			return orphan(t, -EPROTO, "unexpected message");
+		}
+	}
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_fd(const struct uffdmove_target *t)
+{
+	return t ? t->epfd : -EINVAL;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_wait(struct uffdmove_target *t,
+					 int timeout_ms)
+{
+	struct epoll_event ev;
+	uint64_t deadline = timeout_ms < 0 ? 0 :
+			    now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	int ret, left = timeout_ms;
+
+	for (;;) {
+		ret = uffdmove_target_process(t);
+		if (ret)
+			return ret > 0 ? 0 : ret;
+		if (timeout_ms >= 0) {
+			uint64_t now = now_ns();
+
+			if (now >= deadline)
+				return err_set(&t->err, ETIMEDOUT,
+					       "handoff not complete after %d ms",
+					       timeout_ms);
+			left = (int)((deadline - now) / 1000000) + 1;
+		}
+		if (epoll_wait(t->epfd, &ev, 1, left) < 0 && errno != EINTR)
+			return err_set(&t->err, errno, "epoll_wait: %s",
+				       strerror(errno));
+	}
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_stats(const struct uffdmove_target *t,
+					  struct uffdmove_stats *st)
+{
+	if (!t || !st)
+		return -EINVAL;
+	*st = t->st;
+	st->thp_collapsed = t->thp_collapsed;
+	if (t->t_start)
+		st->elapsed_ns = (t->t_end ? t->t_end : now_ns()) - t->t_start;
+	return 0;
+}
+
+UFFDMOVE_EXPORT const char *uffdmove_target_error(const struct uffdmove_target *t)
+{
+	return t ? t->err.msg : "invalid handle (NULL)";
+}
+
+UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
+{
+	if (!t)
+		return;
+	if (t->keeper_running) {
+		__atomic_store_n(&t->keeper_stop, true, __ATOMIC_RELEASE);
+		pthread_join(t->keeper, NULL);
+	}
+	if (t->state == TGT_ORPHANED && t->uffd >= 0 &&
+	    poison_missing(t) == -EOPNOTSUPP) {
+		/* Closing the last uffd would let blocked threads read
+		 * zeros where guest data was: keep it open on purpose. */
+		t->uffd = -1;
+	}
+	close_uffd(t);
+	if (t->epfd >= 0)
+		close(t->epfd);
+	free(t->retry.r);
+	free(t->thp);
+	free(t->regions);
+	free(t);
+}

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "uffd.h"
+#include "util.h"
+
+int uffd_open(int flags)
+{
+	int dev, fd;
+
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	return neg_errno((int)syscall(SYS_userfaultfd, flags));
+}
+
+int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+
+	if (ioctl(fd, UFFDIO_API, &api) < 0)
+		return -errno;
+	if (offered)
+		*offered = api.features;
+	if (ioctls)
+		*ioctls = api.ioctls;
+	return 0;
+}
+
+int uffd_register(int fd, void *addr, size_t len, uint64_t mode,
+		  uint64_t *ioctls)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		.mode = mode,
+	};
+
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	if (ioctls)
+		*ioctls = reg.ioctls;
+	return 0;
+}
+
+int uffd_unregister(int fd, void *addr, size_t len)
+{
+	struct uffdio_range range = { .start = (uintptr_t)addr, .len = len };
+
+	return neg_errno(ioctl(fd, UFFDIO_UNREGISTER, &range));
+}
+
+int uffd_wake(int fd, uint64_t addr, size_t len)
+{
+	struct uffdio_range range = { .start = addr, .len = len };
+
+	return neg_errno(ioctl(fd, UFFDIO_WAKE, &range));
+}
+
+/* The kernel stores bytes done, or -errno, in a signed field. */
+static size_t progress(int64_t field)
+{
+	return field > 0 ? (size_t)field : 0;
+}
+
+int uffd_copy(int fd, uint64_t dst, const void *src, size_t len, uint64_t mode,
+	      size_t *done)
+{
+	struct uffdio_copy c = {
+		.dst = dst, .src = (uintptr_t)src, .len = len, .mode = mode,
+	};
+	int ret = neg_errno(ioctl(fd, UFFDIO_COPY, &c));
+
+	*done = ret ? progress(c.copy) : len;
+	return ret;
+}
+
+int uffd_zeropage(int fd, uint64_t dst, size_t len, size_t *done)
+{
+	struct uffdio_zeropage z = { .range = { .start = dst, .len = len } };
+	int ret = neg_errno(ioctl(fd, UFFDIO_ZEROPAGE, &z));
+
+	*done = ret ? progress(z.zeropage) : len;
+	return ret;
+}
+
+int uffd_move(int fd, uint64_t dst, uint64_t src, size_t len, uint64_t mode,
+	      size_t *done)
+{
+	struct uffdio_move m = {
+		.dst = dst, .src = src, .len = len, .mode = mode,
+	};
+	int ret = neg_errno(ioctl(fd, UFFDIO_MOVE, &m));
+
+	*done = ret ? progress(m.move) : len;
+	return ret;
+}
+
+int uffd_poison(int fd, uint64_t dst, size_t len, size_t *done)
+{
+	struct uffdio_poison p = { .range = { .start = dst, .len = len } };
+	int ret = neg_errno(ioctl(fd, UFFDIO_POISON, &p));
+
+	*done = ret ? progress(p.updated) : len;
+	return ret;
+}

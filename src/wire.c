@@ -1,0 +1,436 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+#include "wire.h"
+
+#define HDR_LEN		16
+#define REGION_LEN	64
+
+/* uffdmove_stats counters in wire order; the two u32 share the last word. */
+static const size_t stats_words[] = {
+	offsetof(struct uffdmove_stats, bytes_total),
+	offsetof(struct uffdmove_stats, bytes_populated),
+	offsetof(struct uffdmove_stats, bytes_moved),
+	offsetof(struct uffdmove_stats, bytes_copied),
+	offsetof(struct uffdmove_stats, bytes_zeroed),
+	offsetof(struct uffdmove_stats, bytes_skipped),
+	offsetof(struct uffdmove_stats, bytes_discarded),
+	offsetof(struct uffdmove_stats, faults),
+	offsetof(struct uffdmove_stats, fault_ns_p50),
+	offsetof(struct uffdmove_stats, fault_ns_p99),
+	offsetof(struct uffdmove_stats, fault_ns_max),
+	offsetof(struct uffdmove_stats, thp_moved),
+	offsetof(struct uffdmove_stats, thp_copied),
+	offsetof(struct uffdmove_stats, thp_collapsed),
+	offsetof(struct uffdmove_stats, move_ebusy),
+	offsetof(struct uffdmove_stats, pinned_skipped),
+	offsetof(struct uffdmove_stats, eagain_retries),
+	offsetof(struct uffdmove_stats, elapsed_ns),
+};
+#define STATS_LEN	(WIRE_STATS_WORDS * 8)
+_Static_assert(ARRAY_SIZE(stats_words) + 1 <= WIRE_STATS_WORDS,
+	       "stats do not fit the wire");
+
+/* Cursor over a byte buffer; the codec reads and writes only through it. */
+struct cur {
+	unsigned char *p;
+	size_t left;
+};
+
+static void put(struct cur *c, const void *v, size_t n)
+{
+	memcpy(c->p, v, n);
+	c->p += n;
+	c->left -= n;
+}
+
+static void put_u32(struct cur *c, uint32_t v)
+{
+	put(c, &v, sizeof(v));
+}
+
+static void put_u64(struct cur *c, uint64_t v)
+{
+	put(c, &v, sizeof(v));
+}
+
+static void get(struct cur *c, void *v, size_t n)
+{
+	memcpy(v, c->p, n);
+	c->p += n;
+	c->left -= n;
+}
+
+static uint32_t get_u32(struct cur *c)
+{
+	uint32_t v;
+
+	get(c, &v, sizeof(v));
+	return v;
+}
+
+static uint64_t get_u64(struct cur *c)
+{
+	uint64_t v;
+
+	get(c, &v, sizeof(v));
+	return v;
+}
+
+static size_t body_len(const struct wire_msg *m)
+{
+	switch (m->type) {
+	case WIRE_HELLO:
+		return 16 + (size_t)m->hello.n_regions * REGION_LEN;
+	case WIRE_ACCEPT:
+		return 8;
+	case WIRE_REJECT:
+	case WIRE_ABORT:
+		return 8 + WIRE_TEXT_MAX;
+	case WIRE_PROGRESS:
+	case WIRE_DONE:
+		return STATS_LEN;
+	case WIRE_RANGE_DONE:
+		return 8 + (size_t)m->ranges.n * 16;
+	default:
+		return 0;
+	}
+}
+
+static void put_stats(struct cur *c, const struct uffdmove_stats *st)
+{
+	const unsigned char *base = (const unsigned char *)st;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(stats_words); i++) {
+		uint64_t v;
+
+		memcpy(&v, base + stats_words[i], sizeof(v));
+		put_u64(c, v);
+	}
+	put_u64(c, st->primitive | (uint64_t)st->move_unused_reason << 32);
+	for (i++; i < WIRE_STATS_WORDS; i++)
+		put_u64(c, 0);
+}
+
+int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
+{
+	struct cur c = { buf, cap };
+	size_t len;
+	uint32_t i;
+
+	if (m->type < WIRE_HELLO || m->type > WIRE_TYPE_MAX)
+		return -EINVAL;
+	if (m->type == WIRE_HELLO && m->hello.n_regions > UFFDMOVE_REGIONS_MAX)
+		return -EINVAL;
+	if (m->type == WIRE_RANGE_DONE && m->ranges.n > WIRE_RANGES_MAX)
+		return -EINVAL;
+	len = HDR_LEN + body_len(m);
+	if (len > cap)
+		return -EINVAL;
+
+	put_u32(&c, WIRE_MAGIC);
+	put_u32(&c, WIRE_VERSION | m->type << 16);
+	put_u32(&c, (uint32_t)len);
+	put_u32(&c, 0);
+
+	switch (m->type) {
+	case WIRE_HELLO:
+		put_u64(&c, m->hello.features);
+		put_u32(&c, m->hello.n_regions);
+		put_u32(&c, 0);
+		for (i = 0; i < m->hello.n_regions; i++) {
+			const struct wire_region *r = &m->hello.regions[i];
+			char name[sizeof(r->name)] = { 0 };
+
+			memcpy(name, r->name,
+			       strnlen(r->name, sizeof(name) - 1));
+			put(&c, name, sizeof(name));
+			put_u64(&c, r->addr);
+			put_u64(&c, r->len);
+			put_u32(&c, r->page_size);
+			put_u32(&c, r->flags);
+			put_u64(&c, r->ioctls);
+		}
+		break;
+	case WIRE_ACCEPT:
+		put_u32(&c, m->accept.primitive);
+		put_u32(&c, 0);
+		break;
+	case WIRE_REJECT:
+	case WIRE_ABORT: {
+		char text[WIRE_TEXT_MAX] = { 0 };
+
+		memcpy(text, m->reason.text,
+		       strnlen(m->reason.text, sizeof(text) - 1));
+		put_u32(&c, m->reason.errnum);
+		put_u32(&c, 0);
+		put(&c, text, sizeof(text));
+		break;
+	}
+	case WIRE_PROGRESS:
+	case WIRE_DONE:
+		put_stats(&c, &m->stats);
+		break;
+	case WIRE_RANGE_DONE:
+		put_u32(&c, m->ranges.n);
+		put_u32(&c, 0);
+		for (i = 0; i < m->ranges.n; i++) {
+			put_u64(&c, m->ranges.ranges[i].start);
+			put_u64(&c, m->ranges.ranges[i].len);
+		}
+		break;
+	default:
+		break;
+	}
+	return (int)len;
+}
+
+static int fail(char *why, size_t why_len, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *why, size_t why_len, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && why_len) {
+		va_start(ap, fmt);
+		vsnprintf(why, why_len, fmt, ap);
+		va_end(ap);
+	}
+	return -err;
+}
+
+/* A name is 1..31 bytes, NUL-terminated inside its field, zero-padded. */
+static bool name_valid(const char *name, size_t field)
+{
+	size_t n = strnlen(name, field), i;
+
+	if (n == 0 || n == field)
+		return false;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] > 0x7e)
+			return false;
+	for (; i < field; i++)
+		if (name[i])
+			return false;
+	return true;
+}
+
+static int decode_hello(struct cur *c, struct wire_msg *m, char *why,
+			size_t why_len)
+{
+	uint32_t n, i, j;
+
+	m->hello.features = get_u64(c);
+	n = get_u32(c);
+	if (get_u32(c))
+		return fail(why, why_len, EPROTO,
+			    "HELLO: reserved word is not zero");
+	if (n == 0 || n > UFFDMOVE_REGIONS_MAX)
+		return fail(why, why_len, EPROTO,
+			    "HELLO: region count %u is outside 1..%u", n,
+			    UFFDMOVE_REGIONS_MAX);
+	if (c->left != (size_t)n * REGION_LEN)
+		return fail(why, why_len, EPROTO,
+			    "HELLO: %zu bytes of region table for %u regions",
+			    c->left, n);
+	m->hello.n_regions = n;
+
+	for (i = 0; i < n; i++) {
+		struct wire_region *r = &m->hello.regions[i];
+
+		get(c, r->name, sizeof(r->name));
+		r->addr = get_u64(c);
+		r->len = get_u64(c);
+		r->page_size = get_u32(c);
+		r->flags = get_u32(c);
+		r->ioctls = get_u64(c);
+		if (!name_valid(r->name, sizeof(r->name))) {
+			r->name[sizeof(r->name) - 1] = '\0';
+			return fail(why, why_len, EPROTO,
+				    "HELLO: region %u: name is not 1..%u printable bytes, NUL padded",
+				    i, UFFDMOVE_NAME_MAX);
+		}
+		if (r->flags & ~WIRE_REGION_THP)
+			return fail(why, why_len, EPROTO,
+				    "HELLO: region '%s': unknown flags 0x%x",
+				    r->name, r->flags);
+		if (r->page_size != PAGE_SZ)
+			return fail(why, why_len, EINVAL,
+				    "HELLO: region '%s': page size %u, only %lu is supported",
+				    r->name, r->page_size, PAGE_SZ);
+		if (r->len == 0 || !IS_ALIGNED(r->addr | r->len, r->page_size))
+			return fail(why, why_len, EINVAL,
+				    "HELLO: region '%s': address 0x%llx length %llu not page aligned or empty",
+				    r->name, (unsigned long long)r->addr,
+				    (unsigned long long)r->len);
+		if (r->addr + r->len < r->addr)
+			return fail(why, why_len, EINVAL,
+				    "HELLO: region '%s': address + length overflows",
+				    r->name);
+		for (j = 0; j < i; j++) {
+			const struct wire_region *o = &m->hello.regions[j];
+
+			if (!strcmp(o->name, r->name))
+				return fail(why, why_len, EINVAL,
+					    "HELLO: region name '%s' appears twice",
+					    r->name);
+			if (r->addr < o->addr + o->len &&
+			    o->addr < r->addr + r->len)
+				return fail(why, why_len, EINVAL,
+					    "HELLO: regions '%s' and '%s' overlap",
+					    o->name, r->name);
+		}
+	}
+	return 0;
+}
+
+static void get_stats(struct cur *c, struct uffdmove_stats *st)
+{
+	unsigned char *base = (unsigned char *)st;
+	uint64_t last;
+	size_t i;
+
+	memset(st, 0, sizeof(*st));
+	for (i = 0; i < ARRAY_SIZE(stats_words); i++) {
+		uint64_t v = get_u64(c);
+
+		memcpy(base + stats_words[i], &v, sizeof(v));
+	}
+	last = get_u64(c);
+	st->primitive = (uint32_t)last;
+	st->move_unused_reason = (uint32_t)(last >> 32);
+}
+
+int wire_decode(const void *buf, size_t len, struct wire_msg *m,
+		char *why, size_t why_len)
+{
+	struct cur c = { (unsigned char *)buf, len };
+	uint32_t magic, vt, mlen, type, i;
+	size_t expect;
+
+	if (len < HDR_LEN)
+		return fail(why, why_len, EPROTO,
+			    "message of %zu bytes is shorter than the %d-byte header",
+			    len, HDR_LEN);
+	magic = get_u32(&c);
+	vt = get_u32(&c);
+	mlen = get_u32(&c);
+	if (magic != WIRE_MAGIC)
+		return fail(why, why_len, EPROTO,
+			    "bad magic 0x%08x (expected 0x%08x): not a libuffdmove peer",
+			    magic, WIRE_MAGIC);
+	if ((vt & 0xffff) != WIRE_VERSION)
+		return fail(why, why_len, EPROTO,
+			    "protocol version %u, this library speaks %u",
+			    vt & 0xffff, WIRE_VERSION);
+	if (get_u32(&c))
+		return fail(why, why_len, EPROTO,
+			    "header reserved word is not zero");
+	type = vt >> 16;
+	if (type < WIRE_HELLO || type > WIRE_TYPE_MAX)
+		return fail(why, why_len, EPROTO, "unknown message type %u",
+			    type);
+	if (mlen != len)
+		return fail(why, why_len, EPROTO,
+			    "%s: header says %u bytes, received %zu",
+			    wire_type_name(type), mlen, len);
+
+	memset(m, 0, sizeof(*m));
+	m->type = type;
+	if (type == WIRE_HELLO) {
+		if (c.left < 16)
+			return fail(why, why_len, EPROTO,
+				    "HELLO: %zu bytes is too short", len);
+		return decode_hello(&c, m, why, why_len);
+	}
+	if (type == WIRE_RANGE_DONE) {
+		if (c.left < 8)
+			return fail(why, why_len, EPROTO,
+				    "RANGE_DONE: %zu bytes is too short", len);
+		m->ranges.n = get_u32(&c);
+		if (get_u32(&c))
+			return fail(why, why_len, EPROTO,
+				    "RANGE_DONE: reserved word is not zero");
+		if (m->ranges.n > WIRE_RANGES_MAX ||
+		    c.left != (size_t)m->ranges.n * 16)
+			return fail(why, why_len, EPROTO,
+				    "RANGE_DONE: %u ranges in %zu bytes",
+				    m->ranges.n, c.left);
+		for (i = 0; i < m->ranges.n; i++) {
+			m->ranges.ranges[i].start = get_u64(&c);
+			m->ranges.ranges[i].len = get_u64(&c);
+		}
+		return 0;
+	}
+
+	expect = body_len(m);
+	if (c.left != expect)
+		return fail(why, why_len, EPROTO,
+			    "%s: body of %zu bytes, expected %zu",
+			    wire_type_name(type), c.left, expect);
+	switch (type) {
+	case WIRE_ACCEPT:
+		m->accept.primitive = get_u32(&c);
+		if (get_u32(&c))
+			return fail(why, why_len, EPROTO,
+				    "ACCEPT: reserved word is not zero");
+		if (m->accept.primitive != UFFDMOVE_PRIM_COPY &&
+		    m->accept.primitive != UFFDMOVE_PRIM_MOVE)
+			return fail(why, why_len, EPROTO,
+				    "ACCEPT: unknown primitive %u",
+				    m->accept.primitive);
+		break;
+	case WIRE_REJECT:
+	case WIRE_ABORT:
+		m->reason.errnum = get_u32(&c);
+		if (get_u32(&c))
+			return fail(why, why_len, EPROTO,
+				    "%s: reserved word is not zero",
+				    wire_type_name(type));
+		get(&c, m->reason.text, sizeof(m->reason.text));
+		m->reason.text[sizeof(m->reason.text) - 1] = '\0';
+		if (m->reason.errnum == 0 || m->reason.errnum > 4095)
+			return fail(why, why_len, EPROTO,
+				    "%s: errno %u is out of range",
+				    wire_type_name(type), m->reason.errnum);
+		break;
+	case WIRE_PROGRESS:
+	case WIRE_DONE:
+		get_stats(&c, &m->stats);
+		for (i = ARRAY_SIZE(stats_words) + 1; i < WIRE_STATS_WORDS; i++)
+			if (get_u64(&c))
+				return fail(why, why_len, EPROTO,
+					    "%s: reserved stats word %u is not zero",
+					    wire_type_name(type), i);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+const char *wire_type_name(uint32_t type)
+{
+	static const char *const names[] = {
+		[WIRE_HELLO] = "HELLO",
+		[WIRE_ACCEPT] = "ACCEPT",
+		[WIRE_REJECT] = "REJECT",
+		[WIRE_GO] = "GO",
+		[WIRE_PROGRESS] = "PROGRESS",
+		[WIRE_RANGE_DONE] = "RANGE_DONE",
+		[WIRE_DONE] = "DONE",
+		[WIRE_FIN] = "FIN",
+		[WIRE_ABORT] = "ABORT",
+	};
+
+	if (type >= ARRAY_SIZE(names) || !names[type])
+		return "UNKNOWN";
+	return names[type];
+}

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The wire protocol between target and source: fixed-size little records in
+ * host byte order (both ends run on one machine). Encoding and decoding are
+ * pure functions over bytes: no fds, no sockets, so they can be fuzzed.
+ *
+ *	header	magic u32, version u16, type u16, length u32, reserved u32
+ *	HELLO	features u64, n_regions u32, reserved u32, regions[n]
+ *	ACCEPT	primitive u32, reserved u32
+ *	REJECT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
+ *	GO	(empty)			target committed: the guest runs
+ *	PROGRESS, DONE	stats		source's counters
+ *	RANGE_DONE n u32, reserved u32, ranges[n]	THP chunks complete
+ *	FIN	(empty)			target unregistered after DONE
+ *	ABORT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
+ */
+#ifndef UFFDMOVE_WIRE_H
+#define UFFDMOVE_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "uffdmove.h"
+
+#define WIRE_MAGIC	0x564d4655u	/* "UFMV" */
+#define WIRE_VERSION	1
+#define WIRE_TEXT_MAX	192
+#define WIRE_RANGES_MAX	64
+#define WIRE_STATS_WORDS 24
+
+enum wire_type {
+	WIRE_HELLO = 1,
+	WIRE_ACCEPT,
+	WIRE_REJECT,
+	WIRE_GO,
+	WIRE_PROGRESS,
+	WIRE_RANGE_DONE,
+	WIRE_DONE,
+	WIRE_FIN,
+	WIRE_ABORT,
+	WIRE_TYPE_MAX = WIRE_ABORT,
+};
+
+#define WIRE_REGION_THP	(1u << 0)
+
+struct wire_region {
+	char name[UFFDMOVE_NAME_MAX + 1];
+	uint64_t addr;
+	uint64_t len;
+	uint32_t page_size;
+	uint32_t flags;		/* WIRE_REGION_* */
+	uint64_t ioctls;	/* what UFFDIO_REGISTER returned */
+};
+
+struct wire_range {
+	uint64_t start;
+	uint64_t len;
+};
+
+struct wire_msg {
+	uint32_t type;
+	union {
+		struct {
+			uint64_t features;
+			uint32_t n_regions;
+			struct wire_region regions[UFFDMOVE_REGIONS_MAX];
+		} hello;
+		struct {
+			uint32_t primitive;
+		} accept;
+		struct {		/* REJECT and ABORT */
+			uint32_t errnum;
+			char text[WIRE_TEXT_MAX];
+		} reason;
+		struct uffdmove_stats stats;	/* PROGRESS and DONE */
+		struct {
+			uint32_t n;
+			struct wire_range ranges[WIRE_RANGES_MAX];
+		} ranges;
+	};
+};
+
+/* The largest encoded message (a full HELLO). */
+#define WIRE_MSG_MAX	(16 + 16 + UFFDMOVE_REGIONS_MAX * 64)
+
+/*
+ * Encode @m into @buf (at least WIRE_MSG_MAX bytes).
+ * Returns the length, or -EINVAL for a message that would not decode.
+ */
+int wire_encode(const struct wire_msg *m, void *buf, size_t cap);
+
+/*
+ * Decode and validate one message. Returns 0, or:
+ *  -EPROTO  malformed: magic, version, type, length, count, reserved word,
+ *	     name encoding, range count;
+ *  -EINVAL  well-formed HELLO whose regions are unusable: empty, unaligned
+ *	     to their page size, address + length overflowing, overlapping,
+ *	     duplicate names.
+ * @why gets a message naming the field; may be NULL.
+ */
+int wire_decode(const void *buf, size_t len, struct wire_msg *m,
+		char *why, size_t why_len);
+
+const char *wire_type_name(uint32_t type);
+
+#endif /* UFFDMOVE_WIRE_H */

@@ -116,6 +116,7 @@ struct uffdmove_region {
 #define UFFDMOVE_WHY_MODE_COPY		1 /* opts.mode is COPY */
 #define UFFDMOVE_WHY_NO_FEATURE		2 /* target did not negotiate MOVE */
 #define UFFDMOVE_WHY_CROSS_MM		3 /* kernel refuses cross-process MOVE */
+#define UFFDMOVE_WHY_NOT_MOVABLE	4 /* no page was exclusive and unpinned */
 
 struct uffdmove_stats {
 	uint64_t bytes_total;	  /* sum of region lengths */

@@ -447,10 +447,9 @@ void mover_stats(const struct mover *m, struct uffdmove_stats *st)
 		st->primitive = UFFDMOVE_PRIM_COPY;
 		st->move_unused_reason = m->why_not_move;
 		break;
-	default:	/* nothing was tried: every byte was copied */
-		st->primitive = st->bytes_moved ? UFFDMOVE_PRIM_MOVE :
-			       UFFDMOVE_PRIM_COPY;
-		st->move_unused_reason = m->why_not_move;
+	default:	/* never tried: no page could have moved */
+		st->primitive = UFFDMOVE_PRIM_COPY;
+		st->move_unused_reason = UFFDMOVE_WHY_NOT_MOVABLE;
 		break;
 	}
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "mover.h"
@@ -175,6 +176,20 @@ static int authenticate(struct uffdmove_source *s, pid_t *pid)
 	return 0;
 }
 
+/* Is the target this very process? Look for its cookie in our memory. */
+static bool same_mm(const struct wire_msg *h)
+{
+	uint64_t v = 0;
+	struct iovec local = { &v, sizeof(v) };
+	struct iovec remote = {
+		(void *)(uintptr_t)h->hello.mm_cookie_addr, sizeof(v)
+	};
+
+	return h->hello.mm_cookie &&
+	       process_vm_readv(getpid(), &local, 1, &remote, 1, 0) ==
+	       (ssize_t)sizeof(v) && v == h->hello.mm_cookie;
+}
+
 /* Match every region of ours to one of the target's, by name. */
 static int match_regions(struct uffdmove_source *s, const struct wire_msg *h,
 			 struct plan_input *in)
@@ -279,7 +294,7 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	char buf[WIRE_MSG_MAX + 1], why[160];
 	int fds[PEER_FDS_MAX], uffd = -1, len, ret;
 	size_t nfds = 0;
-	bool same_mm;
+	bool one_mm;
 	pid_t pid;
 
 	if (!s)
@@ -350,11 +365,11 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	ret = match_regions(s, hello, in);
 	if (ret)
 		goto fail;
-	same_mm = pid == getpid();
-	ret = check_move_mode(s, same_mm);
+	one_mm = same_mm(hello);
+	ret = check_move_mode(s, one_mm);
 	if (ret)
 		goto fail;
-	ret = setup_mover(s, uffd, same_mm, in);
+	ret = setup_mover(s, uffd, one_mm, in);
 	if (ret)
 		goto fail;
 	free(hello);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "classify.h"
@@ -43,6 +44,7 @@ struct uffdmove_target {
 	size_t nregions;
 	uint64_t ioctls[UFFDMOVE_REGIONS_MAX];
 	uint64_t features;
+	uint64_t mm_cookie;		/* see wire.h */
 	enum target_state state;
 	int uffd, sock, epfd;
 	int failure;			/* -errno once orphaned */
@@ -285,6 +287,12 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 	m->type = WIRE_HELLO;
 	m->hello.features = t->features;
 	m->hello.n_regions = (uint32_t)t->nregions;
+	if (getrandom(&t->mm_cookie, sizeof(t->mm_cookie), 0) !=
+	    sizeof(t->mm_cookie))
+		t->mm_cookie = now_ns() ^ (uintptr_t)t;
+	t->mm_cookie |= 1;
+	m->hello.mm_cookie_addr = (uintptr_t)&t->mm_cookie;
+	m->hello.mm_cookie = t->mm_cookie;
 	for (i = 0; i < t->nregions; i++) {
 		struct wire_region *r = &m->hello.regions[i];
 

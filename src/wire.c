@@ -86,7 +86,7 @@ static size_t body_len(const struct wire_msg *m)
 {
 	switch (m->type) {
 	case WIRE_HELLO:
-		return 16 + (size_t)m->hello.n_regions * REGION_LEN;
+		return 32 + (size_t)m->hello.n_regions * REGION_LEN;
 	case WIRE_ACCEPT:
 		return 8;
 	case WIRE_REJECT:
@@ -144,6 +144,8 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 		put_u64(&c, m->hello.features);
 		put_u32(&c, m->hello.n_regions);
 		put_u32(&c, 0);
+		put_u64(&c, m->hello.mm_cookie_addr);
+		put_u64(&c, m->hello.mm_cookie);
 		for (i = 0; i < m->hello.n_regions; i++) {
 			const struct wire_region *r = &m->hello.regions[i];
 			char name[sizeof(r->name)] = { 0 };
@@ -232,6 +234,8 @@ static int decode_hello(struct cur *c, struct wire_msg *m, char *why,
 	if (get_u32(c))
 		return fail(why, why_len, EPROTO,
 			    "HELLO: reserved word is not zero");
+	m->hello.mm_cookie_addr = get_u64(c);
+	m->hello.mm_cookie = get_u64(c);
 	if (n == 0 || n > UFFDMOVE_REGIONS_MAX)
 		return fail(why, why_len, EPROTO,
 			    "HELLO: region count %u is outside 1..%u", n,
@@ -345,7 +349,7 @@ int wire_decode(const void *buf, size_t len, struct wire_msg *m,
 	memset(m, 0, sizeof(*m));
 	m->type = type;
 	if (type == WIRE_HELLO) {
-		if (c.left < 16)
+		if (c.left < 32)
 			return fail(why, why_len, EPROTO,
 				    "HELLO: %zu bytes is too short", len);
 		return decode_hello(&c, m, why, why_len);

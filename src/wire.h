@@ -5,7 +5,8 @@
  * pure functions over bytes: no fds, no sockets, so they can be fuzzed.
  *
  *	header	magic u32, version u16, type u16, length u32, reserved u32
- *	HELLO	features u64, n_regions u32, reserved u32, regions[n]
+ *	HELLO	features u64, n_regions u32, reserved u32,
+ *		mm_cookie_addr u64, mm_cookie u64, regions[n]
  *	ACCEPT	primitive u32, reserved u32
  *	REJECT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
  *	GO	(empty)			target committed: the guest runs
@@ -63,6 +64,12 @@ struct wire_msg {
 		struct {
 			uint64_t features;
 			uint32_t n_regions;
+			/* A random value at an address of the target's: the
+			 * source finds it in its own memory only when both
+			 * are one process (SO_PEERCRED cannot tell: a
+			 * socketpair made before fork reports the parent). */
+			uint64_t mm_cookie_addr;
+			uint64_t mm_cookie;
 			struct wire_region regions[UFFDMOVE_REGIONS_MAX];
 		} hello;
 		struct {
@@ -81,7 +88,7 @@ struct wire_msg {
 };
 
 /* The largest encoded message (a full HELLO). */
-#define WIRE_MSG_MAX	(16 + 16 + UFFDMOVE_REGIONS_MAX * 64)
+#define WIRE_MSG_MAX	(16 + 32 + UFFDMOVE_REGIONS_MAX * 64)
 
 /*
  * Encode @m into @buf (at least WIRE_MSG_MAX bytes).

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: MIT
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "guest.h"
+#include "harness.h"
+
+#define WORDS (T_PAGE / 8)
+
+static uint64_t page_id(size_t r, size_t page)
+{
+	return (uint64_t)r << 40 | page;
+}
+
+static uint64_t marker(const struct guest *g, size_t r, size_t page)
+{
+	return t_word(g->seed ^ 0x5a5a5a5a5a5a5a5aULL, page_id(r, page), 0) | 1;
+}
+
+bool guest_is_hole(const struct guest *g, size_t r, size_t page)
+{
+	if (g->spec[r].thp)	/* a THP is populated whole */
+		return false;
+	return t_word(g->seed ^ 0x401e, page_id(r, page), 7) % 100 <
+	       g->hole_pct;
+}
+
+void guest_map(struct guest *g)
+{
+	size_t r;
+
+	for (r = 0; r < g->n; r++) {
+		g->maplen[r] = g->spec[r].len + g->spec[r].misalign;
+		g->map[r] = t_map(g->maplen[r], g->spec[r].thp);
+		g->addr[r] = (uint8_t *)g->map[r] + g->spec[r].misalign;
+		g->written[r] = mmap(NULL, g->spec[r].len / T_PAGE,
+				     PROT_READ | PROT_WRITE,
+				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (g->written[r] == MAP_FAILED)
+			t_die("mmap written map: %m");
+	}
+}
+
+void guest_unmap(struct guest *g)
+{
+	size_t r;
+
+	for (r = 0; r < g->n; r++) {
+		t_unmap(g->map[r], g->maplen[r]);
+		munmap(g->written[r], g->spec[r].len / T_PAGE);
+	}
+}
+
+void guest_fill(struct guest *g)
+{
+	size_t r, p;
+
+	for (r = 0; r < g->n; r++)
+		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
+			if (!guest_is_hole(g, r, p))
+				t_fill_page(g->addr[r] + p * T_PAGE, g->seed,
+					    page_id(r, p));
+}
+
+uint64_t guest_total_bytes(const struct guest *g)
+{
+	uint64_t sum = 0;
+	size_t r;
+
+	for (r = 0; r < g->n; r++)
+		sum += g->spec[r].len;
+	return sum;
+}
+
+uint64_t guest_populated_bytes(const struct guest *g)
+{
+	uint64_t sum = 0;
+	size_t r, p;
+
+	for (r = 0; r < g->n; r++)
+		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
+			sum += guest_is_hole(g, r, p) ? 0 : T_PAGE;
+	return sum;
+}
+
+void guest_regions(const struct guest *g, struct uffdmove_region *out)
+{
+	size_t r;
+
+	for (r = 0; r < g->n; r++)
+		out[r] = (struct uffdmove_region){
+			.name = g->spec[r].name,
+			.addr = g->addr[r],
+			.len = g->spec[r].len,
+		};
+}
+
+/* Check one page; word 0 may hold the writer's marker when @may_marker. */
+static int check_page(const struct guest *g, size_t r, size_t p,
+		      bool must_marker, bool may_marker, char *why,
+		      size_t why_len)
+{
+	const uint64_t *w = (const uint64_t *)(g->addr[r] + p * T_PAGE);
+	bool hole = guest_is_hole(g, r, p);
+	uint64_t mk = marker(g, r, p);
+	size_t i;
+
+	for (i = 0; i < WORDS; i++) {
+		uint64_t want = hole ? 0 : t_word(g->seed, page_id(r, p), i);
+
+		if (i == 0 && must_marker) {
+			want = mk;
+		} else if (i == 0 && may_marker && w[0] == mk) {
+			continue;
+		}
+		if (w[i] != want) {
+			snprintf(why, why_len,
+				 "region '%s' page %zu word %zu (%p): 0x%llx, expected 0x%llx%s",
+				 g->spec[r].name, p, i, (void *)&w[i],
+				 (unsigned long long)w[i],
+				 (unsigned long long)want,
+				 w[i] == 0 ? " (ZERO: lost data)" : "");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int guest_verify(const struct guest *g, char *why, size_t why_len)
+{
+	size_t r, p;
+
+	for (r = 0; r < g->n; r++)
+		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
+			if (check_page(g, r, p,
+				       __atomic_load_n(&g->written[r][p],
+						       __ATOMIC_ACQUIRE),
+				       false, why, why_len))
+				return -1;
+	return 0;
+}
+
+int guest_verify_source(const struct guest *g, char *why, size_t why_len)
+{
+	size_t r, p;
+
+	for (r = 0; r < g->n; r++)
+		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
+			if (check_page(g, r, p, false, false, why, why_len))
+				return -1;
+	return 0;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+struct worker_arg {
+	struct guest_workers *w;
+	uint64_t rng;
+};
+
+static struct worker_arg worker_args[8];
+
+static void *worker_main(void *arg)
+{
+	struct worker_arg *a = arg;
+	struct guest_workers *w = a->w;
+	struct guest *g = w->g;
+	char why[256];
+
+	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t x = xorshift(&a->rng);
+		size_t r = (size_t)(x % g->n);
+		size_t p = (size_t)((x >> 8) % (g->spec[r].len / T_PAGE));
+
+		if (x & (1ULL << 60)) {
+			uint64_t *w0 = (uint64_t *)(g->addr[r] + p * T_PAGE);
+
+			__atomic_store_n(w0, marker(g, r, p), __ATOMIC_RELAXED);
+			__atomic_store_n(&g->written[r][p], 1,
+					 __ATOMIC_RELEASE);
+			__atomic_fetch_add(&w->writes, 1, __ATOMIC_RELAXED);
+		} else {
+			if (check_page(g, r, p, false, true, why,
+				       sizeof(why)) &&
+			    !__atomic_exchange_n(&w->bad, 1,
+						 __ATOMIC_ACQ_REL))
+				snprintf(w->why, sizeof(w->why),
+					 "during the handoff: %.200s", why);
+			__atomic_fetch_add(&w->reads, 1, __ATOMIC_RELAXED);
+		}
+	}
+	return NULL;
+}
+
+void guest_workers_start(struct guest_workers *w, struct guest *g, size_t n)
+{
+	size_t i;
+
+	memset(w, 0, sizeof(*w));
+	w->g = g;
+	for (i = 0; i < n && i < 8; i++) {
+		worker_args[i] = (struct worker_arg){ w, g->seed + i * 7919 + 1 };
+		if (pthread_create(&w->tid[i], NULL, worker_main,
+				   &worker_args[i]))
+			t_die("pthread_create");
+		w->n++;
+	}
+}
+
+int guest_workers_stop(struct guest_workers *w)
+{
+	size_t i;
+
+	__atomic_store_n(&w->stop, true, __ATOMIC_RELEASE);
+	for (i = 0; i < w->n; i++)
+		pthread_join(w->tid[i], NULL);
+	return w->bad ? -1 : 0;
+}

@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Cross-process handoff, the library's main job: a forked target (new VMM)
+ * hands its uffd to the source (old VMM) and runs guest threads that read
+ * and write guest RAM while it streams in; kernel-mode faults (read/write
+ * syscalls into missing pages) ride along. Every byte is checked in the
+ * target at the end, and the source's memory is intact (COPY).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "guest.h"
+#include "harness.h"
+
+static struct guest layout(void)
+{
+	struct guest g = {
+		.n = 3,
+		.spec = {
+			{ "ram0", 256UL << 20, false, 0 },
+			{ "ram-thp", 64UL << 20, true, 0 },
+			{ "rom", (8UL << 20) - T_PAGE, false, 3 * T_PAGE },
+		},
+		.seed = 0x1234,
+		.hole_pct = 30,
+	};
+	return g;
+}
+
+/*
+ * Kernel-mode faults: the kernel itself touches missing pages. write()
+ * from one reads guest RAM; read() into another writes the bytes that page
+ * must hold anyway, so the final check covers it too.
+ */
+static int syscall_faults(struct guest *g, char *why, size_t len)
+{
+	const size_t rom_page = 17, off = 64;
+	uint8_t *src = g->addr[0] + 1000 * T_PAGE + 123;
+	uint8_t *dst = g->addr[2] + rom_page * T_PAGE + off;
+	uint64_t buf[64], want[64], i;
+	int p[2], ret = -1;
+
+	if (pipe(p))
+		return -1;
+	if (write(p[1], src, sizeof(buf)) != (ssize_t)sizeof(buf) ||
+	    read(p[0], buf, sizeof(buf)) != (ssize_t)sizeof(buf)) {
+		snprintf(why, len, "pipe I/O: %s", strerror(errno));
+		goto out;
+	}
+	if (memcmp(buf, src, sizeof(buf))) {
+		snprintf(why, len, "write() from a missing page saw other bytes than a load");
+		goto out;
+	}
+	for (i = 0; i < 64; i++)
+		want[i] = guest_is_hole(g, 2, rom_page) ? 0 :
+			  t_word(g->seed, (uint64_t)2 << 40 | rom_page,
+				 off / 8 + i);
+	if (write(p[1], want, sizeof(want)) != (ssize_t)sizeof(want) ||
+	    read(p[0], dst, sizeof(want)) != (ssize_t)sizeof(want)) {
+		snprintf(why, len, "read() into a missing page: %s",
+			 strerror(errno));
+		goto out;
+	}
+	ret = memcmp(dst, want, sizeof(want)) ? -1 : 0;
+	if (ret)
+		snprintf(why, len, "read() into a missing page lost the data");
+out:
+	close(p[0]);
+	close(p[1]);
+	return ret;
+}
+
+static int target_main(int sock)
+{
+	struct guest g = layout();
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_target *t;
+	struct guest_workers w;
+	struct uffdmove_stats st;
+	char why[256] = "";
+	int ret;
+
+	guest_map(&g);
+	guest_regions(&g, regions);
+	ret = uffdmove_target_new(&t, regions, g.n, NULL);
+	if (ret) {
+		fprintf(stderr, "target_new: %s\n", strerror(-ret));
+		return 1;
+	}
+	ret = uffdmove_target_handoff(t, sock);
+	if (ret) {
+		fprintf(stderr, "handoff: %s\n", uffdmove_target_error(t));
+		return 1;
+	}
+	ret = uffdmove_target_process(t);	/* commit: the guest runs */
+	guest_workers_start(&w, &g, 4);
+	if (syscall_faults(&g, why, sizeof(why))) {
+		fprintf(stderr, "FAIL: kernel-mode faults: %s\n", why);
+		return 1;
+	}
+	ret = uffdmove_target_wait(t, 60000);
+	if (guest_workers_stop(&w)) {
+		fprintf(stderr, "FAIL: %s\n", w.why);
+		return 1;
+	}
+	if (ret) {
+		fprintf(stderr, "FAIL: wait: %s\n", uffdmove_target_error(t));
+		return 1;
+	}
+	if (guest_verify(&g, why, sizeof(why))) {
+		fprintf(stderr, "FAIL: after the handoff: %s\n", why);
+		return 1;
+	}
+	uffdmove_target_stats(t, &st);
+	printf("target: %" PRIu64 " reads and %" PRIu64 " writes during the handoff, %" PRIu64 " THP collapsed, AnonHugePages %" PRIu64 " KiB\n",
+	       w.reads, w.writes, st.thp_collapsed,
+	       t_anon_huge_bytes_range(0, g.addr[1], g.spec[1].len) >> 10);
+	if (t_anon_huge_bytes_range(0, g.addr[1], g.spec[1].len) <
+	    g.spec[1].len * 95 / 100 && st.thp_copied) {
+		fprintf(stderr, "FAIL: THP region lost its huge pages\n");
+		return 1;
+	}
+	uffdmove_target_free(t);
+	return 0;
+}
+
+static int cross_process_copy(struct t_ctx *ctx)
+{
+	struct guest g = layout();
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_source *s;
+	struct uffdmove_stats st;
+	char why[256];
+	int sv[2], ret, status;
+	uint64_t before;
+	pid_t pid;
+
+	guest_map(&g);
+	guest_fill(&g);
+	/* A forked child would COW-share the source's pages; a real new VMM
+	 * is exec'ed. */
+	for (size_t r = 0; r < g.n; r++)
+		madvise(g.map[r], g.maplen[r], MADV_DONTFORK);
+	before = t_anon_huge_bytes_range(0, g.addr[1], g.spec[1].len);
+	guest_regions(&g, regions);
+	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
+	pid = fork();
+	T_CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(target_main(sv[1]));
+	}
+	close(sv[1]);
+	T_CHECK(uffdmove_source_new(&s, regions, g.n, NULL) == 0, "source_new");
+	ret = uffdmove_source_accept(s, sv[0]);
+	T_CHECK(ret == 0, "accept: %s", uffdmove_source_error(s));
+	ret = uffdmove_source_run(s);
+	T_CHECK(ret == 0, "run: %s", uffdmove_source_error(s));
+	T_CHECK(uffdmove_source_stats(s, &st) == 0, "stats");
+	printf("stats: copied %" PRIu64 " moved %" PRIu64 " zero-filled %" PRIu64
+	       " skipped %" PRIu64 " faults %" PRIu64 " p50 %" PRIu64
+	       " ns p99 %" PRIu64 " ns max %" PRIu64 " ns thp_copied %" PRIu64
+	       " elapsed %" PRIu64 " ms primitive %u why %u\n",
+	       st.bytes_copied, st.bytes_moved, st.bytes_zeroed,
+	       st.bytes_skipped, st.faults, st.fault_ns_p50, st.fault_ns_p99,
+	       st.fault_ns_max, st.thp_copied, st.elapsed_ns / 1000000,
+	       st.primitive, st.move_unused_reason);
+	status = t_wait(pid);
+	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"target failed (status 0x%x)", status);
+	T_CHECK(st.primitive == UFFDMOVE_PRIM_COPY, "primitive %u", st.primitive);
+	if (!ctx->caps->cross_process_move)
+		T_CHECK(st.bytes_moved == 0 &&
+			st.move_unused_reason == (ctx->caps->move ?
+						  UFFDMOVE_WHY_CROSS_MM :
+						  UFFDMOVE_WHY_NO_FEATURE),
+			"cross-process session says why it copied (%u)",
+			st.move_unused_reason);
+	T_CHECK(st.bytes_populated == guest_populated_bytes(&g),
+		"populated %" PRIu64 " != %" PRIu64, st.bytes_populated,
+		guest_populated_bytes(&g));
+	T_CHECK(st.bytes_copied == st.bytes_populated,
+		"copied %" PRIu64 " != populated %" PRIu64, st.bytes_copied,
+		st.bytes_populated);
+	T_CHECK(st.bytes_copied + st.bytes_zeroed + st.bytes_skipped ==
+		guest_total_bytes(&g), "stats do not add up to the regions");
+	T_CHECK(st.faults > 0, "no fault was served");
+	T_CHECK(st.thp_copied == g.spec[1].len / T_HPAGE || before == 0,
+		"thp_copied %" PRIu64, st.thp_copied);
+	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
+		"source memory changed in COPY mode: %s", why);
+	uffdmove_source_free(s);
+	close(sv[0]);
+	guest_unmap(&g);
+	return T_PASS;
+}
+
+int main(void)
+{
+	static const struct t_case cases[] = {
+		{ "cross-process-copy", cross_process_copy },
+	};
+	struct uffdmove_caps caps;
+	struct t_ctx ctx = { .caps = &caps };
+
+	t_watchdog(240);
+	t_probe(&caps);
+	t_require_uffd(&caps);
+	t_require_kernel_faults(&caps);
+	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+}

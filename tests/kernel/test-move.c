@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Zero-copy MOVE and the pin-safety layer, through the public API with
+ * source and target in one process (the only place upstream kernels allow
+ * UFFDIO_MOVE). Every byte is checked; the stats say which path was taken.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "guest.h"
+#include "harness.h"
+
+struct pair {
+	struct guest src, dst;
+	struct uffdmove_source_opts sopts;
+	struct uffdmove_source *s;
+	int sv[2];
+	int accept_ret, run_ret;
+	char src_err[256];
+	struct uffdmove_stats st;	/* source's */
+	struct uffdmove_stats tst;	/* target's */
+	void (*before_accept)(struct pair *p);
+	void *pin_addr;
+	size_t pin_len;
+};
+
+static void *source_thread(void *arg)
+{
+	struct pair *p = arg;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+
+	guest_regions(&p->src, r);
+	p->accept_ret = uffdmove_source_new(&p->s, r, p->src.n, &p->sopts);
+	if (p->accept_ret)
+		return NULL;
+	if (p->before_accept)
+		p->before_accept(p);
+	p->accept_ret = uffdmove_source_accept(p->s, p->sv[0]);
+	if (!p->accept_ret)
+		p->run_ret = uffdmove_source_run(p->s);
+	snprintf(p->src_err, sizeof(p->src_err), "%s",
+		 uffdmove_source_error(p->s));
+	uffdmove_source_stats(p->s, &p->st);
+	return NULL;
+}
+
+/* Hand p->src over to p->dst inside this process; 0 if it completed. */
+static int handoff(struct pair *p, bool workers)
+{
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_target *t;
+	struct guest_workers w;
+	pthread_t th;
+	int ret;
+
+	if (t_seqpacket_pair(p->sv))
+		t_die("socketpair");
+	if (pthread_create(&th, NULL, source_thread, p))
+		t_die("pthread_create");
+	guest_regions(&p->dst, r);
+	ret = uffdmove_target_new(&t, r, p->dst.n, NULL);
+	if (ret)
+		t_die("target_new: %s", strerror(-ret));
+	ret = uffdmove_target_handoff(t, p->sv[1]);
+	if (!ret) {
+		uffdmove_target_process(t);
+		if (workers)
+			guest_workers_start(&w, &p->dst, 2);
+		ret = uffdmove_target_wait(t, 60000);
+		if (workers && guest_workers_stop(&w))
+			t_die("%s", w.why);
+	}
+	if (ret)
+		printf("target: %s\n", uffdmove_target_error(t));
+	pthread_join(th, NULL);
+	uffdmove_target_stats(t, &p->tst);
+	uffdmove_target_free(t);
+	uffdmove_source_free(p->s);
+	close(p->sv[0]);
+	close(p->sv[1]);
+	printf("  moved %" PRIu64 " copied %" PRIu64 " zeroed %" PRIu64
+	       " populated %" PRIu64 " ebusy %" PRIu64 " pinned %" PRIu64
+	       " thp moved %" PRIu64 " copied %" PRIu64 " collapsed %" PRIu64
+	       " faults %" PRIu64 " elapsed %" PRIu64 " us\n",
+	       p->st.bytes_moved, p->st.bytes_copied, p->st.bytes_zeroed,
+	       p->st.bytes_populated, p->st.move_ebusy, p->st.pinned_skipped,
+	       p->st.thp_moved, p->st.thp_copied, p->tst.thp_collapsed,
+	       p->st.faults, p->st.elapsed_ns / 1000);
+	return ret;
+}
+
+static void pair_init(struct pair *p, const struct guest *layout)
+{
+	memset(p, 0, sizeof(*p));
+	p->src = *layout;
+	p->dst = *layout;
+	guest_map(&p->src);
+	guest_fill(&p->src);
+	guest_map(&p->dst);
+	uffdmove_source_opts_init(&p->sopts);
+}
+
+static void pair_fini(struct pair *p)
+{
+	guest_unmap(&p->src);
+	guest_unmap(&p->dst);
+}
+
+/* After MOVE the source's pages are gone: no page of it is present. */
+static size_t present_pages(const struct guest *g)
+{
+	size_t r, i, n = 0;
+
+	for (r = 0; r < g->n; r++)
+		for (i = 0; i < g->spec[r].len; i += T_PAGE)
+			n += !!(t_pagemap(g->addr[r] + i) & T_PM_PRESENT);
+	return n;
+}
+
+static int same_process_thp(struct t_ctx *ctx)
+{
+	struct guest L = { .n = 1, .seed = 7,
+			   .spec = { { "ram", 512UL << 20, true, 0 } } };
+	uint64_t huge_before, huge_after;
+	struct pair p;
+	char why[256];
+
+	pair_init(&p, &L);
+	huge_before = t_anon_huge_bytes_range(0, p.src.addr[0], L.spec[0].len);
+	if (huge_before < L.spec[0].len / 2) {
+		pair_fini(&p);
+		return t_case_skip(ctx, "the source got only %" PRIu64
+				   " MiB of THP (THP disabled?)",
+				   huge_before >> 20);
+	}
+	T_CHECK(handoff(&p, false) == 0 && p.run_ret == 0, "handoff: %s",
+		p.src_err);
+	huge_after = t_anon_huge_bytes_range(0, p.dst.addr[0], L.spec[0].len);
+	printf("  THP coverage: source had %" PRIu64 " MiB, target has %" PRIu64
+	       " MiB (%.1f%%)\n", huge_before >> 20, huge_after >> 20,
+	       100.0 * (double)huge_after / (double)huge_before);
+	T_CHECK(p.st.primitive == UFFDMOVE_PRIM_MOVE, "primitive %u",
+		p.st.primitive);
+	T_CHECK(p.st.bytes_moved == p.st.bytes_populated &&
+		p.st.bytes_populated == L.spec[0].len,
+		"moved %" PRIu64 " != populated %" PRIu64, p.st.bytes_moved,
+		p.st.bytes_populated);
+	T_CHECK(p.st.bytes_copied == 0, "copied %" PRIu64, p.st.bytes_copied);
+	T_CHECK(present_pages(&p.src) == 0, "source still has pages");
+	T_CHECK(huge_after * 100 >= huge_before * 95,
+		"target THP %" PRIu64 " < 95%% of %" PRIu64, huge_after,
+		huge_before);
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+static const struct guest small = {
+	.n = 2, .seed = 99, .hole_pct = 30,
+	.spec = { { "ram0", 48UL << 20, false, 0 },
+		  { "ram1", 16UL << 20, true, 0 } },
+};
+
+static int same_process_4k_with_workers(struct t_ctx *ctx)
+{
+	struct pair p;
+	char why[256];
+
+	pair_init(&p, &small);
+	T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0, "%s", p.src_err);
+	T_CHECK(p.st.bytes_moved + p.st.bytes_copied == p.st.bytes_populated,
+		"moved+copied != populated");
+	/* Faults before GO copy; after it everything moves. */
+	T_CHECK(p.st.bytes_moved >= p.st.bytes_populated / 2,
+		"only %" PRIu64 " bytes moved", p.st.bytes_moved);
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+/* io_uring fixed buffers pin pages: the kernel refuses to move them. */
+static struct io_uring pin_ring;
+
+static void pin(struct pair *p)
+{
+	struct iovec iov = { p->pin_addr, p->pin_len };
+
+	if (io_uring_queue_init(2, &pin_ring, 0) ||
+	    io_uring_register_buffers(&pin_ring, &iov, 1))
+		t_die("io_uring_register_buffers");
+}
+
+static void pin_and_declare(struct pair *p)
+{
+	pin(p);
+	if (uffdmove_source_declare_pinned(p->s, p->pin_addr, p->pin_len))
+		t_die("declare_pinned: %s", uffdmove_source_error(p->s));
+}
+
+static int pinned_case(struct t_ctx *ctx, bool declare, uint32_t mode)
+{
+	struct pair p;
+	size_t bad;
+	char why[256];
+	int ret;
+
+	pair_init(&p, &small);
+	p.sopts.mode = mode;
+	p.pin_addr = p.src.addr[0] + (4UL << 20);
+	p.pin_len = 1UL << 20;
+	p.before_accept = declare ? pin_and_declare : pin;
+	ret = handoff(&p, false);
+	if (mode == UFFDMOVE_MODE_MOVE && declare) {
+		T_CHECK(ret != 0 && p.accept_ret == -EBUSY,
+			"MODE_MOVE with a declared pin: accept %d", p.accept_ret);
+		T_CHECK(strstr(p.src_err, "pinned"), "message: %s", p.src_err);
+		printf("  refused: %s\n", p.src_err);
+		T_CHECK(guest_verify_source(&p.src, why, sizeof(why)) == 0,
+			"source changed: %s", why);
+		goto out;
+	}
+	if (mode == UFFDMOVE_MODE_MOVE) {
+		T_CHECK(ret == 0 && p.run_ret == -EBUSY,
+			"MODE_MOVE with a hidden pin: run %d", p.run_ret);
+		T_CHECK(strstr(p.src_err, "0x"), "message names no range: %s",
+			p.src_err);
+		printf("  run: %s\n", p.src_err);
+	} else {
+		T_CHECK(ret == 0 && p.run_ret == 0, "%s", p.src_err);
+	}
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	/* The pinned pages were copied, never moved: still here, intact. */
+	for (bad = 0; bad < p.pin_len / T_PAGE; bad++) {
+		size_t pg = (4UL << 20) / T_PAGE + bad;
+		uint8_t *a = (uint8_t *)p.pin_addr + bad * T_PAGE;
+		size_t off;
+
+		if (guest_is_hole(&p.src, 0, pg))
+			T_CHECK(t_is_zero(a, T_PAGE), "pinned hole changed");
+		else
+			T_CHECK(t_verify(a, T_PAGE, p.src.seed, pg, &off) == 0,
+				"pinned source page %zu changed at +%zu", pg,
+				off);
+	}
+	if (declare) {
+		T_CHECK(p.st.move_ebusy == 0, "declared pin was tried: %" PRIu64,
+			p.st.move_ebusy);
+		T_CHECK(p.st.pinned_skipped >= p.pin_len, "pinned_skipped %" PRIu64,
+			p.st.pinned_skipped);
+	} else {
+		T_CHECK(p.st.move_ebusy > 0, "no EBUSY counted");
+	}
+	T_CHECK(p.st.bytes_moved > 0, "nothing moved at all");
+out:
+	io_uring_queue_exit(&pin_ring);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+static int pinned_undeclared(struct t_ctx *ctx)
+{
+	return pinned_case(ctx, false, UFFDMOVE_MODE_AUTO);
+}
+
+static int pinned_declared(struct t_ctx *ctx)
+{
+	return pinned_case(ctx, true, UFFDMOVE_MODE_AUTO);
+}
+
+static int mode_move_declared_pin(struct t_ctx *ctx)
+{
+	return pinned_case(ctx, true, UFFDMOVE_MODE_MOVE);
+}
+
+static int mode_move_hidden_pin(struct t_ctx *ctx)
+{
+	return pinned_case(ctx, false, UFFDMOVE_MODE_MOVE);
+}
+
+/* A forked child keeps a COW copy of the source: those pages are shared. */
+static int cow_shared(struct t_ctx *ctx)
+{
+	struct pair p;
+	char why[256];
+	int go[2], status;
+	pid_t child;
+
+	pair_init(&p, &small);
+	T_CHECK(pipe(go) == 0, "pipe");
+	child = fork();
+	T_CHECK(child >= 0, "fork");
+	if (child == 0) {
+		char c;
+
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(2);
+		_exit(guest_verify_source(&p.src, why, sizeof(why)) ? 1 : 0);
+	}
+	close(go[0]);
+	T_CHECK(handoff(&p, false) == 0 && p.run_ret == 0, "%s", p.src_err);
+	T_CHECK(write(go[1], "x", 1) == 1, "write");
+	status = t_wait(child);
+	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"the child's view of its COW copy changed (status 0x%x)",
+		status);
+	T_CHECK(p.st.bytes_moved == 0 && p.st.bytes_copied ==
+		p.st.bytes_populated, "shared pages moved: %" PRIu64,
+		p.st.bytes_moved);
+	T_CHECK(p.st.move_unused_reason == UFFDMOVE_WHY_NOT_MOVABLE,
+		"reason %u", p.st.move_unused_reason);
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	close(go[1]);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+static int mode_copy(struct t_ctx *ctx)
+{
+	struct pair p;
+	char why[256];
+
+	pair_init(&p, &small);
+	p.sopts.mode = UFFDMOVE_MODE_COPY;
+	T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0, "%s", p.src_err);
+	T_CHECK(p.st.bytes_moved == 0 && p.st.primitive == UFFDMOVE_PRIM_COPY &&
+		p.st.move_unused_reason == UFFDMOVE_WHY_MODE_COPY,
+		"moved %" PRIu64 " reason %u", p.st.bytes_moved,
+		p.st.move_unused_reason);
+	T_CHECK(guest_verify_source(&p.src, why, sizeof(why)) == 0,
+		"source changed in MODE_COPY: %s", why);
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+int main(void)
+{
+	static const struct t_case cases[] = {
+		{ "same-process-thp-512M-moves", same_process_thp },
+		{ "same-process-4k-holes-workers", same_process_4k_with_workers },
+		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
+		{ "pinned-declared-never-tried", pinned_declared },
+		{ "mode-move-declared-pin-refused", mode_move_declared_pin },
+		{ "mode-move-hidden-pin-ebusy", mode_move_hidden_pin },
+		{ "cow-shared-copies", cow_shared },
+		{ "mode-copy-keeps-source", mode_copy },
+	};
+	struct uffdmove_caps caps;
+	struct t_ctx ctx = { .caps = &caps };
+
+	t_watchdog(240);
+	t_probe(&caps);
+	t_require_move(&caps);
+	t_require_kernel_faults(&caps);
+	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+}

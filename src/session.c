@@ -41,18 +41,20 @@ int session_copy_regions(struct err_buf *err,
 		r[i].addr = addr;
 		r[i].len = in[i].len;
 		for (j = 0; j < i; j++) {
-			if (!strcmp(r[j].name, r[i].name)) {
+			int ret = 0;
+
+			if (!strcmp(r[j].name, r[i].name))
+				ret = err_set(err, EINVAL,
+					      "region name '%s' is used twice",
+					      in[i].name);
+			else if (r[i].addr < r[j].addr + r[j].len &&
+				 r[j].addr < r[i].addr + r[i].len)
+				ret = err_set(err, EINVAL,
+					      "regions '%s' and '%s' overlap",
+					      in[j].name, in[i].name);
+			if (ret) {
 				free(r);
-				return err_set(err, EINVAL,
-					       "region name '%s' is used twice",
-					       in[i].name);
-			}
-			if (r[i].addr < r[j].addr + r[j].len &&
-			    r[j].addr < r[i].addr + r[i].len) {
-				free(r);
-				return err_set(err, EINVAL,
-					       "regions '%s' and '%s' overlap",
-					       r[j].name, r[i].name);
+				return ret;
 			}
 		}
 	}

@@ -131,13 +131,21 @@ static int reject(struct uffdmove_source *s, int ret)
 {
 	struct wire_msg m = { .type = WIRE_REJECT };
 	char buf[WIRE_MSG_MAX];
-	int len;
+	int fds[PEER_FDS_MAX], len;
+	size_t nfds;
 
 	m.reason.errnum = (uint32_t)-ret;
 	str_copy(m.reason.text, sizeof(m.reason.text), s->err.msg);
 	len = wire_encode(&m, buf, sizeof(buf));
 	if (len > 0)
 		peer_send(s->sock, buf, (size_t)len, -1, 100);
+	/* Closing a unix socket with unread data resets the peer before it
+	 * reads our answer: consume what it sent (closing any fds). */
+	do {
+		len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds, 0);
+		if (nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+	} while (len >= 0 || len == -EMSGSIZE);
 	return ret;
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "hist.h"
 
-/* Values below HIST_SUB get their own buckets; above, the two bits after
+/* Values below HIST_SUB get their own buckets; above, the three bits after
  * the leading one pick the sub-bucket. */
 unsigned int hist_bucket(uint64_t v)
 {
@@ -10,8 +10,8 @@ unsigned int hist_bucket(uint64_t v)
 	if (v < HIST_SUB)
 		return (unsigned int)v;
 	msb = 63 - (unsigned int)__builtin_clzll(v);
-	sub = (unsigned int)(v >> (msb - 2)) & (HIST_SUB - 1);
-	return (msb - 1) * HIST_SUB + sub;
+	sub = (unsigned int)(v >> (msb - 3)) & (HIST_SUB - 1);
+	return (msb - 2) * HIST_SUB + sub;
 }
 
 uint64_t hist_bucket_upper(unsigned int b)
@@ -20,11 +20,11 @@ uint64_t hist_bucket_upper(unsigned int b)
 
 	if (b < HIST_SUB)
 		return b;
-	msb = b / HIST_SUB + 1;
+	msb = b / HIST_SUB + 2;
 	sub = b % HIST_SUB;
 	if (msb >= 63 && sub == HIST_SUB - 1)
 		return UINT64_MAX;
-	return ((uint64_t)(HIST_SUB + sub + 1) << (msb - 2)) - 1;
+	return ((uint64_t)(HIST_SUB + sub + 1) << (msb - 3)) - 1;
 }
 
 void hist_add(struct hist *h, uint64_t v)
@@ -49,6 +49,8 @@ uint64_t hist_quantile(const struct hist *h, double q)
 	if (q > 1)
 		q = 1;
 	rank = (uint64_t)(q * (double)n);
+	if ((double)rank < q * (double)n)	/* nearest rank: round up */
+		rank++;
 	if (rank == 0)
 		rank = 1;
 	for (b = 0; b < HIST_BUCKETS; b++) {

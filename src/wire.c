@@ -190,6 +190,13 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 	default:
 		break;
 	}
+	/* One set of rules: what would not decode is not sent either. */
+	{
+		struct wire_msg check;
+
+		if (wire_decode(buf, len, &check, NULL, 0))
+			return -EINVAL;
+	}
 	return (int)len;
 }
 

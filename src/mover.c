@@ -215,8 +215,8 @@ static void record_move_failure(struct mover *m, const struct plan_region *r,
  * one ioctl per run. *@moving says MOVE; it is cleared when the kernel
  * refuses and the rest goes by COPY.
  */
-static int transfer(struct mover *m, size_t c, struct plan_region *r,
-		    size_t pos, size_t end, bool *moving)
+static int transfer(struct mover *m, struct plan_region *r, size_t pos,
+		    size_t end, bool *moving, bool may_wait)
 {
 	unsigned int delay = BACKOFF_MIN_US;
 	size_t run_end, done;
@@ -250,6 +250,8 @@ static int transfer(struct mover *m, size_t c, struct plan_region *r,
 			continue;
 		case -EAGAIN:
 			ADD(m->cnt.eagain, 1);
+			if (!may_wait)	/* the caller reads the events */
+				return -EAGAIN;
 			backoff(&delay);
 			continue;
 		case -ENOENT:	/* the target unmapped it: nothing to fill */
@@ -282,7 +284,6 @@ static int transfer(struct mover *m, size_t c, struct plan_region *r,
 				  (unsigned long long)(r->dst + pos * PAGE_SZ),
 				  len, strerror(-ret));
 	}
-	(void)c;
 	return mover_fatal(m);
 }
 
@@ -325,7 +326,7 @@ size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap)
 	return n;
 }
 
-int mover_push_chunk(struct mover *m, size_t c)
+int mover_push_chunk(struct mover *m, size_t c, bool reader)
 {
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = plan_region_of(&m->plan, c);
@@ -336,8 +337,14 @@ int mover_push_chunk(struct mover *m, size_t c)
 	classify(m, c);
 	plan_chunk_range(&m->plan, c, &start, &end);
 	moving = wants_move(m, ch);
-	ret = transfer(m, c, r, (start - r->src) / PAGE_SZ,
-		       (end - r->src) / PAGE_SZ, &moving);
+	ret = transfer(m, r, (start - r->src) / PAGE_SZ,
+		       (end - r->src) / PAGE_SZ, &moving, !reader);
+	if (ret == -EAGAIN) {
+		/* Give the chunk back; whoever takes it next skips what
+		 * arrived (EEXIST) after the events are read. */
+		STORE(ch->state, CHUNK_PENDING);
+		make_urgent(m, c);
+	}
 	if (ret)
 		return ret;
 	moved_all = moving;
@@ -392,7 +399,7 @@ int mover_fault(struct mover *m, uint64_t addr)
 		/* Moving a whole chunk costs microseconds and keeps a THP
 		 * whole; a chunk a pusher holds is finished in as long. */
 		if (claim(m, (size_t)c)) {
-			ret = mover_push_chunk(m, (size_t)c);
+			ret = mover_push_chunk(m, (size_t)c, true);
 		} else {
 			while (LOAD(ch->state) != CHUNK_DONE && !LOAD(m->stop))
 				sched_yield();

@@ -71,8 +71,13 @@ void mover_fini(struct mover *m);
 
 /* Pushers: claim the next chunk (urgent first), or -1 when none is left. */
 long mover_next_chunk(struct mover *m);
-/* Hand over a chunk this thread claimed. 0, or a fatal -errno. */
-int mover_push_chunk(struct mover *m, size_t c);
+/*
+ * Hand over a chunk this thread claimed. 0, or a fatal -errno. The thread
+ * that reads the uffd's events passes @reader: on EAGAIN (an event pending)
+ * it gets -EAGAIN back, with the chunk queued again, instead of waiting for
+ * events only it can read.
+ */
+int mover_push_chunk(struct mover *m, size_t c, bool reader);
 /*
  * Resolve one fault at target address @addr and wake its thread. Returns 0,
  * -EAGAIN (an event is pending in the target: read events, then retry), or a

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -441,7 +442,7 @@ static void *pusher_main(void *arg)
 			continue;
 		}
 		c = mover_next_chunk(m);
-		if (c < 0 || mover_push_chunk(m, (size_t)c))
+		if (c < 0 || mover_push_chunk(m, (size_t)c, false))
 			break;
 	}
 	if (write(run->efd, &one, sizeof(one)) < 0) {
@@ -715,12 +716,16 @@ static int push_inline(struct run *run)
 {
 	struct mover *m = &run->s->m;
 	long c;
+	int ret;
 
 	if (run->needs_commit &&
 	    !__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
 		return 0;
 	c = mover_next_chunk(m);
-	return c < 0 ? 0 : mover_push_chunk(m, (size_t)c);
+	if (c < 0)
+		return 0;
+	ret = mover_push_chunk(m, (size_t)c, true);
+	return ret == -EAGAIN ? 0 : ret;	/* events first, then again */
 }
 
 static int fault_loop(struct run *run)
@@ -806,6 +811,9 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 			 s->m.err.msg);
 		if (ret != -ECONNRESET && ret != -ESRCH)
 			send_msg(s, &abort_msg, 100);
+		/* The session is over: a target blocked in munmap or madvise
+		 * on an event we will not read learns it from the hang-up. */
+		shutdown(s->sock, SHUT_RDWR);
 		ret = err_set(&s->err, -ret,
 			      "%s (handed over %llu of %llu populated bytes)",
 			      s->m.err.msg,

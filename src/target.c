@@ -52,8 +52,9 @@ struct uffdmove_target {
 	uint64_t thp_collapsed;
 	struct collapse_list retry;	/* THP ranges to collapse at the end */
 	uint64_t t_start, t_end;
-	pthread_t keeper;		/* services the uffd once orphaned */
+	pthread_t keeper;		/* see keeper_main() */
 	bool keeper_running, keeper_stop;
+	bool source_gone;		/* atomic: the socket hung up */
 	struct err_buf err;
 };
 
@@ -476,16 +477,51 @@ static void service_uffd(struct uffdmove_target *t)
 	}
 }
 
+/*
+ * The keeper runs from commit to the end of the session. It never reads
+ * the socket (that is uffdmove_target_process()'s job); it only watches it
+ * for a hang-up. Once the source is gone it reads and answers the uffd's
+ * events itself: the VMM's own thread may be the one blocked in munmap or
+ * madvise, waiting for an event nobody else will ever read.
+ */
 static void *keeper_main(void *arg)
 {
 	struct uffdmove_target *t = arg;
-	struct pollfd pfd = { .fd = t->uffd, .events = POLLIN };
+	struct pollfd pfd[2] = {
+		{ .fd = t->sock, .events = POLLRDHUP },
+		{ .fd = t->uffd, .events = POLLIN },
+	};
 
 	while (!__atomic_load_n(&t->keeper_stop, __ATOMIC_ACQUIRE)) {
-		if (poll(&pfd, 1, 50) > 0)
+		bool gone = __atomic_load_n(&t->source_gone, __ATOMIC_ACQUIRE);
+
+		if (poll(pfd, gone ? 2 : 1, 20) <= 0)
+			continue;
+		if (pfd[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+			__atomic_store_n(&t->source_gone, true,
+					 __ATOMIC_RELEASE);
+			pfd[0].events = 0;
+		}
+		if (gone)
 			service_uffd(t);
 	}
 	return NULL;
+}
+
+static void keeper_start(struct uffdmove_target *t)
+{
+	if (!t->keeper_running &&
+	    !pthread_create(&t->keeper, NULL, keeper_main, t))
+		t->keeper_running = true;
+}
+
+static void keeper_stop(struct uffdmove_target *t)
+{
+	if (!t->keeper_running)
+		return;
+	__atomic_store_n(&t->keeper_stop, true, __ATOMIC_RELEASE);
+	pthread_join(t->keeper, NULL);
+	t->keeper_running = false;
 }
 
 /* The source is gone (or gave up) before DONE: take the uffd back. */
@@ -499,9 +535,9 @@ static int orphan(struct uffdmove_target *t, int err, const char *why)
 	if (t->opts.on_source_death == UFFDMOVE_ON_SOURCE_DEATH_POISON &&
 	    (ret = poison_missing(t)))
 		t->opts.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
+	__atomic_store_n(&t->source_gone, true, __ATOMIC_RELEASE);
 	service_uffd(t);
-	if (!pthread_create(&t->keeper, NULL, keeper_main, t))
-		t->keeper_running = true;
+	keeper_start(t);
 	t->failure = err_set(&t->err, -err,
 			     "%s after about %llu of %llu populated bytes arrived; missing pages %s",
 			     why, (unsigned long long)got,
@@ -521,6 +557,7 @@ static int finish(struct uffdmove_target *t)
 	size_t i;
 
 	t->t_end = now_ns();
+	keeper_stop(t);
 	unregister_all(t, t->nregions);
 	for (i = 0; i < t->retry.n; i++)
 		collapse(t, t->retry.r[i].start, t->retry.r[i].len, true);
@@ -547,6 +584,7 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 			return orphan(t, ret, "committing to the source failed");
 		t->state = TGT_RUNNING;
 		t->t_start = now_ns();
+		keeper_start(t);
 		break;
 	case TGT_RUNNING:
 		break;
@@ -644,10 +682,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 {
 	if (!t)
 		return;
-	if (t->keeper_running) {
-		__atomic_store_n(&t->keeper_stop, true, __ATOMIC_RELEASE);
-		pthread_join(t->keeper, NULL);
-	}
+	keeper_stop(t);
 	if (t->state == TGT_ORPHANED && t->uffd >= 0 &&
 	    poison_missing(t) == -EOPNOTSUPP) {
 		/* Closing the last uffd would let blocked threads read

@@ -64,9 +64,16 @@ static void m_length(struct wire_msg *m, unsigned char *b, int *len)
 	m->hello.regions[0].len += 2UL << 20;
 }
 
+/* The encoder refuses what would not decode, so some damage is done to
+ * the bytes (*len > 0: after encoding). HELLO's first region starts at
+ * byte 48: name[32], addr, len, page_size, flags, ioctls. */
+#define REGION0_ADDR	80
+#define REGION1_ADDR	(REGION0_ADDR + 64)
+
 static void m_unaligned(struct wire_msg *m, unsigned char *b, int *len)
 {
-	m->hello.regions[0].addr += 100;
+	if (*len)
+		b[REGION0_ADDR] += 100;
 }
 
 static void m_name(struct wire_msg *m, unsigned char *b, int *len)
@@ -76,10 +83,16 @@ static void m_name(struct wire_msg *m, unsigned char *b, int *len)
 
 static void m_overlap(struct wire_msg *m, unsigned char *b, int *len)
 {
+	uint64_t a = m->hello.regions[0].addr + 4096;
+
+	if (*len) {
+		memcpy(b + REGION1_ADDR, &a, sizeof(a));
+		return;
+	}
 	m->hello.n_regions = 2;
 	m->hello.regions[1] = m->hello.regions[0];
 	strcpy(m->hello.regions[1].name, "ram1");
-	m->hello.regions[1].addr += 4096;
+	m->hello.regions[1].addr += 64UL << 20;
 }
 
 static void m_oversized(struct wire_msg *m, unsigned char *b, int *len)

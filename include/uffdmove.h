@@ -120,7 +120,8 @@ struct uffdmove_region {
 
 struct uffdmove_stats {
 	uint64_t bytes_total;	  /* sum of region lengths */
-	uint64_t bytes_populated; /* source pages present at accept */
+	uint64_t bytes_populated; /* source pages with data (counted as the
+				     movers classify each chunk) */
 	uint64_t bytes_moved;	  /* handed over by UFFDIO_MOVE */
 	uint64_t bytes_copied;	  /* handed over by UFFDIO_COPY */
 	uint64_t bytes_zeroed;	  /* resolved by UFFDIO_ZEROPAGE */
@@ -132,11 +133,13 @@ struct uffdmove_stats {
 	uint64_t fault_ns_max;
 	uint64_t thp_moved;	  /* 2 MiB chunks moved as one PMD */
 	uint64_t thp_copied;	  /* 2 MiB THP chunks copied whole */
-	uint64_t thp_collapsed;	  /* chunks the target collapsed again */
+	uint64_t thp_collapsed;	  /* chunks the target collapsed again
+				     (target's stats only) */
 	uint64_t move_ebusy;	  /* MOVE refusals that fell back to COPY */
-	uint64_t pinned_skipped;  /* bytes never tried: declared pinned/shared */
+	uint64_t pinned_skipped;  /* bytes never tried: declared pinned */
 	uint64_t eagain_retries;  /* retries after EAGAIN */
-	uint64_t elapsed_ns;	  /* accept (source) / handoff (target) to done */
+	uint64_t elapsed_ns;	  /* source: accept to DONE; target: commit
+				     (first process/wait) to DONE */
 	uint32_t primitive;	  /* UFFDMOVE_PRIM_* for cross-process pages */
 	uint32_t move_unused_reason; /* UFFDMOVE_WHY_* */
 	uint64_t reserved[8];
@@ -186,7 +189,8 @@ int uffdmove_target_opts_init(struct uffdmove_target_opts *opts);
  * @return 0; -EINVAL for a bad argument (NULL, unaligned, overlapping, bad
  *	   name, non-zero reserved word); -EPERM if kernel-mode faults cannot
  *	   be caught (needs CAP_SYS_PTRACE or access to /dev/userfaultfd);
- *	   -EOPNOTSUPP if the kernel lacks userfaultfd; -ENOMEM; another
+ *	   -EOPNOTSUPP if the kernel lacks userfaultfd or its REMOVE/UNMAP/
+ *	   REMAP events; -ENOMEM; another
  *	   kernel errno from UFFDIO_REGISTER. Nothing stays registered on
  *	   failure.
  */
@@ -205,12 +209,14 @@ int uffdmove_target_new(struct uffdmove_target **out,
  *
  * Blocking (bounded by the handshake deadline).
  *
- * @return 0: accepted, the guest may run now; -EPERM peer not authorised or
- *	   rejected us; -EPROTO malformed answer or the source rejected the
- *	   regions (message says which); -ETIMEDOUT; -ECONNRESET the source
- *	   went away; -EINVAL called twice or bad socket. On failure the
- *	   regions are unregistered and untouched: the old VMM still owns the
- *	   guest.
+ * @return 0: accepted, the guest may run now; -ETIMEDOUT; -ECONNRESET
+ *	   the source went away; -EINVAL called twice or bad socket; -EPERM
+ *	   the source is not the expected peer. When the source REJECTs, its
+ *	   errno is returned with its message: -EINVAL regions do not match,
+ *	   -EPROTO malformed HELLO, -EPERM we are not authorised,
+ *	   -EOPNOTSUPP / -EBUSY its MODE_MOVE cannot be honoured. On failure
+ *	   the regions are unregistered and untouched: the old VMM still owns
+ *	   the guest.
  */
 int uffdmove_target_handoff(struct uffdmove_target *t, int sock);
 
@@ -253,7 +259,10 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  *
  * @return 1 handoff complete; 0 in progress; -ECONNRESET the source died
  *	   before completing (missing pages stay blocked or poisoned, never
- *	   zero); -EPROTO a malformed message; -EINVAL called out of order.
+ *	   zero); the errno the source sent with ABORT when it gave up
+ *	   (e.g. -EPROTO after an mremap of guest RAM), with its message;
+ *	   -EPROTO a malformed message; -EINVAL called out of order. After a
+ *	   failure stop polling uffdmove_target_fd(): it stays readable.
  */
 int uffdmove_target_process(struct uffdmove_target *t);
 
@@ -283,11 +292,11 @@ const char *uffdmove_target_error(const struct uffdmove_target *t);
 /**
  * uffdmove_target_free - release the handle.
  *
- * If the handoff is complete, nothing else happens. If the source died, the
- * uffd is closed last, after the death policy was applied. If it is still in
- * progress, the uffd is closed: it is a caller bug to free a target whose
- * handoff is running, because untouched missing pages then read as zeros.
- * NULL is a no-op.
+ * If the handoff is complete, nothing else happens. If the source died,
+ * every page that never arrived is poisoned before the uffd is closed, so a
+ * guest thread still touching one gets SIGBUS, never zeros (without
+ * UFFDIO_POISON the uffd is deliberately left open instead). It is a caller
+ * bug to free a target whose handoff is still running. NULL is a no-op.
  */
 void uffdmove_target_free(struct uffdmove_target *t);
 
@@ -308,8 +317,8 @@ struct uffdmove_source_opts {
 	int32_t expected_pid;	/* target's pid; 0: any */
 	uint32_t handshake_timeout_ms; /* 0: default (5000) */
 	uint32_t reserved32;
-	/* Called from the mover about every 64 MiB and at the end; may be
-	 * NULL. Runs on a mover thread: keep it short. */
+	/* Called about every 64 MiB handed over and at the end; may be
+	 * NULL. Runs on the thread that serves faults: keep it short. */
 	void (*progress)(const struct uffdmove_stats *st, void *arg);
 	void *progress_arg;
 	uint64_t reserved[6];
@@ -360,22 +369,33 @@ int uffdmove_source_declare_pinned(struct uffdmove_source *s, void *addr,
  * @return 0: the target may resume its guest; -EPERM peer not authorised;
  *	   -EPROTO malformed HELLO or wrong fd count; -EINVAL regions do not
  *	   match (message names the region and both values) or called out of
- *	   order; -ETIMEDOUT; -ECONNRESET. Guest memory is untouched.
+ *	   order; -EOPNOTSUPP MODE_MOVE but the kernel cannot move here;
+ *	   -EBUSY MODE_MOVE and a range is declared pinned; -ETIMEDOUT;
+ *	   -ECONNRESET. Guest memory is untouched, and the target was sent a
+ *	   REJECT with the same errno.
  */
 int uffdmove_source_accept(struct uffdmove_source *s, int sock);
 
 /**
  * uffdmove_source_run - serve faults and push until the target has all.
  *
- * Starts opts.threads mover threads; one serves faults through io_uring
- * while the others push. Returns when the target acknowledged DONE.
+ * The calling thread serves faults through io_uring; opts.threads - 1
+ * more threads push in the background (with one thread, the caller does
+ * both, faults first). Before the target commits nothing is moved, only
+ * copied. Returns when the target acknowledged DONE. On failure the
+ * socket is shut down, so a target blocked on an event learns of it.
  *
  * Blocking.
  *
- * @return 0; -ECONNRESET or -ESRCH the target died (stats tell how much
- *	   was handed over; in COPY mode our memory is intact); -EOPNOTSUPP
- *	   MODE_MOVE but the kernel cannot move here; -EBUSY MODE_MOVE and a
- *	   page is pinned or shared (message names the range); -EPROTO.
+ * @return 0; -ECANCELED the target aborted or went away before it
+ *	   committed: it never ran the guest, and every byte is still here,
+ *	   so the old VMM may resume; -ECONNRESET or -ESRCH the target died
+ *	   after committing (stats tell how much was handed over; in COPY
+ *	   mode our memory is intact); -EBUSY MODE_MOVE and the kernel
+ *	   refused to move a page (pinned or shared): the handoff completed
+ *	   by copying that page, the message names it; -EPROTO a malformed
+ *	   message, or the target mremap()ed guest RAM; -EINVAL called out
+ *	   of order.
  */
 int uffdmove_source_run(struct uffdmove_source *s);
 

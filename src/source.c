@@ -631,6 +631,9 @@ static int handle_socket(struct run *run)
 				run->fin = true;	/* it had everything */
 				return 0;
 			}
+			if (!__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
+				return mover_fail(m, -ECANCELED,
+						  "target went away before committing: it never ran the guest, the guest memory is intact here");
 			return mover_fail(m, -ECONNRESET,
 					  "target hung up before the handoff completed");
 		}

@@ -296,7 +296,8 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 			       " of %" PRIu64 " bytes\n", kill_us,
 			       strerror(-ret), uffdmove_source_error(s),
 			       st.bytes_copied, st.bytes_populated);
-		T_CHECK(ret == 0 || ret == -ECONNRESET || ret == -ESRCH,
+		T_CHECK(ret == 0 || ret == -ECONNRESET || ret == -ESRCH ||
+			ret == -ECANCELED,
 			"run returned %d: %s", ret, uffdmove_source_error(s));
 		uffdmove_source_free(s);
 		close(sv[0]);

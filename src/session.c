@@ -2,6 +2,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "peer.h"
 #include "session.h"
 #include "util.h"
 
@@ -72,5 +75,26 @@ int session_check_reserved(struct err_buf *err, const void *words,
 		if (p[i])
 			return err_set(err, EINVAL,
 				       "options: reserved field is not zero; initialise options with *_opts_init()");
+	return 0;
+}
+
+int session_check_peer(struct err_buf *err, int sock, uint32_t expected_uid,
+		       int32_t expected_pid, pid_t *pid)
+{
+	uid_t uid, want;
+	int ret = peer_cred(sock, pid, &uid);
+
+	if (ret)
+		return err_set(err, -ret, "SO_PEERCRED: %s", strerror(-ret));
+	want = expected_uid == UFFDMOVE_UID_SELF ? geteuid() :
+	       (uid_t)expected_uid;
+	if (uid != want)
+		return err_set(err, EPERM,
+			       "peer uid %u is not the expected uid %u",
+			       (unsigned int)uid, (unsigned int)want);
+	if (expected_pid && *pid != expected_pid)
+		return err_set(err, EPERM,
+			       "peer pid %d is not the expected pid %d",
+			       (int)*pid, (int)expected_pid);
 	return 0;
 }

@@ -5,6 +5,8 @@
 #define UFFDMOVE_SESSION_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "error.h"
 #include "uffdmove.h"
@@ -28,6 +30,11 @@ struct session_region {
 int session_copy_regions(struct err_buf *err,
 			 const struct uffdmove_region *in, size_t n,
 			 struct session_region **out);
+
+/* SO_PEERCRED against the expected uid (UFFDMOVE_UID_SELF: ours) and pid
+ * (0: any): 0, -EPERM with a message naming both values, or -errno. */
+int session_check_peer(struct err_buf *err, int sock, uint32_t expected_uid,
+		       int32_t expected_pid, pid_t *pid);
 
 /* Both opts structs end in reserved words that must be zero. */
 int session_check_reserved(struct err_buf *err, const void *words,

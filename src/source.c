@@ -163,28 +163,6 @@ static bool is_userfaultfd(int fd)
 	return !strcmp(link, "anon_inode:[userfaultfd]");
 }
 
-static int authenticate(struct uffdmove_source *s, pid_t *pid)
-{
-	uid_t uid, want;
-	int ret;
-
-	ret = peer_cred(s->sock, pid, &uid);
-	if (ret)
-		return err_set(&s->err, -ret, "SO_PEERCRED: %s",
-			       strerror(-ret));
-	want = s->opts.expected_uid == UFFDMOVE_UID_SELF ? geteuid() :
-	       (uid_t)s->opts.expected_uid;
-	if (uid != want)
-		return err_set(&s->err, EPERM,
-			       "peer uid %u is not the expected uid %u",
-			       (unsigned int)uid, (unsigned int)want);
-	if (s->opts.expected_pid && *pid != s->opts.expected_pid)
-		return err_set(&s->err, EPERM,
-			       "peer pid %d is not the expected pid %d",
-			       (int)*pid, (int)s->opts.expected_pid);
-	return 0;
-}
-
 /* Is the target this very process? Look for its cookie in our memory. */
 static bool same_mm(const struct wire_msg *h)
 {
@@ -317,7 +295,8 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 			       "fd %d is not an AF_UNIX SOCK_SEQPACKET socket",
 			       sock);
 	s->sock = sock;
-	ret = authenticate(s, &pid);
+	ret = session_check_peer(&s->err, sock, s->opts.expected_uid,
+				 s->opts.expected_pid, &pid);
 	if (ret)
 		return reject(s, ret);
 

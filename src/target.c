@@ -236,28 +236,6 @@ static int release(struct uffdmove_target *t, int ret)
 	return ret;
 }
 
-static int check_source(struct uffdmove_target *t)
-{
-	uid_t uid, want;
-	pid_t pid;
-	int ret = peer_cred(t->sock, &pid, &uid);
-
-	if (ret)
-		return err_set(&t->err, -ret, "SO_PEERCRED: %s",
-			       strerror(-ret));
-	want = t->opts.expected_uid == UFFDMOVE_UID_SELF ? geteuid() :
-	       (uid_t)t->opts.expected_uid;
-	if (uid != want)
-		return err_set(&t->err, EPERM,
-			       "peer uid %u is not the expected uid %u",
-			       (unsigned int)uid, (unsigned int)want);
-	if (t->opts.expected_pid && pid != t->opts.expected_pid)
-		return err_set(&t->err, EPERM,
-			       "peer pid %d is not the expected pid %d",
-			       (int)pid, (int)t->opts.expected_pid);
-	return 0;
-}
-
 UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 					    int sock)
 {
@@ -266,6 +244,7 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 	char buf[WIRE_MSG_MAX + 1], why[160];
 	int fds[PEER_FDS_MAX], len, ret;
 	size_t i, nfds;
+	pid_t pid;
 
 	if (!t)
 		return -EINVAL;
@@ -278,7 +257,8 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 			       "fd %d is not an AF_UNIX SOCK_SEQPACKET socket",
 			       sock);
 	t->sock = sock;
-	ret = check_source(t);
+	ret = session_check_peer(&t->err, sock, t->opts.expected_uid,
+				 t->opts.expected_pid, &pid);
 	if (ret)
 		return release(t, ret);
 

@@ -20,6 +20,7 @@
 #include "uffdmove.h"
 #include "caps.h"
 #include "compat.h"
+#include "peer.h"
 #include "uffd.h"
 #include "util.h"
 
@@ -181,11 +182,6 @@ struct xproc_msg {
 	uint32_t pad;
 };
 
-union xproc_cmsg {
-	struct cmsghdr hdr;
-	char buf[CMSG_SPACE(sizeof(int))];
-};
-
 /*
  * The child: creates a uffd for its own mm with MOVE negotiated, registers
  * one missing page, hands both to the parent and waits until the parent
@@ -197,10 +193,6 @@ union xproc_cmsg {
 static void __attribute__((noreturn)) xproc_child(int sock)
 {
 	struct xproc_msg msg = { 0 };
-	struct iovec iov = { .iov_base = &msg, .iov_len = sizeof(msg) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	union xproc_cmsg cbuf;
-	struct cmsghdr *cm;
 	void *page;
 	char byte;
 	int fd;
@@ -224,16 +216,9 @@ static void __attribute__((noreturn)) xproc_child(int sock)
 		goto send;
 
 	msg.addr = (uintptr_t)page;
-	memset(&cbuf, 0, sizeof(cbuf));
-	mh.msg_control = cbuf.buf;
-	mh.msg_controllen = sizeof(cbuf.buf);
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(fd));
 send:
-	if (sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(msg)) {
+	/* peer_send() is async-signal-safe: sendmsg and poll only */
+	if (!peer_send(sock, &msg, sizeof(msg), msg.err ? -1 : fd, -1)) {
 		/* EOF (the parent shut down) or the receive timeout ends it */
 		while (read(sock, &byte, 1) < 0 && errno == EINTR)
 			;
@@ -245,36 +230,18 @@ send:
 static int xproc_recv(int sock, uint64_t *addr)
 {
 	struct xproc_msg msg = { 0 };
-	struct iovec iov = { .iov_base = &msg, .iov_len = sizeof(msg) };
-	union xproc_cmsg cbuf;
-	struct msghdr mh = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf),
-	};
-	struct cmsghdr *cm;
-	ssize_t n;
-	int fd = -1;
+	int fds[PEER_FDS_MAX], n;
+	size_t nfds;
 
-	do {
-		n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
-
-	cm = CMSG_FIRSTHDR(&mh);
-	if (cm && cm->cmsg_level == SOL_SOCKET &&
-	    cm->cmsg_type == SCM_RIGHTS &&
-	    cm->cmsg_len == CMSG_LEN(sizeof(int)))
-		memcpy(&fd, CMSG_DATA(cm), sizeof(fd));
-
-	if (n != (ssize_t)sizeof(msg) || msg.err || fd < 0 ||
-	    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-		if (fd >= 0)
-			close(fd);
-		return n == (ssize_t)sizeof(msg) && msg.err ? msg.err : -EPROTO;
+	n = peer_recv(sock, &msg, sizeof(msg), fds, &nfds,
+		      XPROC_TIMEOUT_S * 1000);
+	if (n != (int)sizeof(msg) || msg.err || nfds != 1) {
+		if (nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+		return n < 0 ? n : msg.err ? msg.err : -EPROTO;
 	}
 	*addr = msg.addr;
-	return fd;
+	return fds[0];
 }
 
 /* One MOVE of a page of ours into the child's mm, through its uffd. */

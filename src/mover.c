@@ -318,6 +318,10 @@ size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap)
 
 	pthread_mutex_lock(&m->lock);
 	n = MIN(cap, m->outbox_n);
+	if (!n) {
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
 	memcpy(out, m->outbox, n * sizeof(*out));
 	memmove(m->outbox, m->outbox + n,
 		(m->outbox_n - n) * sizeof(*m->outbox));

@@ -214,7 +214,10 @@ static int run_bad(const struct bad *b)
 		t_die("socketpair");
 	pid = fork();
 	if (pid == 0) {
-		void *ram = t_map(4UL << 20, false);
+		void *ram;
+
+		t_child(30);
+		ram = t_map(4UL << 20, false);
 
 		close(sv[0]);
 		_exit(client(sv[1], b, ram));
@@ -277,6 +280,7 @@ static int wrong_uid(struct t_ctx *ctx)
 		int c;
 		char buf[512];
 
+		t_child(30);
 		if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
 			_exit(20);
 		c = socket(AF_UNIX, SOCK_SEQPACKET, 0);
@@ -360,6 +364,7 @@ static int target_rejected(struct t_ctx *ctx)
 	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
 	pid = fork();
 	if (pid == 0) {
+		t_child(30);
 		close(sv[1]);
 		if (uffdmove_source_new(&s, rs, 1, NULL))
 			_exit(30);

@@ -146,6 +146,7 @@ static int target_side(unsigned int kill_us, uint32_t policy)
 	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
 	src = fork();
 	if (src == 0) {
+		t_child(60);
 		close(sv[1]);
 		source_process(sv[0], UFFDMOVE_MODE_AUTO);
 	}
@@ -218,8 +219,10 @@ static int iterate_source_kill(struct t_ctx *ctx, uint32_t policy)
 		int status;
 
 		T_CHECK(pid >= 0, "fork");
-		if (pid == 0)
+		if (pid == 0) {
+			t_child(60);
 			_exit(target_side(kill_us, policy));
+		}
 		status = t_wait(pid);
 		T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 			"iteration %u (kill at %u us) failed, status 0x%x", i,
@@ -268,6 +271,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 			struct uffdmove_target *t;
 			struct guest_workers w;
 
+			t_child(60);
 			close(sv[0]);
 			guest_map(&d);
 			guest_regions(&d, rd);
@@ -285,6 +289,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 		T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
 			uffdmove_source_error(s));
 		if (fork() == 0) {	/* the killer */
+			t_child(60);
 			sleep_us(kill_us);
 			kill(pid, SIGKILL);
 			_exit(0);

@@ -153,6 +153,7 @@ static int cross_process_copy(struct t_ctx *ctx)
 	pid = fork();
 	T_CHECK(pid >= 0, "fork");
 	if (pid == 0) {
+		t_child(120);
 		close(sv[0]);
 		_exit(target_main(sv[1]));
 	}

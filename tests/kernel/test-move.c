@@ -301,6 +301,7 @@ static int cow_shared(struct t_ctx *ctx)
 	if (child == 0) {
 		char c;
 
+		t_child(60);
 		close(go[1]);
 		if (read(go[0], &c, 1) != 1)
 			_exit(2);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,12 @@ _Noreturn void t_die(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(T_FAIL);
+}
+
+void t_child(unsigned seconds)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	t_watchdog(seconds);
 }
 
 void t_watchdog(unsigned seconds)

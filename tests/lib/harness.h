@@ -48,6 +48,10 @@ _Noreturn void t_skip(const char *fmt, ...)
 _Noreturn void t_die(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 
+/* In a forked child: die with the parent (a child blocked on a missing
+ * page must not outlive a failed test and hold its output open), and
+ * have a watchdog of its own (alarms are not inherited). */
+void t_child(unsigned seconds);
 /* alarm(); the default SIGALRM action kills the program = failure. */
 void t_watchdog(unsigned seconds);
 

@@ -396,6 +396,74 @@ static int target_rejected(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/* A second HELLO in the middle of the handoff ends it with -EPROTO. */
+static int second_hello(struct t_ctx *ctx)
+{
+	struct guest src = layout;
+	struct uffdmove_region rs[1];
+	struct uffdmove_source *s;
+	char why[256];
+	int sv[2], ret, status, fds;
+	pid_t pid;
+
+	guest_map(&src);
+	guest_fill(&src);
+	madvise(src.map[0], src.maplen[0], MADV_DONTFORK);
+	guest_regions(&src, rs);
+	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
+	pid = fork();
+	if (pid == 0) {
+		struct guest dst = layout;
+		struct uffdmove_region rd[1];
+		struct uffdmove_target *t;
+		struct wire_msg *m = calloc(1, sizeof(*m));
+		unsigned char buf[WIRE_MSG_MAX];
+		int len;
+
+		t_child(30);
+		close(sv[0]);
+		guest_map(&dst);
+		guest_regions(&dst, rd);
+		if (uffdmove_target_new(&t, rd, 1, NULL) ||
+		    uffdmove_target_handoff(t, sv[1]))
+			_exit(60);
+		m->type = WIRE_HELLO;
+		m->hello.features = UFFD_FEATURE_EVENT_REMOVE |
+				    UFFD_FEATURE_EVENT_UNMAP |
+				    UFFD_FEATURE_EVENT_REMAP;
+		m->hello.n_regions = 1;
+		strcpy(m->hello.regions[0].name, "ram0");
+		m->hello.regions[0].addr = (uintptr_t)dst.addr[0];
+		m->hello.regions[0].len = dst.spec[0].len;
+		m->hello.regions[0].page_size = 4096;
+		len = wire_encode(m, buf, sizeof(buf));
+		if (len < 0 || peer_send(sv[1], buf, (size_t)len, -1, 1000))
+			_exit(61);
+		/* GO is not sent: the source must still end the session. */
+		ret = uffdmove_target_wait(t, 10000);
+		_exit(ret == -EPROTO ? 0 : 62);
+	}
+	close(sv[1]);
+	fds = t_count_fds();
+	T_CHECK(uffdmove_source_new(&s, rs, 1, NULL) == 0, "source_new");
+	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
+		uffdmove_source_error(s));
+	ret = uffdmove_source_run(s);
+	printf("  %d %s\n", ret, uffdmove_source_error(s));
+	T_CHECK(ret == -EPROTO && strstr(uffdmove_source_error(s), "HELLO"),
+		"run returned %d: %s", ret, uffdmove_source_error(s));
+	uffdmove_source_free(s);
+	T_CHECK(t_count_fds() == fds, "fd leak: %d -> %d", fds, t_count_fds());
+	status = t_wait(pid);
+	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"target status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	T_CHECK(guest_verify_source(&src, why, sizeof(why)) == 0, "%s", why);
+	close(sv[0]);
+	guest_unmap(&src);
+	(void)ctx;
+	return T_PASS;
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
@@ -403,6 +471,7 @@ int main(void)
 		{ "wrong-uid", wrong_uid },
 		{ "handshake-deadline", handshake_deadline },
 		{ "target-rejected", target_rejected },
+		{ "second-hello", second_hello },
 	};
 	struct uffdmove_caps caps;
 	struct t_ctx ctx = { .caps = &caps };

@@ -127,6 +127,7 @@ static int target_main(int sock)
 		return 1;
 	}
 	uffdmove_target_free(t);
+	fflush(stdout);		/* the child leaves with _exit() */
 	return 0;
 }
 

@@ -86,6 +86,12 @@ struct uffdmove_caps {
  * another process works. The result is computed once per process and cached;
  * later calls copy the cache.
  *
+ * The fork COW-shares every private page of the caller for a moment, and
+ * the kernel then refuses to MOVE such a page until it is written again:
+ * call it before populating guest RAM (or mark guest RAM MADV_DONTFORK).
+ * The library never calls it itself; MODE_MOVE between processes relies on
+ * its cached answer.
+ *
  * Blocking: the first call takes a few milliseconds. Thread safe.
  *
  * @param caps [out] filled on success; reserved words are zeroed.

@@ -56,12 +56,10 @@ void classify_chunk(const uint8_t *flags, size_t n, bool pinned,
 		if (!pg_populated(f))
 			continue;
 		out->populated++;
-		/* The zero page is never exclusive but moves as a zero page. */
-		if (out->movable && !page_movable(f) &&
-		    !((f & PG_ZERO) && (f & PG_PRESENT))) {
+		if (out->movable && !page_movable(f)) {
 			out->movable = false;
 			out->first_unmovable = i;
 		}
 	}
-	out->thp = n == HPAGE_SZ / PAGE_SZ && huge == n;
+	out->thp = n == HPAGE_SZ / PAGE_SZ && huge == n && out->populated == n;
 }

@@ -23,14 +23,22 @@ uint8_t classify_pm_word(uint64_t word);
 /* Flags from PAGEMAP_SCAN categories (no exclusivity in there). */
 uint8_t classify_scan_categories(uint64_t categories);
 
-static inline bool pg_populated(uint8_t f)
+/* Mapped or swapped: something is there (the target's view of itself). */
+static inline bool pg_present(uint8_t f)
 {
 	return f & (PG_PRESENT | PG_SWAPPED);
 }
 
+/* Has data to hand over. The zero page (also the huge zero page left by
+ * reads of untouched memory) holds none: a hole, served by ZEROPAGE. */
+static inline bool pg_populated(uint8_t f)
+{
+	return (f & PG_SWAPPED) || ((f & PG_PRESENT) && !(f & PG_ZERO));
+}
+
 struct chunk_class {
 	size_t populated;	/* pages with data (present or swapped) */
-	bool thp;		/* every page of a full 2 MiB chunk is huge */
+	bool thp;		/* a full 2 MiB chunk of huge, populated pages */
 	bool movable;		/* every populated page may be moved */
 	size_t first_unmovable;	/* index, when !movable */
 };

@@ -213,10 +213,11 @@ static void record_move_failure(struct mover *m, const struct plan_region *r,
 /*
  * Hand over the wanted pages [pos, end) of region @r (page indexes) with
  * one ioctl per run. *@moving says MOVE; it is cleared when the kernel
- * refuses and the rest goes by COPY.
+ * refuses and the rest goes by COPY. *@whole is cleared when a page was
+ * already there (a fault copied it): a THP then did not move as one.
  */
 static int transfer(struct mover *m, struct plan_region *r, size_t pos,
-		    size_t end, bool *moving, bool may_wait)
+		    size_t end, bool *moving, bool *whole, bool may_wait)
 {
 	unsigned int delay = BACKOFF_MIN_US;
 	size_t run_end, done;
@@ -247,8 +248,14 @@ static int transfer(struct mover *m, struct plan_region *r, size_t pos,
 		case -EEXIST:	/* a racing fault put this page there */
 			uffd_wake(m->uffd, r->dst + pos * PAGE_SZ, PAGE_SZ);
 			pos++;
+			*whole = false;
 			continue;
 		case -EAGAIN:
+			/* With progress it only stopped early (the next page
+			 * is there: EEXIST next time); without, an event is
+			 * pending in the target. */
+			if (done)
+				continue;
 			ADD(m->cnt.eagain, 1);
 			if (!may_wait)	/* the caller reads the events */
 				return -EAGAIN;
@@ -335,14 +342,14 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = plan_region_of(&m->plan, c);
 	uint64_t start, end;
-	bool moving, moved_all;
+	bool moving, whole = true;
 	int ret;
 
 	classify(m, c);
 	plan_chunk_range(&m->plan, c, &start, &end);
 	moving = wants_move(m, ch);
 	ret = transfer(m, r, (start - r->src) / PAGE_SZ,
-		       (end - r->src) / PAGE_SZ, &moving, !reader);
+		       (end - r->src) / PAGE_SZ, &moving, &whole, !reader);
 	if (ret == -EAGAIN) {
 		/* Give the chunk back; whoever takes it next skips what
 		 * arrived (EEXIST) after the events are read. */
@@ -351,10 +358,13 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 	}
 	if (ret)
 		return ret;
-	moved_all = moving;
 	if (ch->flags & CHUNK_THP) {
-		ADD(*(moved_all ? &m->cnt.thp_moved : &m->cnt.thp_copied), 1);
-		if (!moved_all && r->thp)
+		/* A PMD moved whole stays huge; anything else arrived as
+		 * 4 KiB pages and the target collapses it again. */
+		bool pmd = moving && whole;
+
+		ADD(*(pmd ? &m->cnt.thp_moved : &m->cnt.thp_copied), 1);
+		if (!pmd && r->thp)
 			mover_outbox_add(m, r->dst + (start - r->src), CHUNK_SZ);
 	}
 	STORE(ch->state, CHUNK_DONE);

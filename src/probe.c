@@ -21,6 +21,7 @@
 #include "caps.h"
 #include "compat.h"
 #include "peer.h"
+#include "probe.h"
 #include "uffd.h"
 #include "util.h"
 
@@ -32,8 +33,15 @@
 /* How long either side of the cross-process probe waits for the other. */
 #define XPROC_TIMEOUT_S		2
 
-static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+/* The local answers never fork; the cross-process MOVE trial forks (COW-
+ * sharing every private page of the caller for a moment, which makes the
+ * kernel refuse to MOVE them until they are written again), so only an
+ * explicit uffdmove_probe() runs it. */
+static pthread_once_t local_once = PTHREAD_ONCE_INIT;
+static pthread_once_t cross_once = PTHREAD_ONCE_INIT;
 static struct uffdmove_caps probe_cache;
+static bool cross_move_result;
+static bool cross_move_known;	/* atomic */
 
 /* Read a small text file, NUL-terminated. 0 or -errno. */
 static int read_text(const char *path, char *buf, size_t size)
@@ -419,7 +427,7 @@ static void probe_collapse(struct uffdmove_caps *c)
 	munmap(p, HPAGE_SZ);
 }
 
-static void probe_run(void)
+static void probe_local_run(void)
 {
 	struct uffdmove_caps *c = &probe_cache;
 	int saved_errno = errno;
@@ -428,8 +436,6 @@ static void probe_run(void)
 	probe_caps(c);
 	probe_uffd(c);
 	probe_kernel_faults(c);
-	if (c->move)
-		c->cross_process_move = probe_cross_move();
 	probe_pagemap(c);
 	probe_io_uring(c);
 	c->thp_mode = probe_thp_mode();
@@ -437,11 +443,37 @@ static void probe_run(void)
 	errno = saved_errno;
 }
 
+static void probe_cross_run(void)
+{
+	int saved_errno = errno;
+
+	pthread_once(&local_once, probe_local_run);
+	cross_move_result = probe_cache.move && probe_cross_move();
+	__atomic_store_n(&cross_move_known, true, __ATOMIC_RELEASE);
+	errno = saved_errno;
+}
+
+void probe_local(struct uffdmove_caps *caps)
+{
+	pthread_once(&local_once, probe_local_run);
+	*caps = probe_cache;
+	caps->cross_process_move = false;
+}
+
+bool probe_cross_move_known(bool *works)
+{
+	if (!__atomic_load_n(&cross_move_known, __ATOMIC_ACQUIRE))
+		return false;
+	*works = cross_move_result;
+	return true;
+}
+
 UFFDMOVE_EXPORT int uffdmove_probe(struct uffdmove_caps *caps)
 {
 	if (!caps)
 		return -EINVAL;
-	pthread_once(&probe_once, probe_run);
+	pthread_once(&cross_once, probe_cross_run);
 	*caps = probe_cache;
+	caps->cross_process_move = cross_move_result;
 	return 0;
 }

@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "mover.h"
 #include "peer.h"
+#include "probe.h"
 #include "ring.h"
 #include "session.h"
 #include "uffd.h"
@@ -24,6 +26,7 @@
 #define PROGRESS_CB_BYTES	(64ULL << 20)
 #define FAULT_SPIN_US		50
 #define MSGS_MAX		(4 * RING_MSGS)
+#define PUSHER_NICE		5
 
 enum source_state { SRC_NEW, SRC_ACCEPTED, SRC_RUNNING, SRC_ENDED };
 
@@ -222,17 +225,21 @@ static int match_regions(struct uffdmove_source *s, const struct wire_msg *h,
 /* MODE_MOVE promises zero-copy: refuse up front what cannot move. */
 static int check_move_mode(struct uffdmove_source *s, bool same_mm)
 {
-	struct uffdmove_caps caps;
+	bool known, works = false;
 
 	if (s->opts.mode != UFFDMOVE_MODE_MOVE)
 		return 0;
 	if (!(s->features & UFFD_FEATURE_MOVE))
 		return err_set(&s->err, EOPNOTSUPP,
 			       "MODE_MOVE: the target did not negotiate UFFD_FEATURE_MOVE (kernel too old?); use MODE_AUTO");
-	uffdmove_probe(&caps);
-	if (!same_mm && !caps.cross_process_move)
+	/* Trying it here would fork and COW-share the guest: only an
+	 * answer the caller already got from uffdmove_probe() counts. */
+	known = probe_cross_move_known(&works);
+	if (!same_mm && !works)
 		return err_set(&s->err, EOPNOTSUPP,
-			       "MODE_MOVE: this kernel refuses UFFDIO_MOVE between processes (EINVAL); use MODE_AUTO or COPY, or hand over within one process");
+			       known ?
+			       "MODE_MOVE: this kernel refuses UFFDIO_MOVE between processes (EINVAL); use MODE_AUTO or COPY, or hand over within one process" :
+			       "MODE_MOVE between processes: not known to work; call uffdmove_probe() before populating guest RAM, or use MODE_AUTO");
 	if (s->npinned)
 		return err_set(&s->err, EBUSY,
 			       "MODE_MOVE: range 0x%llx-0x%llx is declared pinned and can never move; use MODE_AUTO",
@@ -412,6 +419,10 @@ static void *pusher_main(void *arg)
 	uint64_t one = 1;
 	long c;
 
+	/* Faults preempt pushing: on a busy host a fault thread queued
+	 * behind CPU-bound pushers would wait whole scheduler slices. Raising
+	 * one's own nice value needs no privilege. */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), PUSHER_NICE);
 	while (!__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE)) {
 		/* Before the target commits, nothing may move: the source
 		 * must be able to take its guest back. */
@@ -647,17 +658,30 @@ static int handle_socket(struct run *run)
 	}
 }
 
-static int send_done(struct run *run)
+/*
+ * Everything is there: send the rest of the THP ranges, then DONE. Never
+ * waits: a target busy collapsing huge pages may not read for a while, and
+ * faults must still be served meanwhile; the fault loop calls again.
+ */
+static int try_send_done(struct run *run)
 {
 	struct wire_msg msg = { .type = WIRE_DONE };
 	int ret;
 
-	ret = flush_ranges(run, 1000);
+	ret = flush_ranges(run, 0);
 	if (ret)
 		return ret;
-	run->s->t_end = now_ns();
+	pthread_mutex_lock(&run->s->m.lock);
+	ret = run->s->m.outbox_n ? -EAGAIN : 0;
+	pthread_mutex_unlock(&run->s->m.lock);
+	if (ret)
+		return 0;
+	if (!run->s->t_end)
+		run->s->t_end = now_ns();
 	stats_now(run->s, &msg.stats);
-	ret = send_msg(run->s, &msg, 1000);
+	ret = send_msg(run->s, &msg, 0);
+	if (ret == -EAGAIN)
+		return 0;
 	if (ret)
 		return ret;
 	run->done_sent = true;
@@ -721,22 +745,29 @@ static int fault_loop(struct run *run)
 
 	while (!run->fin) {
 		if (!run->done_sent && mover_finished(m)) {
-			ret = send_done(run);
+			ret = try_send_done(run);
 			if (ret)
 				return mover_fail(m, ret, "sending DONE: %s",
 						  strerror(-ret));
 		}
 		timeout = inline_push && !mover_finished(m) ? 0 :
-			  run->nretry ? 0 : (int)(PROGRESS_EVERY_NS / 1000000);
+			  run->nretry ? 0 :
+			  mover_finished(m) && !run->done_sent ? 1 :
+			  (int)(PROGRESS_EVERY_NS / 1000000);
 		ret = ring_wait(&run->ring, msgs, MSGS_MAX, &ev,
 				inline_push ? 0 : FAULT_SPIN_US, timeout);
 		if (ret)
 			return mover_fail(m, ret, "io_uring: %s", strerror(-ret));
-		ret = handle_msgs(run, msgs, ev.nmsgs, now_ns());
+		/* GO first: faults right after the commit may already move,
+		 * and a THP then moves whole instead of page by page. */
+		ret = 0;
+		if (ev.sock || (ev.nmsgs && !__atomic_load_n(&m->committed,
+							     __ATOMIC_ACQUIRE)))
+			ret = handle_socket(run);
+		if (!ret)
+			ret = handle_msgs(run, msgs, ev.nmsgs, now_ns());
 		if (!ret)
 			ret = retry_faults(run);
-		if (!ret && ev.sock)
-			ret = handle_socket(run);
 		if (!ret && inline_push)
 			ret = push_inline(run);
 		if (ret || mover_fatal(m))

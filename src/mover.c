@@ -434,6 +434,8 @@ int mover_fault(struct mover *m, uint64_t addr)
 		if (!ret && LOAD(ch->state) == CHUNK_PENDING)
 			make_urgent(m, (size_t)c);
 	}
+	if (ret == -ENOENT)	/* unregistered or unmapped meanwhile: the */
+		ret = 0;	/* thread retries without us */
 	if (!ret)
 		ADD(m->cnt.faults, 1);
 	return ret;

@@ -130,6 +130,13 @@ static int open_uffd(struct uffdmove_target *t)
 	return 0;
 }
 
+/*
+ * UFFDIO_UNREGISTER wakes the threads waiting in the range, but a thread
+ * faulting under the per-VMA lock can queue itself just after that wake
+ * (the kernel wakes before it write-locks the VMA) and then sleep on a pte
+ * that nobody will fill. Once unregister has returned every such thread is
+ * queued: wake the whole range once more.
+ */
 static void unregister_all(struct uffdmove_target *t, size_t n)
 {
 	size_t i;
@@ -137,6 +144,8 @@ static void unregister_all(struct uffdmove_target *t, size_t n)
 	for (i = 0; i < n; i++)
 		uffd_unregister(t->uffd, (void *)(uintptr_t)t->regions[i].addr,
 				t->regions[i].len);
+	for (i = 0; i < n; i++)
+		uffd_wake(t->uffd, t->regions[i].addr, t->regions[i].len);
 }
 
 static void close_uffd(struct uffdmove_target *t)

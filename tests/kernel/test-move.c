@@ -76,6 +76,13 @@ static int handoff(struct pair *p, bool workers)
 		if (workers)
 			guest_workers_start(&w, &p->dst, 2);
 		ret = uffdmove_target_wait(t, 60000);
+		if (ret && workers) {
+			/* Guest threads stay blocked on missing pages after a
+			 * failed handoff (the BLOCK policy): report, leave. */
+			pthread_join(th, NULL);
+			t_die("handoff failed: target: %s; source: %s",
+			      uffdmove_target_error(t), p->src_err);
+		}
 		if (workers && guest_workers_stop(&w))
 			t_die("%s", w.why);
 	}

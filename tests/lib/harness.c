@@ -347,7 +347,13 @@ int t_run_cases(const struct t_case *cases, size_t n, struct t_ctx *ctx)
 	bool failed = false;
 	int ret;
 
+	const char *only = getenv("T_ONLY");	/* run one case by name */
+
 	for (i = 0; i < n; i++) {
+		if (only && strcmp(only, cases[i].name)) {
+			skipped++;
+			continue;
+		}
 		ctx->why[0] = '\0';
 		ret = cases[i].fn(ctx);
 		switch (ret) {

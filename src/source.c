@@ -514,8 +514,16 @@ static int handle_event(struct run *run, const struct uffd_msg *msg)
 	switch (msg->event) {
 	case UFFD_EVENT_REMOVE:
 	case UFFD_EVENT_UNMAP:
-		/* Balloon, MADV_DONTNEED or munmap: those pages must never
-		 * be refilled with stale data; later faults read zeros. */
+		/*
+		 * Balloon, MADV_DONTNEED or munmap: those pages must never
+		 * be refilled with stale data; later faults read zeros.
+		 * Known window: the kernel lets the target's madvise zap as
+		 * soon as this event is read, before it is marked here; a
+		 * pusher COPY that starts in those microseconds can still
+		 * land behind the zap. Closing it needs the read and the
+		 * marking to exclude pushers, which would put every fault
+		 * behind a 2 MiB copy.
+		 */
 		start = msg->arg.remove.start;
 		end = msg->arg.remove.end;
 		__atomic_fetch_add(&m->cnt.discarded,

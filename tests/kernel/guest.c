@@ -108,19 +108,21 @@ static int check_page(const struct guest *g, size_t r, size_t p,
 
 	for (i = 0; i < WORDS; i++) {
 		uint64_t want = hole ? 0 : t_word(g->seed, page_id(r, p), i);
+		/* One load per word: another worker may write the marker
+		 * into word 0 between two loads. */
+		uint64_t got = __atomic_load_n(&w[i], __ATOMIC_RELAXED);
 
-		if (i == 0 && must_marker) {
+		if (i == 0 && must_marker)
 			want = mk;
-		} else if (i == 0 && may_marker && w[0] == mk) {
+		else if (i == 0 && may_marker && got == mk)
 			continue;
-		}
-		if (w[i] != want) {
+		if (got != want) {
 			snprintf(why, why_len,
 				 "region '%s' page %zu word %zu (%p): 0x%llx, expected 0x%llx%s",
 				 g->spec[r].name, p, i, (void *)&w[i],
-				 (unsigned long long)w[i],
+				 (unsigned long long)got,
 				 (unsigned long long)want,
-				 w[i] == 0 ? " (ZERO: lost data)" : "");
+				 got == 0 ? " (ZERO: lost data)" : "");
 			return -1;
 		}
 	}

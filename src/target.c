@@ -405,6 +405,8 @@ static void collapse(struct uffdmove_target *t, uint64_t start, uint64_t len,
 	}
 }
 
+static void service_uffd(struct uffdmove_target *t);
+
 /* Poison [a, end), stepping over pages that arrived meanwhile. */
 static void poison_run(struct uffdmove_target *t, uint64_t a, uint64_t end)
 {
@@ -419,7 +421,7 @@ static void poison_run(struct uffdmove_target *t, uint64_t a, uint64_t end)
 		if (ret == -EEXIST)
 			a += PAGE_SZ;
 		else if (ret == -EAGAIN)
-			usleep(100);	/* the keeper reads the event */
+			service_uffd(t);	/* read what blocks it */
 		else
 			return;
 	}
@@ -536,6 +538,9 @@ static int orphan(struct uffdmove_target *t, int err, const char *why)
 	uint64_t got = t->st.bytes_moved + t->st.bytes_copied;
 	int ret;
 
+	/* uffdmove_target_wait() keeps -ETIMEDOUT for its own timeout. */
+	if (err == -ETIMEDOUT)
+		err = -ECONNRESET;
 	t->state = TGT_ORPHANED;
 	t->t_end = now_ns();
 	if (t->opts.on_source_death == UFFDMOVE_ON_SOURCE_DEATH_POISON &&
@@ -640,11 +645,7 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 			t->st = m.stats;
 			return finish(t);
 		case WIRE_ABORT:
-			/* uffdmove_target_wait() keeps -ETIMEDOUT for its own
-			 * timeout, so a caller can tell "not yet" apart. */
-			return orphan(t, m.reason.errnum == ETIMEDOUT ?
-				      -ECONNRESET : -(int)m.reason.errnum,
-				      m.reason.text);
+			return orphan(t, -(int)m.reason.errnum, m.reason.text);
 		default:
 			return orphan(t, -EPROTO, "unexpected message");
 		}
@@ -705,8 +706,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	if (!t)
 		return;
 	keeper_stop(t);
-	if (t->state == TGT_ORPHANED && t->uffd >= 0 &&
-	    poison_missing(t) == -EOPNOTSUPP) {
+	if (t->state == TGT_ORPHANED && t->uffd >= 0 && poison_missing(t)) {
 		/* Closing the last uffd would let blocked threads read
 		 * zeros where guest data was: keep it open on purpose. */
 		t->uffd = -1;

@@ -185,7 +185,7 @@ static void decide(struct mover *m, int prim, uint32_t why)
 	if (__atomic_compare_exchange_n(&m->prim, &expect, prim, false,
 					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) &&
 	    prim == PRIM_COPY)
-		m->why_not_move = why;
+		STORE(m->why_not_move, why);
 }
 
 static void backoff(unsigned int *us)
@@ -468,7 +468,7 @@ void mover_stats(const struct mover *m, struct uffdmove_stats *st)
 		break;
 	case PRIM_COPY:
 		st->primitive = UFFDMOVE_PRIM_COPY;
-		st->move_unused_reason = m->why_not_move;
+		st->move_unused_reason = LOAD(mm->why_not_move);
 		break;
 	default:	/* never tried: no page could have moved */
 		st->primitive = UFFDMOVE_PRIM_COPY;

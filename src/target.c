@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -55,6 +56,7 @@ struct uffdmove_target {
 	struct collapse_list retry;	/* THP ranges to collapse at the end */
 	uint64_t t_start, t_end;
 	pthread_t keeper;		/* see keeper_main() */
+	int keeper_efd;			/* wakes it: stop, or source gone */
 	bool keeper_running, keeper_stop;
 	bool source_gone;		/* atomic: the socket hung up */
 	struct err_buf err;
@@ -495,20 +497,24 @@ static void service_uffd(struct uffdmove_target *t)
 static void *keeper_main(void *arg)
 {
 	struct uffdmove_target *t = arg;
-	struct pollfd pfd[2] = {
+	struct pollfd pfd[3] = {
+		{ .fd = t->keeper_efd, .events = POLLIN },
 		{ .fd = t->sock, .events = POLLRDHUP },
 		{ .fd = t->uffd, .events = POLLIN },
 	};
+	uint64_t val;
 
 	while (!__atomic_load_n(&t->keeper_stop, __ATOMIC_ACQUIRE)) {
 		bool gone = __atomic_load_n(&t->source_gone, __ATOMIC_ACQUIRE);
 
-		if (poll(pfd, gone ? 2 : 1, 20) <= 0)
+		if (poll(pfd, gone ? 3 : 2, -1) <= 0)
 			continue;
-		if (pfd[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+		if (pfd[0].revents && read(t->keeper_efd, &val, sizeof(val)))
+			continue;	/* re-check stop and gone */
+		if (pfd[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
 			__atomic_store_n(&t->source_gone, true,
 					 __ATOMIC_RELEASE);
-			pfd[0].events = 0;
+			pfd[1].events = 0;
 		}
 		if (gone)
 			service_uffd(t);
@@ -516,11 +522,28 @@ static void *keeper_main(void *arg)
 	return NULL;
 }
 
+static void keeper_kick(struct uffdmove_target *t)
+{
+	uint64_t one = 1;
+
+	if (t->keeper_running &&
+	    write(t->keeper_efd, &one, sizeof(one)) < 0) {
+		/* an eventfd write fails only on overflow: already kicked */
+	}
+}
+
 static void keeper_start(struct uffdmove_target *t)
 {
-	if (!t->keeper_running &&
-	    !pthread_create(&t->keeper, NULL, keeper_main, t))
-		t->keeper_running = true;
+	if (t->keeper_running)
+		return;
+	t->keeper_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (t->keeper_efd < 0)
+		return;
+	if (pthread_create(&t->keeper, NULL, keeper_main, t)) {
+		close(t->keeper_efd);
+		return;
+	}
+	t->keeper_running = true;
 }
 
 static void keeper_stop(struct uffdmove_target *t)
@@ -528,7 +551,9 @@ static void keeper_stop(struct uffdmove_target *t)
 	if (!t->keeper_running)
 		return;
 	__atomic_store_n(&t->keeper_stop, true, __ATOMIC_RELEASE);
+	keeper_kick(t);
 	pthread_join(t->keeper, NULL);
+	close(t->keeper_efd);
 	t->keeper_running = false;
 }
 
@@ -549,6 +574,7 @@ static int orphan(struct uffdmove_target *t, int err, const char *why)
 	__atomic_store_n(&t->source_gone, true, __ATOMIC_RELEASE);
 	service_uffd(t);
 	keeper_start(t);
+	keeper_kick(t);	/* it now watches the uffd too */
 	t->failure = err_set(&t->err, -err,
 			     "%s after about %llu of %llu populated bytes arrived; missing pages %s",
 			     why, (unsigned long long)got,

@@ -758,7 +758,12 @@ static int fault_loop(struct run *run)
 				return mover_fail(m, ret, "sending DONE: %s",
 						  strerror(-ret));
 		}
-		timeout = inline_push && !mover_finished(m) ? 0 :
+		/* Pushing inline means polling, but only once pushing may
+		 * start: before GO a spin would take the CPU the target
+		 * needs to commit. */
+		timeout = inline_push && !mover_finished(m) &&
+			  (!run->needs_commit ||
+			   __atomic_load_n(&m->committed, __ATOMIC_ACQUIRE)) ? 0 :
 			  run->nretry ? 0 :
 			  mover_finished(m) && !run->done_sent ? 1 :
 			  (int)(PROGRESS_EVERY_NS / 1000000);

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Baseline 3: the classic userfaultfd handler of most examples. The new
+ * process registers its guest RAM and passes the uffd to the old one, whose
+ * single thread does a blocking read() of one uffd_msg and a UFFDIO_COPY of
+ * one 4 KiB page per fault. Nothing is pushed in the background: memory
+ * arrives only when the guest touches it.
+ *
+ * One page past the guest is registered too: the target touches it last,
+ * which tells the handler to leave.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define RANDOM_FAULTS	10000	/* samples in TOUCH_RANDOM mode */
+
+struct handler {
+	int uffd;
+	const struct guest *g;
+	uint64_t dst;		/* target's guest RAM */
+	struct bench_result *r;
+};
+
+static void *handler_main(void *arg)
+{
+	struct handler *h = arg;
+	static uint8_t zero[B_PAGE];
+	uint64_t sentinel = h->dst + h->g->len;
+	struct uffd_msg msg;
+	ssize_t n;
+
+	for (;;) {
+		struct uffdio_copy c = { .len = B_PAGE };
+		uint64_t t0, addr;
+
+		n = read(h->uffd, &msg, sizeof(msg));
+		t0 = now_ns();
+		if (n != (ssize_t)sizeof(msg)) {
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			result_fail(h->r, "read(uffd): %zd: %m", n);
+			return NULL;
+		}
+		if (msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		addr = msg.arg.pagefault.address & ~(B_PAGE - 1);
+		c.dst = addr;
+		c.src = addr >= sentinel ? (uintptr_t)zero :
+			(uintptr_t)(h->g->src + (addr - h->dst));
+		if (ioctl(h->uffd, UFFDIO_COPY, &c) < 0 && errno != EEXIST) {
+			result_fail(h->r, "UFFDIO_COPY at 0x%llx: %m",
+				    (unsigned long long)addr);
+			return NULL;
+		}
+		if (addr >= sentinel)
+			return NULL;
+		if (h->r->nhandler < B_SAMPLES_MAX)
+			h->r->handler[h->r->nhandler++] =
+				(uint32_t)(now_ns() - t0);
+	}
+}
+
+static int target_main(const struct guest *g, int sock,
+		       enum touch_mode mode, uint64_t seed,
+		       struct bench_result *r)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct toucher *t;
+	uint64_t t0, t1, t2, t3, addr;
+	uint8_t *dst;
+	char ack;
+	int uffd;
+
+	t0 = now_ns();
+	dst = map_guest(g->len + B_HPAGE, g->thp, false);
+	if (!dst)
+		return result_fail(r, "mmap failed");
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0)
+		return result_fail(r, "userfaultfd: %m");
+	reg.range.start = (uintptr_t)dst;
+	reg.range.len = g->len + B_PAGE;
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+		return result_fail(r, "UFFDIO_REGISTER: %m");
+	t = toucher_start(dst, g, mode, seed, r->samples,
+			  mode == TOUCH_RANDOM ? RANDOM_FAULTS : 0);
+	if (!t)
+		return result_fail(r, "toucher: %m");
+	t1 = now_ns();
+	addr = (uintptr_t)dst;
+	if (send_fd(sock, uffd, &addr, sizeof(addr)) ||
+	    read(sock, &ack, 1) != 1)
+		return result_fail(r, "handing the uffd over: %m");
+	t2 = now_ns();
+	toucher_go(t);
+	r->nsamples = toucher_stop(t, true, &r->touch_checked,
+				   &r->touch_faulted);
+	t3 = now_ns();
+	(void)*(volatile uint8_t *)(dst + g->len);	/* handler: leave */
+	r->prepare_ns = t1 - t0;
+	r->downtime_ns = t2 - t1;
+	if (mode == TOUCH_ALL_SEQ)
+		r->all_in_ns = t3 - t1;
+	if (mode == TOUCH_ALL_SEQ)
+		r->verify_bad = guest_verify(g, dst);
+	close(uffd);
+	return 0;
+}
+
+int bench_classic(struct guest *g, struct bench_result *r,
+		  enum touch_mode mode, uint64_t seed)
+{
+	struct handler h = { .g = g, .r = r };
+	pthread_t tid;
+	int sv[2];
+	pid_t pid;
+
+	r->populated = guest_populated(g);
+	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
+	if (seqpacket_pair(sv))
+		return result_fail(r, "socketpair: %m");
+	pid = fork();
+	if (pid < 0)
+		return result_fail(r, "fork: %m");
+	if (pid == 0) {
+		close(sv[0]);
+		_exit(target_main(g, sv[1], mode, seed, r) ? 1 : 0);
+	}
+	close(sv[1]);
+	if (recv_fd(sv[0], &h.uffd, &h.dst, sizeof(h.dst)) !=
+	    (int)sizeof(h.dst) || h.uffd < 0) {
+		close(sv[0]);
+		wait_child(pid, r);
+		return result_fail(r, "receiving the uffd failed");
+	}
+	if (pthread_create(&tid, NULL, handler_main, &h))
+		return result_fail(r, "pthread_create failed");
+	if (write(sv[0], "g", 1) != 1)
+		result_fail(r, "ack: %m");
+	pthread_join(tid, NULL);
+	if (!r->ok)	/* the handler gave up: its guest would hang */
+		kill(pid, SIGKILL);
+	close(h.uffd);
+	close(sv[0]);
+	return wait_child(pid, r);
+}

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libuffdmove benchmarks: shared declarations.
+ *
+ * Every scenario hands one "guest" (a source mapping populated with one
+ * pattern word per 4 KiB page) to a fresh destination and records, per
+ * repetition, one struct bench_result. main.c interleaves the scenarios
+ * and prints the raw records as JSON; bench/summarize turns them into the
+ * summary, ratios and targets.
+ */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "uffdmove.h"
+
+#define B_PAGE		4096UL
+#define B_HPAGE		(2UL << 20)
+#define B_SAMPLES_MAX	(128 * 1024)	/* latency samples per run */
+
+/* The guest RAM being handed over. */
+struct guest {
+	uint8_t *src;		/* current source mapping (populated) */
+	uint8_t *alt;		/* second mapping: MOVE ping-pongs into it */
+	size_t len;		/* mapping length */
+	bool thp;		/* MADV_HUGEPAGE (else MADV_NOHUGEPAGE) */
+	/* Populated blocks: [i * stride, i * stride + block) for i < nblocks.
+	 * Dense: one block of len. */
+	size_t block, stride, nblocks;
+};
+
+static inline uint64_t guest_populated(const struct guest *g)
+{
+	return (uint64_t)g->block * g->nblocks;
+}
+
+/* What a toucher does in the target (a vCPU stand-in). */
+enum touch_mode {
+	TOUCH_NONE,
+	TOUCH_RANDOM,		/* random first touches of missing pages */
+	TOUCH_ALL_SEQ,		/* touch every page in order (baseline 3) */
+};
+
+/* One repetition of one scenario; shared between source and target
+ * processes (MAP_SHARED). */
+struct bench_result {
+	int ok;
+	char error[512];
+	uint64_t populated;
+	uint64_t prepare_ns;	/* target: mmap+register (not downtime) */
+	uint64_t downtime_ns;	/* guest stopped for the memory part */
+	uint64_t handoff_ns;	/* of which uffdmove_target_handoff() */
+	uint64_t all_in_ns;	/* from the stop until every page is in */
+	uint64_t data_in_ns;	/* ... until DONE (before the target's
+				 * final THP collapse), libuffdmove only */
+	uint64_t src_accept_ns;
+	uint64_t src_run_ns;
+	uint64_t thp_src_bytes;	/* AnonHugePages of the source range */
+	uint64_t thp_dst_bytes;	/* ... of the target range, at the end */
+	uint64_t verify_bad;	/* pages whose pattern word is wrong */
+	struct uffdmove_stats st;	/* source's stats (libuffdmove) */
+	uint64_t tgt_collapsed;
+	/* Touch latency, measured in the target: only pages missing just
+	 * before the touch. */
+	uint64_t touch_checked;	/* pages looked at */
+	uint64_t touch_faulted;	/* of those, missing: timed */
+	uint32_t nsamples;
+	uint32_t samples[B_SAMPLES_MAX];	/* ns */
+	/* Baseline 3: handler-measured service time, read to COPY done. */
+	uint32_t nhandler;
+	uint32_t handler[B_SAMPLES_MAX];
+};
+
+/* common.c */
+uint64_t now_ns(void);
+void *map_guest(size_t len, bool thp, bool dontfork);
+void unmap_guest(void *p, size_t len);
+void guest_fill(struct guest *g);
+uint64_t guest_verify(const struct guest *g, const uint8_t *dst);
+uint64_t pattern_word(uint64_t page);
+uint64_t anon_huge_bytes(const void *addr, size_t len);
+struct bench_result *result_map(void);
+void result_reset(struct bench_result *r);
+int result_fail(struct bench_result *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int seqpacket_pair(int sv[2]);
+int send_fd(int sock, int fd, const void *buf, size_t len);
+int recv_fd(int sock, int *fd, void *buf, size_t len);
+int wait_child(pid_t pid, struct bench_result *r);
+
+/* toucher.c: a thread that touches pages of [base, base + len) and times
+ * each first touch of a missing page. */
+struct toucher;
+struct toucher *toucher_start(uint8_t *base, const struct guest *g,
+			      enum touch_mode mode, uint64_t seed,
+			      uint32_t *samples, uint32_t cap);
+void toucher_go(struct toucher *t);
+/* Stop now, or (@wait_end) wait until it has touched every page or taken
+ * its samples; fills the counters; returns the number of samples. */
+uint32_t toucher_stop(struct toucher *t, bool wait_end, uint64_t *checked,
+		      uint64_t *faulted);
+void toucher_abandon(struct toucher *t);
+
+/* Baselines: base-memcpy.c, base-stopcopy.c, base-classic.c */
+int bench_memcpy(struct guest *g, struct bench_result *r);
+int bench_stopcopy(struct guest *g, struct bench_result *r);
+int bench_classic(struct guest *g, struct bench_result *r,
+		  enum touch_mode mode, uint64_t seed);
+
+/* libuffdmove: lib-handoff.c */
+int bench_lib_copy(struct guest *g, struct bench_result *r,
+		   unsigned int threads, enum touch_mode touch, uint64_t seed);
+int bench_lib_move(struct guest *g, struct bench_result *r,
+		   unsigned int threads, enum touch_mode touch, uint64_t seed);
+
+#endif /* BENCH_H */

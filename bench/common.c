@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("bench: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* A private anonymous mapping starting on a 2 MiB boundary, untouched. */
+void *map_guest(size_t len, bool thp, bool dontfork)
+{
+	size_t maplen = len + B_HPAGE;
+	uint8_t *p, *a;
+
+	p = mmap(NULL, maplen, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (uint8_t *)(((uintptr_t)p + B_HPAGE - 1) & ~(B_HPAGE - 1));
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	if (a + len < p + maplen)
+		munmap(a + len, (size_t)(p + maplen - (a + len)));
+	madvise(a, len, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	/* A forked target would COW-share the source's pages otherwise; a
+	 * real new VMM is exec'ed. */
+	if (dontfork)
+		madvise(a, len, MADV_DONTFORK);
+	return a;
+}
+
+void unmap_guest(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
+
+uint64_t pattern_word(uint64_t page)
+{
+	return (page + 1) * 0x9e3779b97f4a7c15ULL | 1;
+}
+
+void guest_fill(struct guest *g)
+{
+	size_t b, off;
+
+	for (b = 0; b < g->nblocks; b++)
+		for (off = 0; off < g->block; off += B_PAGE) {
+			size_t at = b * g->stride + off;
+
+			*(volatile uint64_t *)(g->src + at) =
+				pattern_word(at / B_PAGE);
+		}
+}
+
+/* Pages of @dst whose first word is not the source's pattern. */
+uint64_t guest_verify(const struct guest *g, const uint8_t *dst)
+{
+	uint64_t bad = 0;
+	size_t b, off;
+
+	for (b = 0; b < g->nblocks; b++)
+		for (off = 0; off < g->block; off += B_PAGE) {
+			size_t at = b * g->stride + off;
+
+			bad += *(const volatile uint64_t *)(dst + at) !=
+			       pattern_word(at / B_PAGE);
+		}
+	return bad;
+}
+
+/* AnonHugePages of the VMAs overlapping [addr, addr + len), in bytes. */
+uint64_t anon_huge_bytes(const void *addr, size_t len)
+{
+	uintptr_t lo = (uintptr_t)addr, hi = lo + len;
+	unsigned long long start, end, kb;
+	uint64_t total = 0;
+	bool in = false;
+	char line[512];
+	FILE *f = fopen("/proc/self/smaps", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx-%llx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = start < hi && end > lo;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %llu kB", &kb) == 1)
+			total += kb * 1024;
+	}
+	fclose(f);
+	return total;
+}
+
+struct bench_result *result_map(void)
+{
+	void *p = mmap(NULL, sizeof(struct bench_result),
+		       PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		       -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void result_reset(struct bench_result *r)
+{
+	/* The sample arrays are large: clear only the header. */
+	memset(r, 0, offsetof(struct bench_result, samples));
+	r->nhandler = 0;
+	r->ok = 1;
+}
+
+int result_fail(struct bench_result *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (r->ok) {
+		va_start(ap, fmt);
+		vsnprintf(r->error, sizeof(r->error), fmt, ap);
+		va_end(ap);
+	}
+	r->ok = 0;
+	return -1;
+}
+
+int seqpacket_pair(int sv[2])
+{
+	return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
+}
+
+int send_fd(int sock, int fd, const void *buf, size_t len)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *c;
+
+	if (fd >= 0) {
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof(cbuf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+int recv_fd(int sock, int *fd, void *buf, size_t len)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { buf, len };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *c;
+	ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+
+	if (fd)
+		*fd = -1;
+	if (n <= 0)
+		return -1;
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (fd && c->cmsg_level == SOL_SOCKET &&
+		    c->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return (int)n;
+}
+
+int wait_child(pid_t pid, struct bench_result *r)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return result_fail(r, "waitpid: %s", strerror(errno));
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		return result_fail(r, "target process failed (status 0x%x)",
+				   status);
+	return r->ok ? 0 : -1;
+}

@@ -1,0 +1,620 @@
+// SPDX-License-Identifier: MIT
+/*
+ * uffdmove-bench: libuffdmove side by side with the baselines a VMM author
+ * would otherwise use. Prints one JSON document of raw per-repetition
+ * records on stdout (progress on stderr); bench/summarize reduces it.
+ *
+ * Scenarios run in groups that share one populated guest; inside a group
+ * every repetition runs each scenario once, in an order rotated by one per
+ * repetition, so baseline and subject see the same machine state.
+ *
+ *   uffdmove-bench [--full] [--reps N] [--only GROUP] [--case LABEL] [--list]
+ *
+ * --only keeps the groups whose name contains GROUP; --case keeps the cases
+ * whose label (scenario/layout/tTHREADS/touch, e.g. lib-copy/dense/t2/none)
+ * contains LABEL. --list prints the groups and their case labels.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define KiB	((size_t)1 << 10)
+#define MiB	((size_t)1 << 20)
+#define GiB	((size_t)1 << 30)
+
+enum scenario { SC_MEMCPY, SC_STOPCOPY, SC_CLASSIC, SC_COPY, SC_MOVE };
+
+static const char *const sc_name[] = {
+	[SC_MEMCPY] = "b1-memcpy",
+	[SC_STOPCOPY] = "b2-stopcopy",
+	[SC_CLASSIC] = "b3-classic",
+	[SC_COPY] = "lib-copy",
+	[SC_MOVE] = "lib-move",
+};
+
+static const char *const touch_name[] = {
+	[TOUCH_NONE] = "none",
+	[TOUCH_RANDOM] = "random",
+	[TOUCH_ALL_SEQ] = "all",
+};
+
+struct bcase {
+	enum scenario sc;
+	int guest;		/* index in the group's guests */
+	unsigned int threads;
+	enum touch_mode touch;
+};
+
+struct guest_spec {
+	const char *layout;	/* "dense" or "sparse" */
+	size_t len, block, stride;
+	bool thp;
+};
+
+#define CASES_MAX 16
+
+struct group {
+	char name[64];
+	int nguests;
+	struct guest_spec gs[2];
+	int ncases;
+	struct bcase cases[CASES_MAX];
+};
+
+#define GROUPS_MAX 32
+
+static struct group groups[GROUPS_MAX];
+static int ngroups;
+
+static struct guest_spec dense(size_t len, bool thp)
+{
+	return (struct guest_spec){ "dense", len, len, len, thp };
+}
+
+/* 1 GiB populated in 2 MiB blocks spread evenly over @len. */
+static struct guest_spec sparse(size_t len, size_t populated, bool thp)
+{
+	size_t nblocks = populated / B_HPAGE;
+
+	return (struct guest_spec){ "sparse", len, B_HPAGE, len / nblocks,
+				    thp };
+}
+
+static struct group *add_group(const char *name, struct guest_spec g0)
+{
+	struct group *g = &groups[ngroups++];
+
+	snprintf(g->name, sizeof(g->name), "%s", name);
+	g->gs[0] = g0;
+	g->nguests = 1;
+	return g;
+}
+
+static void add_case(struct group *g, enum scenario sc, int guest,
+		     unsigned int threads, enum touch_mode touch)
+{
+	g->cases[g->ncases++] = (struct bcase){ sc, guest, threads, touch };
+}
+
+static const char *size_name(size_t len)
+{
+	static char buf[4][16];
+	static int i;
+	char *b = buf[i++ % 4];
+
+	if (len >= GiB && len % GiB == 0)
+		snprintf(b, 16, "%zuG", len / GiB);
+	else
+		snprintf(b, 16, "%zuM", len / MiB);
+	return b;
+}
+
+/* Which cases a group runs. */
+#define C_MEMCPY	(1u << 0)
+#define C_STOPCOPY	(1u << 1)
+#define C_COPY1		(1u << 2)
+#define C_COPY2		(1u << 3)
+#define C_MOVE1		(1u << 4)
+#define C_MOVE2		(1u << 5)
+#define C_CLASSIC	(1u << 6)
+#define C_ALL		(C_MEMCPY | C_STOPCOPY | C_COPY1 | C_COPY2 | C_MOVE1 | \
+			 C_MOVE2)
+
+/* Pushing, no guest activity: every handoff method against memcpy into
+ * fresh memory, same guest. C_CLASSIC adds b3 with a guest that touches
+ * every page. */
+static void push_group(size_t len, bool thp, unsigned int which)
+{
+	char name[64];
+	struct group *g;
+
+	snprintf(name, sizeof(name), "push-%s-%s", thp ? "thp" : "4k",
+		 size_name(len));
+	g = add_group(name, dense(len, thp));
+	if (which & C_MEMCPY)
+		add_case(g, SC_MEMCPY, 0, 1, TOUCH_NONE);
+	if (which & C_STOPCOPY)
+		add_case(g, SC_STOPCOPY, 0, 1, TOUCH_NONE);
+	if (which & C_COPY1)
+		add_case(g, SC_COPY, 0, 1, TOUCH_NONE);
+	if (which & C_COPY2)
+		add_case(g, SC_COPY, 0, 2, TOUCH_NONE);
+	if (which & C_MOVE1)
+		add_case(g, SC_MOVE, 0, 1, TOUCH_NONE);
+	if (which & C_MOVE2)
+		add_case(g, SC_MOVE, 0, 2, TOUCH_NONE);
+	if (which & C_CLASSIC)
+		add_case(g, SC_CLASSIC, 0, 1, TOUCH_ALL_SEQ);
+}
+
+/* Fault latency: a vCPU stand-in touches random missing pages while the
+ * handoff pushes; b3-classic gets the same guest, without a push. */
+static void latency_group(size_t len, bool thp, unsigned int which)
+{
+	char name[64];
+	struct group *g;
+
+	snprintf(name, sizeof(name), "latency-%s-%s", thp ? "thp" : "4k",
+		 size_name(len));
+	g = add_group(name, dense(len, thp));
+	add_case(g, SC_CLASSIC, 0, 1, TOUCH_RANDOM);
+	if (which & C_COPY1)
+		add_case(g, SC_COPY, 0, 1, TOUCH_RANDOM);
+	if (which & C_COPY2)
+		add_case(g, SC_COPY, 0, 2, TOUCH_RANDOM);
+	if (which & C_MOVE1)
+		add_case(g, SC_MOVE, 0, 1, TOUCH_RANDOM);
+	if (which & C_MOVE2)
+		add_case(g, SC_MOVE, 0, 2, TOUCH_RANDOM);
+}
+
+/* Sparse 16 GiB / 1 GiB populated against dense 1 GiB, interleaved. */
+static void sparse_group(bool thp, unsigned int which)
+{
+	char name[64];
+	struct group *g;
+	int i;
+
+	snprintf(name, sizeof(name), "sparse-%s-16G", thp ? "thp" : "4k");
+	g = add_group(name, sparse(16 * GiB, GiB, thp));
+	g->gs[1] = dense(GiB, thp);
+	g->nguests = 2;
+	for (i = 0; i < 2; i++) {
+		if (which & C_COPY1)
+			add_case(g, SC_COPY, i, 1, TOUCH_NONE);
+		if (which & C_COPY2)
+			add_case(g, SC_COPY, i, 2, TOUCH_NONE);
+		if (which & C_MOVE1)
+			add_case(g, SC_MOVE, i, 1, TOUCH_NONE);
+		if (which & C_MOVE2)
+			add_case(g, SC_MOVE, i, 2, TOUCH_NONE);
+		if (which & C_STOPCOPY)
+			add_case(g, SC_STOPCOPY, i, 1, TOUCH_NONE);
+	}
+}
+
+/* Under 3 minutes on an idle 2-CPU VM: every target figure and its
+ * baseline, at fewer sizes and settings. */
+static void plan_quick(void)
+{
+	push_group(256 * MiB, true, C_ALL);
+	push_group(1 * GiB, true, C_ALL);
+	push_group(4 * GiB, true, C_STOPCOPY | C_COPY2 | C_MOVE2);
+	push_group(256 * MiB, false, C_ALL);
+	push_group(1 * GiB, false, C_ALL);
+	latency_group(256 * MiB, false, C_COPY1 | C_COPY2 | C_MOVE2);
+	latency_group(256 * MiB, true, C_COPY2 | C_MOVE2);
+	sparse_group(true, C_COPY2 | C_MOVE2);
+}
+
+static void plan_full(void)
+{
+	push_group(256 * MiB, true, C_ALL);
+	push_group(1 * GiB, true, C_ALL);
+	push_group(4 * GiB, true, C_ALL);
+	push_group(256 * MiB, false, C_ALL | C_CLASSIC);
+	push_group(1 * GiB, false, C_ALL);
+	push_group(4 * GiB, false, C_ALL);
+	latency_group(256 * MiB, false, C_ALL);
+	latency_group(256 * MiB, true, C_ALL);
+	latency_group(1 * GiB, false, C_ALL);
+	latency_group(1 * GiB, true, C_ALL);
+	latency_group(4 * GiB, false, C_COPY2 | C_MOVE2);
+	latency_group(4 * GiB, true, C_COPY2 | C_MOVE2);
+	sparse_group(true, C_ALL);
+	sparse_group(false, C_ALL);
+}
+
+/* ------------------------------------------------------------- JSON out */
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void json_u32_array(const char *key, const uint32_t *v, uint32_t n)
+{
+	uint32_t i;
+
+	printf(", \"%s\": [", key);
+	for (i = 0; i < n; i++)
+		printf(i ? ",%u" : "%u", v[i]);
+	putchar(']');
+}
+
+static double loadavg1(void)
+{
+	double l = -1;
+	FILE *f = fopen("/proc/loadavg", "re");
+
+	if (f) {
+		if (fscanf(f, "%lf", &l) != 1)
+			l = -1;
+		fclose(f);
+	}
+	return l;
+}
+
+static void read_line(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+
+	buf[0] = '\0';
+	if (f) {
+		if (!fgets(buf, (int)len, f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+static void emit_meta(bool full, int reps)
+{
+	struct uffdmove_caps caps;
+	struct utsname u;
+	char thp[128], defrag[128];
+	long pages = sysconf(_SC_PHYS_PAGES);
+
+	uname(&u);
+	read_line("/sys/kernel/mm/transparent_hugepage/enabled", thp,
+		  sizeof(thp));
+	read_line("/sys/kernel/mm/transparent_hugepage/defrag", defrag,
+		  sizeof(defrag));
+	uffdmove_probe(&caps);
+	printf("{\n\"schema\": \"uffdmove-bench-raw/1\",\n\"meta\": {");
+	printf("\"mode\": \"%s\", \"reps\": %d, ", full ? "full" : "quick",
+	       reps);
+	printf("\"library\": ");
+	json_str(uffdmove_version());
+	printf(", \"kernel\": ");
+	json_str(u.release);
+	printf(", \"cpus\": %ld, \"mem_bytes\": %llu, \"thp_enabled\": ",
+	       sysconf(_SC_NPROCESSORS_ONLN),
+	       (unsigned long long)pages * (unsigned long long)sysconf(_SC_PAGESIZE));
+	json_str(thp);
+	printf(", \"thp_defrag\": ");
+	json_str(defrag);
+	printf(", \"load1_start\": %.2f, \"time_start\": %lld",
+	       loadavg1(), (long long)time(NULL));
+	printf(", \"caps\": {\"move\": %s, \"cross_process_move\": %s, \"pagemap_scan\": %s, \"madv_collapse\": %s, \"thp_mode\": %u}",
+	       caps.move ? "true" : "false",
+	       caps.cross_process_move ? "true" : "false",
+	       caps.pagemap_scan ? "true" : "false",
+	       caps.madv_collapse ? "true" : "false", caps.thp_mode);
+	printf("},\n\"records\": [\n");
+}
+
+static int nrecords;
+
+static void emit_record(const struct group *grp, const struct bcase *c,
+			const struct guest *g, int rep, int order,
+			const struct bench_result *r)
+{
+	const struct uffdmove_stats *st = &r->st;
+
+	printf("%s{\"group\": ", nrecords++ ? ",\n" : "");
+	json_str(grp->name);
+	printf(", \"scenario\": \"%s\", \"layout\": \"%s\", \"size\": %zu, \"populated\": %llu, \"thp\": %s, \"threads\": %u, \"touch\": \"%s\", \"rep\": %d, \"order\": %d, \"ok\": %s, \"error\": ",
+	       sc_name[c->sc], grp->gs[c->guest].layout, g->len,
+	       (unsigned long long)guest_populated(g),
+	       g->thp ? "true" : "false", c->threads, touch_name[c->touch],
+	       rep, order, r->ok ? "true" : "false");
+	json_str(r->error);
+	printf(", \"load1\": %.2f", loadavg1());
+	printf(", \"prepare_ns\": %llu, \"downtime_ns\": %llu, \"handoff_ns\": %llu, \"all_in_ns\": %llu, \"data_in_ns\": %llu, \"src_accept_ns\": %llu, \"src_run_ns\": %llu",
+	       (unsigned long long)r->prepare_ns,
+	       (unsigned long long)r->downtime_ns,
+	       (unsigned long long)r->handoff_ns,
+	       (unsigned long long)r->all_in_ns,
+	       (unsigned long long)r->data_in_ns,
+	       (unsigned long long)r->src_accept_ns,
+	       (unsigned long long)r->src_run_ns);
+	printf(", \"thp_src_bytes\": %llu, \"thp_dst_bytes\": %llu, \"verify_bad\": %llu, \"tgt_collapsed\": %llu, \"touch_checked\": %llu, \"touch_faulted\": %llu",
+	       (unsigned long long)r->thp_src_bytes,
+	       (unsigned long long)r->thp_dst_bytes,
+	       (unsigned long long)r->verify_bad,
+	       (unsigned long long)r->tgt_collapsed,
+	       (unsigned long long)r->touch_checked,
+	       (unsigned long long)r->touch_faulted);
+	if (c->sc == SC_COPY || c->sc == SC_MOVE)
+		printf(", \"stats\": {\"bytes_populated\": %llu, \"bytes_moved\": %llu, \"bytes_copied\": %llu, \"bytes_zeroed\": %llu, \"bytes_skipped\": %llu, \"faults\": %llu, \"fault_ns_p50\": %llu, \"fault_ns_p99\": %llu, \"fault_ns_max\": %llu, \"thp_moved\": %llu, \"thp_copied\": %llu, \"move_ebusy\": %llu, \"eagain_retries\": %llu, \"elapsed_ns\": %llu, \"primitive\": %u, \"move_unused_reason\": %u}",
+		       (unsigned long long)st->bytes_populated,
+		       (unsigned long long)st->bytes_moved,
+		       (unsigned long long)st->bytes_copied,
+		       (unsigned long long)st->bytes_zeroed,
+		       (unsigned long long)st->bytes_skipped,
+		       (unsigned long long)st->faults,
+		       (unsigned long long)st->fault_ns_p50,
+		       (unsigned long long)st->fault_ns_p99,
+		       (unsigned long long)st->fault_ns_max,
+		       (unsigned long long)st->thp_moved,
+		       (unsigned long long)st->thp_copied,
+		       (unsigned long long)st->move_ebusy,
+		       (unsigned long long)st->eagain_retries,
+		       (unsigned long long)st->elapsed_ns,
+		       st->primitive, st->move_unused_reason);
+	json_u32_array("samples", r->samples, r->nsamples);
+	json_u32_array("handler", r->handler, r->nhandler);
+	putchar('}');
+	fflush(stdout);
+}
+
+/* ------------------------------------------------------------- running */
+
+static int guest_setup(struct guest *g, const struct guest_spec *s)
+{
+	uint64_t t0 = now_ns();
+
+	memset(g, 0, sizeof(*g));
+	g->len = s->len;
+	g->thp = s->thp;
+	g->block = s->block;
+	g->stride = s->stride;
+	g->nblocks = s->len / s->stride;
+	g->src = map_guest(g->len, g->thp, true);
+	if (!g->src)
+		return -1;
+	guest_fill(g);
+	say("  guest %s %s %s: populated %s in %.2f s, AnonHugePages %llu MiB",
+	    s->layout, size_name(g->len), g->thp ? "thp" : "4k",
+	    size_name(guest_populated(g)), (double)(now_ns() - t0) / 1e9,
+	    (unsigned long long)(anon_huge_bytes(g->src, g->len) >> 20));
+	return 0;
+}
+
+static void guest_teardown(struct guest *g)
+{
+	unmap_guest(g->src, g->len);
+	unmap_guest(g->alt, g->len);
+	g->src = g->alt = NULL;
+}
+
+/*
+ * The host backs this VM's memory lazily and takes freed memory back, so a
+ * first touch of memory nobody used lately runs at 0.2-1 GB/s and one used
+ * a moment ago at 1-10 GB/s. Every case maps fresh memory; touching as
+ * much once before the first repetition keeps that repetition from paying
+ * alone for what later ones get from their predecessor.
+ */
+static size_t warm_max = SIZE_MAX;	/* quick mode: 1 GiB */
+
+static void warm_up(const struct guest *g, int n)
+{
+	size_t len = 0, off;
+	uint64_t t0 = now_ns();
+	uint8_t *p;
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (guest_populated(&g[i]) > len)
+			len = guest_populated(&g[i]);
+	if (len > warm_max)
+		len = warm_max;
+	p = map_guest(len, g[0].thp, true);
+	if (!p)
+		return;
+	for (off = 0; off < len; off += B_PAGE)
+		p[off] = 1;
+	unmap_guest(p, len);
+	say("  warm-up: touched %s of fresh memory in %.2f s", size_name(len),
+	    (double)(now_ns() - t0) / 1e9);
+}
+
+static int run_case(const struct bcase *c, struct guest *g,
+		    struct bench_result *r, uint64_t seed)
+{
+	switch (c->sc) {
+	case SC_MEMCPY:
+		return bench_memcpy(g, r);
+	case SC_STOPCOPY:
+		return bench_stopcopy(g, r);
+	case SC_CLASSIC:
+		return bench_classic(g, r, c->touch, seed);
+	case SC_COPY:
+		return bench_lib_copy(g, r, c->threads, c->touch, seed);
+	case SC_MOVE:
+		return bench_lib_move(g, r, c->threads, c->touch, seed);
+	}
+	return -1;
+}
+
+static const char *case_filter;
+
+static const char *case_label(const struct group *grp, const struct bcase *c)
+{
+	static char buf[96];
+
+	snprintf(buf, sizeof(buf), "%s/%s/t%u/%s", sc_name[c->sc],
+		 grp->gs[c->guest].layout, c->threads, touch_name[c->touch]);
+	return buf;
+}
+
+static int flaky;	/* runs that failed once and passed on a retry */
+
+static void report(const struct group *grp, const struct bcase *c,
+		   const struct guest *g, int rep, int k,
+		   const struct bench_result *r)
+{
+	double secs = (double)r->all_in_ns / 1e9;
+
+	say("  rep %d %-11s %s t%u touch=%-6s %s downtime %8.3f ms  all-in %8.3f s  %6.2f GB/s%s%s",
+	    rep, sc_name[c->sc], grp->gs[c->guest].layout, c->threads,
+	    touch_name[c->touch], size_name(g->len),
+	    (double)r->downtime_ns / 1e6, secs,
+	    secs > 0 ? (double)r->populated / 1e9 / secs : 0,
+	    r->ok ? "" : "  FAILED: ", r->ok ? "" : r->error);
+	emit_record(grp, c, g, rep, k, r);
+}
+
+static void attempt(const struct group *grp, const struct bcase *c,
+		    struct guest *g, int rep, int k, struct bench_result *r)
+{
+	result_reset(r);
+	run_case(c, g, r, 0x5eed + (uint64_t)rep * 7919);
+	if (r->ok && r->verify_bad)
+		result_fail(r, "%llu pages arrived with wrong contents",
+			    (unsigned long long)r->verify_bad);
+	report(grp, c, g, rep, k, r);
+}
+
+/* Runs that failed twice, or -1 if a guest could not be mapped. */
+static int run_group(const struct group *grp, int reps,
+		     struct bench_result *r)
+{
+	struct guest g[2] = { 0 };
+	int rep, k, i, failures = 0;
+
+	say("group %s (%d cases x %d reps)", grp->name, grp->ncases, reps);
+	for (i = 0; i < grp->nguests; i++)
+		if (guest_setup(&g[i], &grp->gs[i]))
+			goto nomem;
+	warm_up(g, grp->nguests);
+	for (rep = 0; rep < reps; rep++) {
+		for (k = 0; k < grp->ncases; k++) {
+			const struct bcase *c =
+				&grp->cases[(k + rep) % grp->ncases];
+			struct guest *gu = &g[c->guest];
+
+			if (case_filter &&
+			    !strstr(case_label(grp, c), case_filter))
+				continue;
+			attempt(grp, c, gu, rep, k, r);
+			if (r->ok)
+				continue;
+			/* Keep the failed record, rebuild the guest (it may
+			 * be half moved) and try once more. */
+			guest_teardown(gu);
+			if (guest_setup(gu, &grp->gs[c->guest]))
+				goto nomem;
+			attempt(grp, c, gu, rep, k, r);
+			if (r->ok) {
+				flaky++;
+				continue;
+			}
+			failures++;
+			guest_teardown(gu);
+			if (guest_setup(gu, &grp->gs[c->guest]))
+				goto nomem;
+		}
+	}
+	for (i = 0; i < grp->nguests; i++)
+		guest_teardown(&g[i]);
+	return failures;
+nomem:
+	say("  cannot map a guest: %s", strerror(errno));
+	for (i = 0; i < grp->nguests; i++)
+		guest_teardown(&g[i]);
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "full", no_argument, NULL, 'f' },
+		{ "reps", required_argument, NULL, 'r' },
+		{ "only", required_argument, NULL, 'o' },
+		{ "case", required_argument, NULL, 'c' },
+		{ "list", no_argument, NULL, 'l' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *only = NULL;
+	bool full = false, list = false;
+	struct bench_result *r;
+	int reps = 5, failures = 0, i, c, ret;
+	uint64_t t0 = now_ns();
+
+	while ((c = getopt_long(argc, argv, "fr:o:c:l", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			full = true;
+			break;
+		case 'r':
+			reps = atoi(optarg);
+			break;
+		case 'o':
+			only = optarg;
+			break;
+		case 'c':
+			case_filter = optarg;
+			break;
+		case 'l':
+			list = true;
+			break;
+		default:
+			fprintf(stderr, "usage: %s [--full] [--reps N] [--only GROUP] [--case LABEL] [--list]\n",
+				argv[0]);
+			return 2;
+		}
+	}
+	if (reps < 1)
+		reps = 1;
+	if (full) {
+		plan_full();
+	} else {
+		plan_quick();
+		warm_max = GiB;
+	}
+	if (list) {
+		for (i = 0; i < ngroups; i++)
+			for (c = 0; c < groups[i].ncases; c++)
+				printf("%s %s\n", groups[i].name,
+				       case_label(&groups[i],
+						  &groups[i].cases[c]));
+		return 0;
+	}
+	r = result_map();
+	if (!r) {
+		say("mmap: %s", strerror(errno));
+		return 1;
+	}
+	emit_meta(full, reps);
+	for (i = 0; i < ngroups; i++) {
+		if (only && !strstr(groups[i].name, only))
+			continue;
+		ret = run_group(&groups[i], reps, r);
+		failures += ret < 0 ? 1 : ret;
+	}
+	printf("\n],\n\"end\": {\"load1_end\": %.2f, \"elapsed_s\": %.1f, \"failures\": %d, \"passed_on_retry\": %d}\n}\n",
+	       loadavg1(), (double)(now_ns() - t0) / 1e9, failures, flaky);
+	say("done in %.1f s, %d runs failed twice, %d passed on a retry",
+	    (double)(now_ns() - t0) / 1e9, failures, flaky);
+	return failures ? 1 : 0;
+}

@@ -28,7 +28,7 @@ extern "C" {
 /* ------------------------------------------------------------------ version */
 
 #define UFFDMOVE_VERSION_MAJOR 0
-#define UFFDMOVE_VERSION_MINOR 1
+#define UFFDMOVE_VERSION_MINOR 2
 #define UFFDMOVE_VERSION_MICRO 0
 
 /**
@@ -322,7 +322,9 @@ struct uffdmove_source_opts {
 	uint32_t expected_uid;	/* target's uid; UFFDMOVE_UID_SELF: ours */
 	int32_t expected_pid;	/* target's pid; 0: any */
 	uint32_t handshake_timeout_ms; /* 0: default (5000) */
-	uint32_t reserved32;
+	/* How long the target may take to commit after ACCEPT, and to
+	 * confirm DONE once it was sent; 0: default (30000). */
+	uint32_t peer_timeout_ms;
 	/* Called about every 64 MiB handed over and at the end; may be
 	 * NULL. Runs on the thread that serves faults: keep it short. */
 	void (*progress)(const struct uffdmove_stats *st, void *arg);
@@ -388,22 +390,44 @@ int uffdmove_source_accept(struct uffdmove_source *s, int sock);
  * The calling thread serves faults through io_uring; opts.threads - 1
  * more threads push in the background (with one thread, the caller does
  * both, faults first). Before the target commits nothing is moved, only
- * copied. Returns when the target acknowledged DONE. On failure the
- * socket is shut down, so a target blocked on an event learns of it.
+ * copied. Returns 0 only when the target committed and then confirmed
+ * that it has every page (FIN after DONE). On failure the socket is shut
+ * down, so a target blocked on an event learns of it.
  *
- * Blocking.
+ * Blocking; bounded by opts.peer_timeout_ms while the target has not
+ * committed, and after DONE until it confirms. uffdmove_source_cancel()
+ * ends it from another thread.
  *
- * @return 0; -ECANCELED the target aborted or went away before it
- *	   committed: it never ran the guest, and every byte is still here,
+ * @return 0; -ECANCELED the target never committed, whatever ended the
+ *	   session (it aborted, went away, did not commit in time, the
+ *	   caller cancelled, or another failure before the commit): it never
+ *	   ran the guest and can no longer commit, every byte is still here,
  *	   so the old VMM may resume; -ECONNRESET or -ESRCH the target died
- *	   after committing (stats tell how much was handed over; in COPY
- *	   mode our memory is intact); -EBUSY MODE_MOVE and the kernel
- *	   refused to move a page (pinned or shared): the handoff completed
- *	   by copying that page, the message names it; -EPROTO a malformed
- *	   message, or the target mremap()ed guest RAM; -EINVAL called out
- *	   of order.
+ *	   or hung up after committing (stats tell how much was handed over;
+ *	   in COPY mode our memory is intact); -ETIMEDOUT the target did not
+ *	   confirm DONE in time; -ECONNABORTED cancelled after the commit;
+ *	   -EBUSY MODE_MOVE and the kernel refused to move a page (pinned or
+ *	   shared): the handoff completed by copying that page, the message
+ *	   names it; -EPROTO a malformed message, or the target mremap()ed
+ *	   guest RAM; -EINVAL called out of order.
  */
 int uffdmove_source_run(struct uffdmove_source *s);
+
+/**
+ * uffdmove_source_cancel - end a handoff from another thread.
+ *
+ * Makes uffdmove_source_run() return soon: with -ECANCELED if the target
+ * has not committed (it then can no longer commit, and the old VMM keeps
+ * its guest), else with -ECONNABORTED (the guest runs in the target, whose
+ * missing pages then block or are poisoned under its policy). Called
+ * before uffdmove_source_run(), that call returns at once.
+ *
+ * Not blocking. Thread safe; it is a caller bug to call it concurrently
+ * with, or after, uffdmove_source_free().
+ *
+ * @return 0, or -EINVAL if @s is NULL.
+ */
+int uffdmove_source_cancel(struct uffdmove_source *s);
 
 /**
  * uffdmove_source_stats - counters so far; safe during run from another

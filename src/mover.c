@@ -264,6 +264,16 @@ static int transfer(struct mover *m, struct plan_region *r, size_t pos,
 		case -ENOENT:	/* the target unmapped it: nothing to fill */
 			if (*moving)
 				break;
+			/* Before its commit (or before we read its GO) a
+			 * target unregisters only to give the guest back, or
+			 * an event tells why: no page there is a discard. Its
+			 * messages and events decide; try again meanwhile. */
+			if (!LOAD(m->committed)) {
+				if (!may_wait)
+					return -EAGAIN;
+				backoff(&delay);
+				continue;
+			}
 			plan_discard(&m->plan, r->dst + pos * PAGE_SZ,
 				     (run_end - pos) * PAGE_SZ);
 			continue;

@@ -27,6 +27,7 @@
 #define FAULT_SPIN_US		50
 #define MSGS_MAX		(4 * RING_MSGS)
 #define PUSHER_NICE		5
+#define PEER_TIMEOUT_MS		30000
 
 enum source_state { SRC_NEW, SRC_ACCEPTED, SRC_RUNNING, SRC_ENDED };
 
@@ -38,6 +39,8 @@ struct uffdmove_source {
 	size_t npinned;
 	enum source_state state;
 	int sock;
+	int efd;		/* wakes the fault loop: pushers, cancel */
+	bool cancel;		/* atomic: uffdmove_source_cancel() */
 	uint64_t features;	/* what the target negotiated */
 	bool mover_ready;
 	struct mover m;
@@ -54,6 +57,7 @@ UFFDMOVE_EXPORT int uffdmove_source_opts_init(struct uffdmove_source_opts *o)
 	o->threads = 2;
 	o->expected_uid = UFFDMOVE_UID_SELF;
 	o->handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+	o->peer_timeout_ms = PEER_TIMEOUT_MS;
 	return 0;
 }
 
@@ -79,13 +83,18 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 		uffdmove_source_opts_init(&s->opts);
 	ret = session_check_reserved(&s->err, s->opts.reserved,
 				     sizeof(s->opts.reserved));
-	if (!ret && (s->opts.reserved32 ||
-		     s->opts.mode > UFFDMOVE_MODE_MOVE ||
+	if (!ret && (s->opts.mode > UFFDMOVE_MODE_MOVE ||
 		     s->opts.threads > 64))
 		ret = -EINVAL;
 	if (!ret)
 		ret = session_copy_regions(&s->err, regions, n, &s->regions);
+	if (!ret) {
+		s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (s->efd < 0)
+			ret = -errno;
+	}
 	if (ret) {
+		free(s->regions);
 		free(s);
 		return ret;
 	}
@@ -94,6 +103,8 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 		s->opts.threads = 2;
 	if (!s->opts.handshake_timeout_ms)
 		s->opts.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
+	if (!s->opts.peer_timeout_ms)
+		s->opts.peer_timeout_ms = PEER_TIMEOUT_MS;
 	*out = s;
 	return 0;
 }
@@ -402,11 +413,11 @@ fail:
 struct run {
 	struct uffdmove_source *s;
 	struct ring ring;
-	int efd;
 	pthread_t *pushers;
 	size_t npushers, started, exited;
 	bool needs_commit;
 	bool done_sent, fin;
+	uint64_t done_sent_ns;
 	uint64_t next_progress_ns, next_cb_bytes;
 	struct uffd_msg retry[MSGS_MAX];
 	size_t nretry;
@@ -435,7 +446,7 @@ static void *pusher_main(void *arg)
 		if (c < 0 || mover_push_chunk(m, (size_t)c, false))
 			break;
 	}
-	if (write(run->efd, &one, sizeof(one)) < 0) {
+	if (write(run->s->efd, &one, sizeof(one)) < 0) {
 		/* The fault loop also times out every PROGRESS period. */
 	}
 	return NULL;
@@ -608,61 +619,119 @@ static int retry_faults(struct run *run)
 	return handle_msgs(run, pending, n, now_ns());
 }
 
-/* Messages from the target: GO (committed), FIN, ABORT, or hang-up. */
+static bool committed(struct run *run)
+{
+	return __atomic_load_n(&run->s->m.committed, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * The target left: judged only after every message it left behind was
+ * read, because a reset is reported before the data still queued. The
+ * handoff is complete only if it committed and confirmed DONE with FIN.
+ */
+static int target_gone(struct run *run)
+{
+	struct mover *m = &run->s->m;
+
+	if (run->fin)
+		return 0;
+	if (!committed(run))
+		return mover_fail(m, -ECANCELED, "the target went away");
+	return mover_fail(m, -ECONNRESET, "%s",
+			  run->done_sent ?
+			  "the target hung up after DONE without confirming it" :
+			  "the target hung up before the handoff completed");
+}
+
+/* One message from the target: GO (committed), FIN or ABORT. */
+static int handle_message(struct run *run, const struct wire_msg *msg)
+{
+	struct mover *m = &run->s->m;
+
+	switch (msg->type) {
+	case WIRE_GO:
+		__atomic_store_n(&m->committed, true, __ATOMIC_RELEASE);
+		return 0;
+	case WIRE_FIN:
+		if (!run->done_sent || !committed(run))
+			return mover_fail(m, -EPROTO,
+					  "the target sent FIN before %s",
+					  run->done_sent ? "GO" : "DONE");
+		run->fin = true;
+		return 0;
+	case WIRE_ABORT:
+		if (committed(run))
+			return mover_fail(m, -ECONNRESET,
+					  "the target aborted after committing: %s",
+					  msg->reason.text);
+		return mover_fail(m, -ECANCELED, "the target aborted");
+	default:
+		return mover_fail(m, -EPROTO, "unexpected %s from the target",
+				  wire_type_name(msg->type));
+	}
+}
+
+/* Read everything the target sent; 0 or the session's end. */
 static int handle_socket(struct run *run)
 {
 	struct uffdmove_source *s = run->s;
-	struct mover *m = &s->m;
 	struct wire_msg msg;
 	char buf[WIRE_MSG_MAX + 1], why[160];
 	int fds[PEER_FDS_MAX], len, ret;
+	bool gone = false;
 	size_t nfds;
 
 	for (;;) {
 		len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds, 0);
 		if (nfds && nfds <= PEER_FDS_MAX)
 			peer_close_fds(fds, nfds);
+		if (len == -ECONNRESET && !gone) {
+			gone = true;	/* what it left may follow */
+			continue;
+		}
+		if (len == -ECONNRESET || (len == -EAGAIN && gone))
+			return target_gone(run);
 		if (len == -EAGAIN)
 			return 0;
-		if (len == -ECONNRESET) {
-			if (run->done_sent) {
-				run->fin = true;	/* it had everything */
-				return 0;
-			}
-			if (!__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
-				return mover_fail(m, -ECANCELED,
-						  "target went away before committing: it never ran the guest, the guest memory is intact here");
-			return mover_fail(m, -ECONNRESET,
-					  "target hung up before the handoff completed");
-		}
 		if (len < 0)
-			return mover_fail(m, len, "socket: %s", strerror(-len));
+			return mover_fail(&s->m, len, "socket: %s",
+					  strerror(-len));
 		ret = wire_decode(buf, (size_t)len, &msg, why, sizeof(why));
 		if (ret)
-			return mover_fail(m, ret, "bad message from the target: %s",
-					  why);
-		switch (msg.type) {
-		case WIRE_GO:
-			__atomic_store_n(&m->committed, true, __ATOMIC_RELEASE);
+			return mover_fail(&s->m, ret,
+					  "bad message from the target: %s", why);
+		ret = handle_message(run, &msg);
+		if (ret)
+			return ret;
+	}
+}
+
+/*
+ * Ending before a commit must be final on both sides. Shutting our
+ * receiving side makes any later GO fail in the target's sendmsg(), so a
+ * GO is either already queued here (read it now) or never sent.
+ */
+static void settle_commit(struct run *run)
+{
+	struct uffdmove_source *s = run->s;
+	struct wire_msg msg;
+	char buf[WIRE_MSG_MAX + 1];
+	int fds[PEER_FDS_MAX], len, resets = 0;
+	size_t nfds;
+
+	shutdown(s->sock, SHUT_RD);
+	while (!committed(run)) {
+		len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds, 0);
+		if (nfds && nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+		if ((len == -ECONNRESET && !resets++) || len == -EMSGSIZE)
+			continue;	/* reset first, data may follow */
+		if (len <= 0)
 			break;
-		case WIRE_FIN:
-			if (!run->done_sent)
-				return mover_fail(m, -EPROTO,
-						  "target sent FIN before DONE");
-			run->fin = true;
-			return 0;
-		case WIRE_ABORT:
-			if (__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
-				return mover_fail(m, -ECONNRESET,
-						  "target aborted after committing: %s",
-						  msg.reason.text);
-			return mover_fail(m, -ECANCELED,
-					  "target aborted the handoff before resuming its guest; the guest memory is intact here");
-		default:
-			return mover_fail(m, -EPROTO,
-					  "unexpected %s from the target",
-					  wire_type_name(msg.type));
-		}
+		if (!wire_decode(buf, (size_t)len, &msg, NULL, 0) &&
+		    msg.type == WIRE_GO)
+			__atomic_store_n(&s->m.committed, true,
+					 __ATOMIC_RELEASE);
 	}
 }
 
@@ -693,6 +762,7 @@ static int try_send_done(struct run *run)
 	if (ret)
 		return ret;
 	run->done_sent = true;
+	run->done_sent_ns = now_ns();
 	periodic(run, true);
 	return 0;
 }
@@ -742,6 +812,30 @@ static int push_inline(struct run *run)
 	return ret == -EAGAIN ? 0 : ret;	/* events first, then again */
 }
 
+/* A target that never commits, or never confirms DONE, must not keep the
+ * old VMM waiting forever; nor may a caller's cancel. */
+static int check_deadlines(struct run *run)
+{
+	struct uffdmove_source *s = run->s;
+	uint64_t limit = s->opts.peer_timeout_ms * 1000000ULL, now = now_ns();
+
+	if (__atomic_load_n(&s->cancel, __ATOMIC_ACQUIRE))
+		return mover_fail(&s->m, committed(run) ? -ECONNABORTED :
+				  -ECANCELED, "cancelled by the caller%s",
+				  committed(run) ?
+				  " after the target committed: its missing pages are lost" :
+				  "");
+	if (!committed(run) && now - s->t_start > limit)
+		return mover_fail(&s->m, -ECANCELED,
+				  "the target did not commit within %u ms, and now cannot",
+				  s->opts.peer_timeout_ms);
+	if (run->done_sent && now - run->done_sent_ns > limit)
+		return mover_fail(&s->m, -ETIMEDOUT,
+				  "the target did not confirm DONE within %u ms",
+				  s->opts.peer_timeout_ms);
+	return 0;
+}
+
 static int fault_loop(struct run *run)
 {
 	struct uffdmove_source *s = run->s;
@@ -783,6 +877,8 @@ static int fault_loop(struct run *run)
 			ret = retry_faults(run);
 		if (!ret && inline_push)
 			ret = push_inline(run);
+		if (!ret)
+			ret = check_deadlines(run);
 		if (ret || mover_fatal(m))
 			return mover_fatal(m) ? mover_fatal(m) : ret;
 		periodic(run, false);
@@ -790,11 +886,59 @@ static int fault_loop(struct run *run)
 	return 0;
 }
 
-UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
+/*
+ * The session failed with @ret. Whatever ended it, a target that never
+ * committed never ran the guest: say so with -ECANCELED, the one answer
+ * that lets the old VMM resume. Then tell the target why.
+ */
+static int end_failed(struct run *run, int ret)
 {
-	struct run run = { .s = s, .efd = -1 };
+	struct uffdmove_source *s = run->s;
 	struct wire_msg abort_msg = { .type = WIRE_ABORT };
 	struct uffdmove_stats st;
+	const char *cause = s->m.err.msg;
+
+	if (!committed(run))
+		settle_commit(run);
+	if (!committed(run))
+		ret = -ECANCELED;
+	else if (ret == -ECANCELED)	/* its GO crossed our end */
+		ret = __atomic_load_n(&s->cancel, __ATOMIC_ACQUIRE) ?
+		      -ECONNABORTED : -ETIMEDOUT;
+	stats_now(s, &st);
+	abort_msg.reason.errnum = (uint32_t)-ret;
+	str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text), cause);
+	if (ret != -ECONNRESET && ret != -ESRCH)
+		send_msg(s, &abort_msg, 100);
+	/* The session is over: a target blocked in munmap or madvise on an
+	 * event we will not read learns it from the hang-up. */
+	shutdown(s->sock, SHUT_RDWR);
+	if (ret == -ECANCELED)
+		return err_set(&s->err, ECANCELED,
+			       "%s; the target never committed, so every byte of the guest is intact here",
+			       cause);
+	return err_set(&s->err, -ret,
+		       "%s (handed over %llu of %llu populated bytes)", cause,
+		       (unsigned long long)(st.bytes_moved + st.bytes_copied),
+		       (unsigned long long)st.bytes_populated);
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_cancel(struct uffdmove_source *s)
+{
+	uint64_t one = 1;
+
+	if (!s)
+		return -EINVAL;
+	__atomic_store_n(&s->cancel, true, __ATOMIC_RELEASE);
+	if (write(s->efd, &one, sizeof(one)) < 0) {
+		/* full: the loop is being woken already */
+	}
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
+{
+	struct run run = { .s = s };
 	int ret;
 
 	if (!s)
@@ -806,16 +950,11 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 	err_clear(&s->err);
 	run.needs_commit = s->m.prim != PRIM_COPY;
 	run.next_cb_bytes = PROGRESS_CB_BYTES;
-	run.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (run.efd < 0) {
-		ret = err_set(&s->err, errno, "eventfd: %s", strerror(errno));
-		goto out;
-	}
-	ret = ring_init(&run.ring, s->m.uffd, s->sock, run.efd);
+	ret = ring_init(&run.ring, s->m.uffd, s->sock, s->efd);
 	if (ret) {
-		ret = err_set(&s->err, -ret,
-			      "io_uring_queue_init: %s (is io_uring disabled?)",
-			      strerror(-ret));
+		ret = mover_fail(&s->m, ret,
+				 "io_uring_queue_init: %s (is io_uring disabled?)",
+				 strerror(-ret));
 		goto out;
 	}
 	ret = start_pushers(&run, s->opts.threads > 1 ? s->opts.threads - 1 : 0);
@@ -826,33 +965,15 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 		ret = fault_loop(&run);
 	}
 	stop_pushers(&run);
+out:
 	ring_fini(&run.ring);
 	if (!s->t_end)
 		s->t_end = now_ns();
-	if (ret) {
-		/* Tell the target why, so it applies its policy now. */
-		stats_now(s, &st);
-		abort_msg.reason.errnum = (uint32_t)-ret;
-		str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text),
-			 s->m.err.msg);
-		if (ret != -ECONNRESET && ret != -ESRCH)
-			send_msg(s, &abort_msg, 100);
-		/* The session is over: a target blocked in munmap or madvise
-		 * on an event we will not read learns it from the hang-up. */
-		shutdown(s->sock, SHUT_RDWR);
-		ret = err_set(&s->err, -ret,
-			      "%s (handed over %llu of %llu populated bytes)",
-			      s->m.err.msg,
-			      (unsigned long long)(st.bytes_moved +
-						   st.bytes_copied),
-			      (unsigned long long)st.bytes_populated);
-	} else if (s->m.move_failure) {
+	if (ret)
+		ret = end_failed(&run, ret);
+	else if (s->m.move_failure)
 		ret = err_set(&s->err, -s->m.move_failure, "%s",
 			      s->m.err.msg);
-	}
-out:
-	if (run.efd >= 0)
-		close(run.efd);
 	s->state = SRC_ENDED;
 	return ret;
 }
@@ -886,6 +1007,8 @@ UFFDMOVE_EXPORT void uffdmove_source_free(struct uffdmove_source *s)
 	}
 	if (s->m.uffd >= 0)
 		close(s->m.uffd);
+	if (s->efd >= 0)
+		close(s->efd);
 	free(s->pinned);
 	free(s->regions);
 	free(s);

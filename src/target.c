@@ -59,6 +59,7 @@ struct uffdmove_target {
 	int keeper_efd;			/* wakes it: stop, or source gone */
 	bool keeper_running, keeper_stop;
 	bool source_gone;		/* atomic: the socket hung up */
+	bool done_seen;			/* DONE read (maybe before commit) */
 	struct err_buf err;
 };
 
@@ -615,34 +616,29 @@ static int finish(struct uffdmove_target *t)
 	return 1;
 }
 
-UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
+/*
+ * The source gave up before we committed: the old VMM keeps the guest, so
+ * give everything back as abort does, and never commit.
+ */
+static int cancelled(struct uffdmove_target *t, const char *why)
 {
-	struct wire_msg go = { .type = WIRE_GO }, m;
+	err_set(&t->err, ECANCELED,
+		"the source ended the handoff before the commit (%s): do not resume the guest here, the old VMM keeps it",
+		why);
+	return release(t, -ECANCELED);
+}
+
+/*
+ * Read what the source sent. Returns 0 when nothing is left, 1 at DONE
+ * (taken only once committed: before, it waits in t->done_seen), or the
+ * session's end.
+ */
+static int read_messages(struct uffdmove_target *t)
+{
 	char buf[WIRE_MSG_MAX + 1], why[160];
 	int fds[PEER_FDS_MAX], len, ret;
+	struct wire_msg m;
 	size_t i, nfds;
-
-	if (!t)
-		return -EINVAL;
-	switch (t->state) {
-	case TGT_ACCEPTED:
-		ret = send_msg(t, &go, 1000);
-		if (ret)
-			return orphan(t, ret, "committing to the source failed");
-		t->state = TGT_RUNNING;
-		t->t_start = now_ns();
-		keeper_start(t);
-		break;
-	case TGT_RUNNING:
-		break;
-	case TGT_DONE:
-		return 1;
-	case TGT_ORPHANED:
-		return t->failure;
-	default:
-		return err_set(&t->err, EINVAL,
-			       "no handoff in progress (call uffdmove_target_handoff() first)");
-	}
 
 	for (;;) {
 		len = peer_recv(t->sock, buf, sizeof(buf), fds, &nfds, 0);
@@ -669,13 +665,75 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 			break;
 		case WIRE_DONE:
 			t->st = m.stats;
-			return finish(t);
+			t->done_seen = true;
+			if (t->state == TGT_RUNNING)
+				return 1;
+			break;
 		case WIRE_ABORT:
+			if (t->state == TGT_ACCEPTED)
+				return cancelled(t, m.reason.text);
 			return orphan(t, -(int)m.reason.errnum, m.reason.text);
 		default:
 			return orphan(t, -EPROTO, "unexpected message");
 		}
 	}
+}
+
+/*
+ * The point of no return. What the source sent so far is read first: if it
+ * gave up, we must not commit. If it gives up meanwhile it shuts its
+ * receiving side, our GO fails, and its ABORT is waiting to be read.
+ */
+static int commit(struct uffdmove_target *t)
+{
+	struct wire_msg go = { .type = WIRE_GO };
+	int ret;
+
+	ret = read_messages(t);
+	if (ret < 0)
+		return ret;
+	ret = send_msg(t, &go, 1000);
+	if (ret) {
+		/* Its ABORT follows the shutdown that failed our GO. */
+		struct pollfd pfd = { .fd = t->sock, .events = POLLIN };
+
+		poll(&pfd, 1, 1000);
+		ret = read_messages(t);
+		if (ret < 0)
+			return ret;
+		return orphan(t, -ECONNRESET,
+			      "the source went away before the commit");
+	}
+	t->state = TGT_RUNNING;
+	t->t_start = now_ns();
+	keeper_start(t);
+	return 0;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
+{
+	int ret;
+
+	if (!t)
+		return -EINVAL;
+	switch (t->state) {
+	case TGT_ACCEPTED:
+		ret = commit(t);
+		if (ret)
+			return ret;
+		break;
+	case TGT_RUNNING:
+		break;
+	case TGT_DONE:
+		return 1;
+	case TGT_ORPHANED:
+		return t->failure;
+	default:
+		return err_set(&t->err, EINVAL,
+			       "no handoff in progress (call uffdmove_target_handoff() first)");
+	}
+	ret = t->done_seen ? 1 : read_messages(t);
+	return ret == 1 ? finish(t) : ret;
 }
 
 UFFDMOVE_EXPORT int uffdmove_target_fd(const struct uffdmove_target *t)

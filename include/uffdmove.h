@@ -41,6 +41,21 @@ extern "C" {
  */
 const char *uffdmove_version(void);
 
+/**
+ * uffdmove_new_error - why the last uffdmove_source_new() or
+ * uffdmove_target_new() on this thread failed.
+ *
+ * Those calls return no handle on failure, so their message is kept here
+ * instead: it names the region and the reason, as a handle's message
+ * does. Each *_new call clears it first.
+ *
+ * Thread safe: each thread has its own.
+ *
+ * @return the message, "" if the last *_new call succeeded; valid until
+ *	   the next *_new call on this thread. Never NULL.
+ */
+const char *uffdmove_new_error(void);
+
 /* -------------------------------------------------------------------- probe */
 
 /* THP modes, as in /sys/kernel/mm/transparent_hugepage/enabled. */

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "error.h"
 
@@ -12,4 +13,22 @@ int err_set(struct err_buf *e, int errnum, const char *fmt, ...)
 	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 	va_end(ap);
 	return -errnum;
+}
+
+static __thread char kept[ERR_MSG_MAX];
+
+int err_keep(const struct err_buf *e, int ret)
+{
+	memcpy(kept, e->msg, sizeof(kept));
+	return ret;
+}
+
+void err_forget(void)
+{
+	kept[0] = '\0';
+}
+
+const char *err_kept(void)
+{
+	return kept;
 }

@@ -17,6 +17,16 @@ struct err_buf {
 int err_set(struct err_buf *e, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * A *_new call frees its handle on failure: keep the handle's message for
+ * uffdmove_new_error() on this thread, and return @ret.
+ */
+int err_keep(const struct err_buf *e, int ret);
+/* Forget the thread's kept message (each *_new call starts so). */
+void err_forget(void);
+/* The thread's kept message; "" if none. */
+const char *err_kept(void);
+
 static inline void err_clear(struct err_buf *e)
 {
 	e->msg[0] = '\0';

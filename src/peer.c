@@ -143,6 +143,18 @@ static void take_fds(struct msghdr *msg, int *fds, size_t *nfds)
 	*nfds = n;
 }
 
+/* recvmsg() gives 0 for an empty message and for the end: tell them
+ * apart, so an empty message is answered as malformed. */
+static bool hung_up(int sock)
+{
+	struct pollfd pfd = { .fd = sock, .events = POLLRDHUP };
+
+	int ret = poll(&pfd, 1, 0);
+
+	return ret < 0 ||
+	       (ret == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)));
+}
+
 int peer_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds,
 	      int timeout_ms)
 {
@@ -174,7 +186,7 @@ int peer_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds,
 			return ret;
 	}
 	take_fds(&msg, fds, nfds);
-	if (n == 0 && *nfds == 0)
+	if (n == 0 && *nfds == 0 && hung_up(sock))
 		return -ECONNRESET;
 	if (msg.msg_flags & MSG_TRUNC) {
 		if (*nfds <= PEER_FDS_MAX)

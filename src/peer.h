@@ -17,7 +17,8 @@ int peer_cred(int sock, pid_t *pid, uid_t *uid);
  * 0 never waits (-EAGAIN). -ECONNRESET when the peer is gone. */
 int peer_send(int sock, const void *buf, size_t len, int fd, int timeout_ms);
 /*
- * Receive one message into @buf. Returns its length; -ETIMEDOUT after
+ * Receive one message into @buf. Returns its length (0 for an empty
+ * message while the peer is still there); -ETIMEDOUT after
  * @timeout_ms (< 0 blocks, 0 polls: -EAGAIN); -ECONNRESET on hang-up;
  * -EMSGSIZE when the message did not fit (it is consumed). Received fds
  * (CLOEXEC) go to @fds, their number to *nfds; when more arrive than fit

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
 #include <unistd.h>
 
 #include "peer.h"
@@ -97,4 +97,90 @@ int session_check_peer(struct err_buf *err, int sock, uint32_t expected_uid,
 			       "peer pid %d is not the expected pid %d",
 			       (int)*pid, (int)expected_pid);
 	return 0;
+}
+
+/* One line of /proc/self/maps. */
+struct vma {
+	uint64_t start, end;
+	char perms[5];
+	unsigned long inode;
+	char path[128];
+};
+
+static bool read_vma(FILE *f, struct vma *v)
+{
+	char line[512];
+	int off = 0;
+
+	if (!fgets(line, sizeof(line), f))
+		return false;
+	v->path[0] = '\0';
+	if (sscanf(line, "%lx-%lx %4s %*x %*x:%*x %lu %n", &v->start, &v->end,
+		   v->perms, &v->inode, &off) < 4)
+		return false;
+	if (off)
+		sscanf(line + off, "%127[^\n]", v->path);
+	return true;
+}
+
+/*
+ * Anonymous private memory, the only kind a uffd handoff carries: a shared
+ * or file mapping would be read as holes (its pages are not ours) and
+ * handed over as zeros. [heap] and [stack] are anonymous too.
+ */
+static bool private_anon(const struct vma *v)
+{
+	return v->perms[3] == 'p' && !v->inode &&
+	       (!v->path[0] || v->path[0] == '[');
+}
+
+static int check_one(struct err_buf *err, const struct session_region *r,
+		     FILE *f, bool writable)
+{
+	uint64_t at = r->addr, end = r->addr + r->len;
+	struct vma v;
+
+	rewind(f);
+	while (at < end && read_vma(f, &v)) {
+		if (v.end <= at)
+			continue;
+		if (v.start > at)
+			break;
+		if (!private_anon(&v))
+			return err_set(err, EINVAL,
+				       "region '%s': 0x%llx is not private anonymous memory (%s%s%s mapping): its pages would be handed over as zeros; map guest RAM MAP_PRIVATE|MAP_ANONYMOUS",
+				       r->name, (unsigned long long)at,
+				       v.perms[3] == 's' ? "shared" : "file",
+				       v.path[0] ? " " : "", v.path);
+		if (v.perms[0] != 'r' || (writable && v.perms[1] != 'w'))
+			return err_set(err, EINVAL,
+				       "region '%s': 0x%llx is mapped %s, guest RAM must be %s",
+				       r->name, (unsigned long long)at, v.perms,
+				       writable ? "readable and writable" :
+				       "readable");
+		at = v.end;
+	}
+	if (at < end)
+		return err_set(err, EINVAL,
+			       "region '%s': 0x%llx-0x%llx is not mapped",
+			       r->name, (unsigned long long)at,
+			       (unsigned long long)end);
+	return 0;
+}
+
+int session_check_mappings(struct err_buf *err,
+			   const struct session_region *regions, size_t n,
+			   bool writable)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	size_t i;
+	int ret = 0;
+
+	if (!f)
+		return err_set(err, errno, "/proc/self/maps: %s",
+			       strerror(errno));
+	for (i = 0; i < n && !ret; i++)
+		ret = check_one(err, &regions[i], f, writable);
+	fclose(f);
+	return ret;
 }

@@ -4,6 +4,7 @@
 #ifndef UFFDMOVE_SESSION_H
 #define UFFDMOVE_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -30,6 +31,12 @@ struct session_region {
 int session_copy_regions(struct err_buf *err,
 			 const struct uffdmove_region *in, size_t n,
 			 struct session_region **out);
+
+/* Every region is mapped, private and anonymous, readable (and writable
+ * when @writable): 0, or -EINVAL naming the region and the reason. */
+int session_check_mappings(struct err_buf *err,
+			   const struct session_region *regions, size_t n,
+			   bool writable);
 
 /* SO_PEERCRED against the expected uid (UFFDMOVE_UID_SELF: ours) and pid
  * (0: any): 0, -EPERM with a message naming both values, or -errno. */

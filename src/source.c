@@ -69,6 +69,7 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 	struct uffdmove_source *s;
 	int ret;
 
+	err_forget();
 	if (!out)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
@@ -83,17 +84,25 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 		uffdmove_source_opts_init(&s->opts);
 	ret = session_check_reserved(&s->err, s->opts.reserved,
 				     sizeof(s->opts.reserved));
-	if (!ret && (s->opts.mode > UFFDMOVE_MODE_MOVE ||
-		     s->opts.threads > 64))
-		ret = -EINVAL;
+	if (!ret && s->opts.mode > UFFDMOVE_MODE_MOVE)
+		ret = err_set(&s->err, EINVAL, "options: unknown mode %u",
+			      s->opts.mode);
+	if (!ret && s->opts.threads > 64)
+		ret = err_set(&s->err, EINVAL,
+			      "options: %u threads, at most 64",
+			      s->opts.threads);
 	if (!ret)
 		ret = session_copy_regions(&s->err, regions, n, &s->regions);
+	if (!ret)
+		ret = session_check_mappings(&s->err, s->regions, n, false);
 	if (!ret) {
 		s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (s->efd < 0)
-			ret = -errno;
+			ret = err_set(&s->err, errno, "eventfd: %s",
+				      strerror(errno));
 	}
 	if (ret) {
+		err_keep(&s->err, ret);
 		free(s->regions);
 		free(s);
 		return ret;
@@ -164,17 +173,33 @@ static int reject(struct uffdmove_source *s, int ret)
 	return ret;
 }
 
-static bool is_userfaultfd(int fd)
+/*
+ * What the received fd really is: a userfaultfd whose UFFDIO_API was done,
+ * with the features it negotiated (the kernel's word, not HELLO's).
+ */
+static int check_uffd(struct uffdmove_source *s, int fd,
+		      const struct wire_msg *hello)
 {
-	char path[64], link[64];
-	ssize_t n;
+	uint64_t features;
+	bool ready;
 
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return false;
-	link[n] = '\0';
-	return !strcmp(link, "anon_inode:[userfaultfd]");
+	if (uffd_features(fd, &features, &ready))
+		return err_set(&s->err, EPROTO,
+			       "the fd sent with HELLO is not a userfaultfd");
+	if (!ready)
+		return err_set(&s->err, EPROTO,
+			       "the userfaultfd sent with HELLO never had UFFDIO_API: create it with uffdmove_target_new()");
+	if (features != hello->hello.features)
+		return err_set(&s->err, EPROTO,
+			       "HELLO says features 0x%llx, the userfaultfd has 0x%llx",
+			       (unsigned long long)hello->hello.features,
+			       (unsigned long long)features);
+	if ((features & SESSION_REQUIRED_FEATURES) != SESSION_REQUIRED_FEATURES)
+		return err_set(&s->err, EPROTO,
+			       "target did not negotiate REMOVE/UNMAP/REMAP events (features 0x%llx): its discards would be lost",
+			       (unsigned long long)features);
+	s->features = features;
+	return 0;
 }
 
 /* Is the target this very process? Look for its cookie in our memory. */
@@ -259,6 +284,22 @@ static int check_move_mode(struct uffdmove_source *s, bool same_mm)
 	return 0;
 }
 
+/* Undo setup_mover(), so that a failed accept can be retried cleanly. */
+static void teardown_mover(struct uffdmove_source *s)
+{
+	if (!s->mover_ready)
+		return;
+	plan_fini(&s->m.plan);
+	pm_close(&s->m.pm);
+	mover_fini(&s->m);
+	if (s->m.uffd >= 0)
+		close(s->m.uffd);
+	memset(&s->m, 0, sizeof(s->m));
+	s->m.uffd = -1;
+	s->m.pm.fd = -1;
+	s->mover_ready = false;
+}
+
 static int setup_mover(struct uffdmove_source *s, int uffd, bool same_mm,
 		       const struct plan_input *in)
 {
@@ -331,6 +372,12 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	if (len < 0)
 		return err_set(&s->err, -len, "receiving HELLO: %s",
 			       strerror(-len));
+	if (len == 0) {
+		if (nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+		return reject(s, err_set(&s->err, EPROTO,
+					 "HELLO is an empty message"));
+	}
 	if (nfds != 1) {
 		if (nfds <= PEER_FDS_MAX)
 			peer_close_fds(fds, nfds);
@@ -355,19 +402,9 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 			      wire_type_name(hello->type));
 		goto fail;
 	}
-	if (!is_userfaultfd(uffd)) {
-		ret = err_set(&s->err, EPROTO,
-			      "the fd sent with HELLO is not a userfaultfd");
+	ret = check_uffd(s, uffd, hello);
+	if (ret)
 		goto fail;
-	}
-	s->features = hello->hello.features;
-	if ((s->features & SESSION_REQUIRED_FEATURES) !=
-	    SESSION_REQUIRED_FEATURES) {
-		ret = err_set(&s->err, EPROTO,
-			      "target did not negotiate REMOVE/UNMAP/REMAP events (features 0x%llx): its discards would be lost",
-			      (unsigned long long)s->features);
-		goto fail;
-	}
 	ret = match_regions(s, hello, in);
 	if (ret)
 		goto fail;
@@ -405,6 +442,7 @@ fail:
 	free(hello);
 	if (uffd >= 0)
 		close(uffd);
+	teardown_mover(s);
 	return reject(s, ret);
 }
 
@@ -1000,13 +1038,7 @@ UFFDMOVE_EXPORT void uffdmove_source_free(struct uffdmove_source *s)
 {
 	if (!s)
 		return;
-	if (s->mover_ready) {
-		plan_fini(&s->m.plan);
-		pm_close(&s->m.pm);
-		mover_fini(&s->m);
-	}
-	if (s->m.uffd >= 0)
-		close(s->m.uffd);
+	teardown_mover(s);
 	if (s->efd >= 0)
 		close(s->efd);
 	free(s->pinned);

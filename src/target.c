@@ -34,11 +34,6 @@ enum target_state {
 	TGT_CLOSED,	/* rejected or aborted: nothing registered */
 };
 
-struct collapse_list {
-	struct wire_range *r;
-	size_t n, cap;
-};
-
 struct uffdmove_target {
 	struct uffdmove_target_opts opts;
 	struct session_region *regions;
@@ -52,8 +47,7 @@ struct uffdmove_target {
 	int failure;			/* -errno once orphaned */
 	struct uffdmove_stats st;	/* as the source last reported */
 	uint64_t thp_collapsed;
-	struct collapse_list todo;	/* THP ranges reported complete */
-	struct collapse_list retry;	/* THP ranges to collapse at the end */
+	uint64_t **thp_done;		/* per THP region: see mark_thp_done */
 	uint64_t t_start, t_end;
 	pthread_t keeper;		/* see keeper_main() */
 	int keeper_efd;			/* wakes it: stop, or source gone */
@@ -102,6 +96,33 @@ static bool vma_wants_thp(uint64_t addr, uint32_t thp_mode)
 	}
 	fclose(f);
 	return want;
+}
+
+static void free_thp_done(struct uffdmove_target *t)
+{
+	size_t i;
+
+	for (i = 0; t->thp_done && i < t->nregions; i++)
+		free(t->thp_done[i]);
+	free(t->thp_done);
+}
+
+static int alloc_thp_done(struct uffdmove_target *t)
+{
+	size_t i, n;
+
+	t->thp_done = calloc(t->nregions, sizeof(*t->thp_done));
+	if (!t->thp_done)
+		return err_set(&t->err, ENOMEM, "out of memory");
+	for (i = 0; i < t->nregions && t->opts.collapse_thp; i++) {
+		if (!t->thp[i])
+			continue;
+		n = (t->regions[i].len / HPAGE_SZ + 64) / 64;
+		t->thp_done[i] = calloc(n, sizeof(uint64_t));
+		if (!t->thp_done[i])
+			return err_set(&t->err, ENOMEM, "out of memory");
+	}
+	return 0;
 }
 
 static int open_uffd(struct uffdmove_target *t)
@@ -168,6 +189,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	size_t i;
 	int ret;
 
+	err_forget();
 	if (!out)
 		return -EINVAL;
 	t = calloc(1, sizeof(*t));
@@ -182,9 +204,14 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 				     sizeof(t->opts.reserved));
 	if (!ret && (t->opts.reserved32 || t->opts.on_source_death >
 		     UFFDMOVE_ON_SOURCE_DEATH_POISON || t->opts.collapse_thp > 1))
-		ret = -EINVAL;
+		ret = err_set(&t->err, EINVAL,
+			      "options: on_source_death %u, collapse_thp %u or reserved32 %u out of range",
+			      t->opts.on_source_death, t->opts.collapse_thp,
+			      t->opts.reserved32);
 	if (!ret)
 		ret = session_copy_regions(&t->err, regions, n, &t->regions);
+	if (!ret)
+		ret = session_check_mappings(&t->err, t->regions, n, true);
 	if (ret)
 		goto fail;
 	t->nregions = n;
@@ -192,12 +219,15 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 		t->opts.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
 	t->thp = calloc(n, sizeof(*t->thp));
 	if (!t->thp) {
-		ret = -ENOMEM;
+		ret = err_set(&t->err, ENOMEM, "out of memory");
 		goto fail;
 	}
 	probe_local(&caps);
 	for (i = 0; i < n; i++)
 		t->thp[i] = vma_wants_thp(t->regions[i].addr, caps.thp_mode);
+	ret = alloc_thp_done(t);
+	if (ret)
+		goto fail;
 	ret = open_uffd(t);
 	if (ret)
 		goto fail;
@@ -216,14 +246,17 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	}
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (t->epfd < 0) {
-		ret = -errno;
+		ret = err_set(&t->err, errno, "epoll_create1: %s",
+			      strerror(errno));
 		unregister_all(t, n);
 		goto fail;
 	}
 	*out = t;
 	return 0;
 fail:
+	err_keep(&t->err, ret);
 	close_uffd(t);
+	free_thp_done(t);
 	free(t->thp);
 	free(t->regions);
 	free(t);
@@ -363,48 +396,60 @@ UFFDMOVE_EXPORT int uffdmove_target_abort(struct uffdmove_target *t)
 	return release(t, 0);
 }
 
-static void list_add(struct collapse_list *l, uint64_t start, uint64_t len)
+/* The first huge page of region @i, and how many fit in it. */
+static uint64_t thp_base(const struct uffdmove_target *t, size_t i,
+			 size_t *n)
 {
+	const struct session_region *r = &t->regions[i];
+	uint64_t base = ALIGN_UP(r->addr, HPAGE_SZ);
 
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 32;
-		void *p = realloc(l->r, cap * sizeof(*l->r));
-
-		if (!p)
-			return;	/* khugepaged may still do it */
-		l->r = p;
-		l->cap = cap;
-	}
-	l->r[l->n++] = (struct wire_range){ start, len };
+	*n = base < r->addr + r->len ?
+	     (ALIGN_DOWN(r->addr + r->len, HPAGE_SZ) - base) / HPAGE_SZ : 0;
+	return base;
 }
 
-/* Only ranges the source reported as THP: collapsing a sparse range
- * would allocate huge pages where the guest had holes. */
-static bool in_thp_region(const struct uffdmove_target *t, uint64_t start,
+/*
+ * THP chunks the source reported complete, as one bit per huge page of a
+ * region the source had THP in: bounded by guest RAM however many
+ * RANGE_DONE messages arrive. Collapsing a sparse range would allocate
+ * huge pages where the guest had holes: only those regions count.
+ */
+static void mark_thp_done(struct uffdmove_target *t, uint64_t start,
 			  uint64_t len)
 {
-	size_t i;
+	uint64_t end = start + len < start ? UINT64_MAX : start + len, a, base;
+	size_t i, n;
 
-	for (i = 0; i < t->nregions; i++)
-		if (start >= t->regions[i].addr && len <= t->regions[i].len &&
-		    start - t->regions[i].addr <= t->regions[i].len - len)
-			return t->thp[i];
-	return false;
+	for (i = 0; i < t->nregions; i++) {
+		if (!t->thp_done[i])
+			continue;
+		base = thp_base(t, i, &n);
+		for (a = MAX(ALIGN_UP(start, HPAGE_SZ), base);
+		     a < base + n * HPAGE_SZ && a + HPAGE_SZ <= end;
+		     a += HPAGE_SZ)
+			t->thp_done[i][(a - base) / HPAGE_SZ / 64] |=
+				1ULL << ((a - base) / HPAGE_SZ % 64);
+	}
 }
 
-static void collapse(struct uffdmove_target *t, uint64_t start, uint64_t len,
-		     bool final)
+/* MADV_COLLAPSE every marked huge page; what fails stays marked. */
+static void collapse_marked(struct uffdmove_target *t)
 {
-	uint64_t a;
+	uint64_t base, *map;
+	size_t i, k, n;
 
-	if (!t->opts.collapse_thp || !in_thp_region(t, start, len))
-		return;
-	for (a = ALIGN_UP(start, HPAGE_SZ); a + HPAGE_SZ <= start + len;
-	     a += HPAGE_SZ) {
-		if (!madvise((void *)(uintptr_t)a, HPAGE_SZ, MADV_COLLAPSE))
+	for (i = 0; i < t->nregions; i++) {
+		map = t->thp_done[i];
+		base = thp_base(t, i, &n);
+		for (k = 0; map && k < n; k++) {
+			if (!(map[k / 64] >> (k % 64) & 1))
+				continue;
+			if (madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
+				    HPAGE_SZ, MADV_COLLAPSE))
+				continue;
+			map[k / 64] &= ~(1ULL << (k % 64));
 			t->thp_collapsed++;
-		else if (!final)
-			list_add(&t->retry, a, HPAGE_SZ);
+		}
 	}
 }
 
@@ -592,7 +637,6 @@ static int orphan(struct uffdmove_target *t, int err, const char *why)
 static int finish(struct uffdmove_target *t)
 {
 	struct wire_msg fin = { .type = WIRE_FIN };
-	size_t i;
 
 	t->t_end = now_ns();
 	keeper_stop(t);
@@ -607,12 +651,8 @@ static int finish(struct uffdmove_target *t)
 	 * went from ~0.1 ms to ~10 ms here. The chunks are known from the
 	 * source's RANGE_DONE reports.
 	 */
-	for (i = 0; i < t->todo.n; i++)
-		collapse(t, t->todo.r[i].start, t->todo.r[i].len, false);
-	t->todo.n = 0;
-	for (i = 0; i < t->retry.n; i++)
-		collapse(t, t->retry.r[i].start, t->retry.r[i].len, true);
-	t->retry.n = 0;
+	collapse_marked(t);
+	collapse_marked(t);	/* one more try for what was busy */
 	return 1;
 }
 
@@ -658,10 +698,8 @@ static int read_messages(struct uffdmove_target *t)
 			break;
 		case WIRE_RANGE_DONE:
 			for (i = 0; i < m.ranges.n; i++)
-				if (t->opts.collapse_thp)
-					list_add(&t->todo,
-						 m.ranges.ranges[i].start,
-						 m.ranges.ranges[i].len);
+				mark_thp_done(t, m.ranges.ranges[i].start,
+					      m.ranges.ranges[i].len);
 			break;
 		case WIRE_DONE:
 			t->st = m.stats;
@@ -672,7 +710,10 @@ static int read_messages(struct uffdmove_target *t)
 		case WIRE_ABORT:
 			if (t->state == TGT_ACCEPTED)
 				return cancelled(t, m.reason.text);
-			return orphan(t, -(int)m.reason.errnum, m.reason.text);
+			/* -ECANCELED says "never committed": not ours now. */
+			ret = -(int)m.reason.errnum;
+			return orphan(t, ret == -ECANCELED || ret >= 0 ?
+				      -ECONNRESET : ret, m.reason.text);
 		default:
 			return orphan(t, -EPROTO, "unexpected message");
 		}
@@ -798,8 +839,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	close_uffd(t);
 	if (t->epfd >= 0)
 		close(t->epfd);
-	free(t->retry.r);
-	free(t->todo.r);
+	free_thp_done(t);
 	free(t->thp);
 	free(t->regions);
 	free(t);

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -107,5 +109,39 @@ int uffd_poison(int fd, uint64_t dst, size_t len, size_t *done)
 	int ret = neg_errno(ioctl(fd, UFFDIO_POISON, &p));
 
 	*done = ret ? progress(p.updated) : len;
+	return ret;
+}
+
+/* The kernel marks a context whose UFFDIO_API is done with this bit of the
+ * features it prints in fdinfo (older kernels: any feature at all). */
+#define FDINFO_INITIALIZED	(1ULL << 31)
+
+int uffd_features(int fd, uint64_t *features, bool *ready)
+{
+	char path[64], line[128];
+	unsigned long long api, feat, ioctls;
+	ssize_t n;
+	FILE *f;
+	int ret = -ENOTTY;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, line, sizeof(line) - 1);
+	if (n < 0)
+		return -errno;
+	line[n] = '\0';
+	if (strcmp(line, "anon_inode:[userfaultfd]"))
+		return -ENOTTY;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "API:\t%llx:%llx:%llx", &api, &feat,
+			   &ioctls) == 3) {
+			*ready = feat != 0;
+			*features = feat & ~FDINFO_INITIALIZED;
+			ret = 0;
+		}
+	fclose(f);
 	return ret;
 }

@@ -7,6 +7,7 @@
 #ifndef UFFDMOVE_UFFD_H
 #define UFFDMOVE_UFFD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,5 +29,11 @@ int uffd_zeropage(int fd, uint64_t dst, size_t len, size_t *done);
 int uffd_move(int fd, uint64_t dst, uint64_t src, size_t len, uint64_t mode,
 	      size_t *done);
 int uffd_poison(int fd, uint64_t dst, size_t len, size_t *done);
+/*
+ * What the kernel says of @fd in /proc/self/fdinfo: its negotiated
+ * features, and whether UFFDIO_API was done (@ready). -ENOTTY when @fd is
+ * no userfaultfd.
+ */
+int uffd_features(int fd, uint64_t *features, bool *ready);
 
 #endif /* UFFDMOVE_UFFD_H */

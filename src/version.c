@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+#include "error.h"
 #include "uffdmove.h"
 #include "util.h"
 
@@ -9,4 +10,9 @@ _Static_assert(UFFDMOVE_VERSION_MAJOR == UFFDMOVE_VERSION_MAJOR_CHECK &&
 UFFDMOVE_EXPORT const char *uffdmove_version(void)
 {
 	return UFFDMOVE_VERSION;
+}
+
+UFFDMOVE_EXPORT const char *uffdmove_new_error(void)
+{
+	return err_kept();
 }

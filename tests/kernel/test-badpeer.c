@@ -100,6 +100,13 @@ static void m_oversized(struct wire_msg *m, unsigned char *b, int *len)
 	*len = WIRE_MSG_MAX + 100;
 }
 
+/* HELLO claims no events; the uffd has them. */
+static void m_features_lie(struct wire_msg *m, unsigned char *b, int *len)
+{
+	m->hello.features = 0;
+}
+
+/* An honest target whose uffd lacks the events (see client()). */
 static void m_events(struct wire_msg *m, unsigned char *b, int *len)
 {
 	m->hello.features = 0;
@@ -125,6 +132,8 @@ static const struct bad bads[] = {
 	{ "overlap", m_overlap, 1, false, -EINVAL, "overlap" },
 	{ "oversized", m_oversized, 1, false, -EPROTO, "larger" },
 	{ "no-remove-events", m_events, 1, false, -EPROTO, "REMOVE" },
+	{ "features-lie", m_features_lie, 1, false, -EPROTO,
+	  "HELLO says features" },
 	{ "not-hello", m_type, 1, false, -EPROTO, "expected HELLO" },
 };
 
@@ -145,7 +154,8 @@ static int client(int sock, const struct bad *b, void *ram)
 	size_t nfds;
 
 	uffd = uffd_open(O_CLOEXEC | O_NONBLOCK);
-	if (uffd < 0 || uffd_api(uffd, UFFD_FEATURE_EVENT_REMOVE |
+	if (uffd < 0 || uffd_api(uffd, b->mangle == m_events ? 0 :
+				 UFFD_FEATURE_EVENT_REMOVE |
 				 UFFD_FEATURE_EVENT_UNMAP |
 				 UFFD_FEATURE_EVENT_REMAP, &feat, NULL) ||
 	    uffd_register(uffd, ram, 4UL << 20, UFFDIO_REGISTER_MODE_MISSING,

@@ -1,0 +1,730 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Input the library must refuse, or survive, without harm: regions that are
+ * not (all) mapped or not private anonymous, a peer that leaves in the
+ * middle of the handshake, a hostile source flooding RANGE_DONE, an empty
+ * HELLO and a uffd that never went through UFFDIO_API. Every refusal has
+ * its specific errno and message, guest memory stays byte-intact and no fd
+ * or allocation outlives the handle.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "guest.h"
+#include "harness.h"
+#include "peer.h"
+#include "uffd.h"
+#include "wire.h"
+
+#define RLEN		(4UL << 20)	/* every region here, but the flood's */
+#define SEED		0x1b9d7
+#define FLOOD_LEN	(64UL << 20)
+#define FLOOD_MSGS	40000
+#define FLOOD_MAX_KB	(8L << 10)	/* what the target may grow by */
+
+/* The events every real target negotiates (and the source insists on). */
+#define HELLO_FEATURES	(UFFD_FEATURE_EVENT_REMOVE | \
+			 UFFD_FEATURE_EVENT_UNMAP | \
+			 UFFD_FEATURE_EVENT_REMAP)
+
+static const struct guest layout = {
+	.n = 1, .seed = 11, .hole_pct = 20,
+	.spec = { { "ram0", RLEN, false, 0 } },
+};
+
+/* Exit codes of a peer in a child process, so a failure says what it saw. */
+enum {
+	PEER_OK,
+	PEER_SETUP = 10,	/* its own uffd, mapping or message failed */
+	PEER_SEND,		/* sendmsg failed */
+	PEER_NO_ANSWER,		/* hang-up or timeout instead of an answer */
+	PEER_GARBLED,		/* an answer that does not decode */
+	PEER_NOT_REJECT,	/* ACCEPT or something else, not REJECT */
+	PEER_WRONG_ERRNO,	/* REJECT, with another errno */
+	PEER_FAILED,		/* a real target whose handoff failed */
+	PEER_BAD_BYTES,		/* a real target that received wrong bytes */
+};
+
+static const char *peer_said(int status)
+{
+	static const char *const what[] = {
+		[PEER_OK] = "ok",
+		[PEER_SETUP] = "setup failed",
+		[PEER_SEND] = "send failed",
+		[PEER_NO_ANSWER] = "no answer (hang-up or timeout)",
+		[PEER_GARBLED] = "an answer that does not decode",
+		[PEER_NOT_REJECT] = "an answer that is not REJECT",
+		[PEER_WRONG_ERRNO] = "REJECT with another errno",
+		[PEER_FAILED] = "handoff failed",
+		[PEER_BAD_BYTES] = "wrong bytes",
+	};
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+
+	if (code < 0)
+		return "killed";
+	if ((size_t)code >= sizeof(what) / sizeof(what[0]) || !what[code])
+		return "unknown exit code";
+	return what[code];
+}
+
+static bool peer_ok(int status)
+{
+	return WIFEXITED(status) && WEXITSTATUS(status) == PEER_OK;
+}
+
+/* ------------------------------------------------- regions that are refused */
+
+/*
+ * A mapping of @len bytes with [@hole, @hole + @hole_len) unmapped again:
+ * the mapped neighbours keep other mappings from landing in the hole.
+ */
+static uint8_t *map_with_hole(size_t len, size_t hole, size_t hole_len)
+{
+	uint8_t *p = t_map(len, false);
+
+	if (munmap(p + hole, hole_len))
+		t_die("munmap: %m");
+	return p;
+}
+
+static uint8_t *map_shared_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		t_die("mmap shared: %m");
+	return p;
+}
+
+/* What *out holds when a failing *_new leaves it alone, as it must. */
+static char untouched;
+#define UNTOUCHED ((void *)&untouched)
+
+/* The message of a failed *_new names the region and says @why. */
+static int new_error_says(const char *name, const char *why)
+{
+	const char *msg = uffdmove_new_error();
+
+	T_CHECK(strstr(msg, name) && strstr(msg, why),
+		"region '%s': message '%s' does not name it and say '%s'",
+		name, msg, why);
+	return T_PASS;
+}
+
+/*
+ * uffdmove_source_new() must refuse @r with @want and a message that says
+ * @why (uffdmove_new_error(3)), open nothing and write no handle.
+ */
+static int source_refuses(const struct uffdmove_region *r, int want,
+			  const char *why)
+{
+	struct uffdmove_source *s = UNTOUCHED;
+	int fds = t_count_fds(), ret;
+
+	ret = uffdmove_source_new(&s, r, 1, NULL);
+	printf("  source '%s' at %p+%zu: %d %s\n", r->name, r->addr, r->len,
+	       ret, uffdmove_new_error());
+	if (!ret)
+		uffdmove_source_free(s);
+	T_CHECK(ret == want,
+		"source region '%s': source_new returned %d, expected %d",
+		r->name, ret, want);
+	T_CHECK(s == UNTOUCHED, "source region '%s': *out written on failure",
+		r->name);
+	T_CHECK(t_count_fds() == fds, "source region '%s': fds %d -> %d",
+		r->name, fds, t_count_fds());
+	return new_error_says(r->name, why);
+}
+
+/* The same for uffdmove_target_new(): nothing stays registered or open. */
+static int target_refuses(const struct uffdmove_region *r, int want,
+			  const char *why)
+{
+	struct uffdmove_target *t = UNTOUCHED;
+	int fds = t_count_fds(), ret;
+
+	ret = uffdmove_target_new(&t, r, 1, NULL);
+	printf("  target '%s' at %p+%zu: %d %s\n", r->name, r->addr, r->len,
+	       ret, uffdmove_new_error());
+	if (!ret)
+		uffdmove_target_free(t);
+	T_CHECK(ret == want,
+		"target region '%s': target_new returned %d, expected %d",
+		r->name, ret, want);
+	T_CHECK(t == UNTOUCHED, "target region '%s': *out written on failure",
+		r->name);
+	T_CHECK(t_count_fds() == fds, "target region '%s': fds %d -> %d",
+		r->name, fds, t_count_fds());
+	return new_error_says(r->name, why);
+}
+
+/* Memory that is not there cannot be handed over: refuse it up front,
+ * not when a fault or a pusher first reads it. */
+static int source_region_unmapped(struct t_ctx *ctx)
+{
+	struct uffdmove_region r = { "ram-null", NULL, RLEN };
+	uint8_t *p;
+	int ret;
+
+	ret = source_refuses(&r, -EINVAL, "not mapped");
+
+	p = map_with_hole(3 * RLEN, RLEN, RLEN);
+	r = (struct uffdmove_region){ "ram-hole", p + RLEN, RLEN };
+	ret |= source_refuses(&r, -EINVAL, "not mapped");
+	t_unmap(p, 3 * RLEN);
+
+	/* First half mapped, second half not (a mapped guard follows). */
+	p = map_with_hole(RLEN + RLEN / 2, RLEN / 2, RLEN / 2);
+	r = (struct uffdmove_region){ "ram-half", p, RLEN };
+	ret |= source_refuses(&r, -EINVAL, "not mapped");
+	t_unmap(p, RLEN + RLEN / 2);
+	return ret;
+}
+
+static int memfd_pattern(uint8_t **map)
+{
+	uint8_t page[T_PAGE];
+	size_t i;
+	int fd;
+
+	fd = memfd_create("uffdmove-test-input", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, RLEN))
+		t_die("memfd: %m");
+	for (i = 0; i < RLEN / T_PAGE; i++) {
+		off_t off = (off_t)(i * T_PAGE);
+
+		t_fill_page(page, SEED, i);
+		if (pwrite(fd, page, T_PAGE, off) != (ssize_t)T_PAGE)
+			t_die("pwrite: %m");
+	}
+	*map = mmap(NULL, RLEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (*map == MAP_FAILED)
+		t_die("mmap memfd: %m");
+	return fd;
+}
+
+static int intact(const char *what, const void *p)
+{
+	size_t bad;
+
+	T_CHECK(t_verify(p, RLEN, SEED, 0, &bad) == 0,
+		"%s: memory changed at offset %zu", what, bad);
+	return T_PASS;
+}
+
+/* Shared memory would stay visible to the old VMM's other mappers after
+ * the move, and MOVE refuses it anyway: private anonymous only. */
+static int source_region_shared(struct t_ctx *ctx)
+{
+	struct uffdmove_region r;
+	uint8_t *p;
+	int ret, fd;
+
+	p = map_shared_anon(RLEN);
+	t_fill(p, RLEN, SEED, 0);
+	r = (struct uffdmove_region){ "ram-shared-anon", p, RLEN };
+	ret = source_refuses(&r, -EINVAL, "private anonymous");
+	ret |= intact(r.name, p);
+	munmap(p, RLEN);
+
+	fd = memfd_pattern(&p);
+	r = (struct uffdmove_region){ "ram-memfd", p, RLEN };
+	ret |= source_refuses(&r, -EINVAL, "private anonymous");
+	ret |= intact(r.name, p);
+	munmap(p, RLEN);
+	close(fd);
+	return ret;
+}
+
+/* UFFDIO_REGISTER takes shmem too, so it cannot be the check. */
+static int target_region_shared(struct t_ctx *ctx)
+{
+	struct uffdmove_region r;
+	uint8_t *p;
+	int ret;
+
+	p = map_shared_anon(RLEN);
+	t_fill(p, RLEN, SEED, 0);
+	r = (struct uffdmove_region){ "ram-shared-anon", p, RLEN };
+	ret = target_refuses(&r, -EINVAL, "private anonymous");
+	ret |= intact(r.name, p);
+	munmap(p, RLEN);
+
+	p = map_with_hole(3 * RLEN, RLEN, RLEN);
+	r = (struct uffdmove_region){ "ram-hole", p + RLEN, RLEN };
+	ret |= target_refuses(&r, -EINVAL, "not mapped");
+	t_unmap(p, 3 * RLEN);
+	return ret;
+}
+
+/* ------------------------------------------------------------ raw targets */
+
+/* A uffd made the way a target makes it, with @ram registered: the fd
+ * or -errno. */
+static int registered_uffd(void *ram, uint64_t *ioctls)
+{
+	uint64_t feat;
+	int uffd, ret;
+
+	uffd = uffd_open(O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0)
+		return uffd;
+	ret = uffd_api(uffd, HELLO_FEATURES, &feat, NULL);
+	if (!ret)
+		ret = uffd_register(uffd, ram, RLEN,
+				    UFFDIO_REGISTER_MODE_MISSING, ioctls);
+	if (ret) {
+		close(uffd);
+		return ret;
+	}
+	return uffd;
+}
+
+/* A well-formed HELLO for @ram, as uffdmove_target_handoff() sends it. */
+static int hello_encode(void *ram, uint64_t ioctls, unsigned char *buf)
+{
+	struct wire_msg m = { .type = WIRE_HELLO };
+
+	m.hello.features = HELLO_FEATURES;
+	m.hello.n_regions = 1;
+	strcpy(m.hello.regions[0].name, layout.spec[0].name);
+	m.hello.regions[0].addr = (uintptr_t)ram;
+	m.hello.regions[0].len = RLEN;
+	m.hello.regions[0].page_size = T_PAGE;
+	m.hello.regions[0].ioctls = ioctls;
+	return wire_encode(&m, buf, WIRE_MSG_MAX);
+}
+
+/* Wait for the source's answer: PEER_OK only for REJECT with @errnum. */
+static int await_reject(int sock, int errnum)
+{
+	unsigned char buf[WIRE_MSG_MAX + 1];
+	struct wire_msg m;
+	int fds[PEER_FDS_MAX], len;
+	size_t nfds;
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
+	if (nfds && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	if (len < 0)
+		return PEER_NO_ANSWER;
+	if (wire_decode(buf, (size_t)len, &m, NULL, 0))
+		return PEER_GARBLED;
+	if (m.type != WIRE_REJECT)
+		return PEER_NOT_REJECT;
+	return (int)m.reason.errnum == errnum ? PEER_OK : PEER_WRONG_ERRNO;
+}
+
+/* A hostile target: its opening move, then the REJECT it must get. */
+struct hostile {
+	const char *name;
+	int (*speak)(int sock, void *ram);	/* PEER_OK or an exit code */
+	int want;				/* accept's -errno */
+	const char *says[2];			/* in the message: one of */
+};
+
+static bool says(const char *msg, const char *const want[2])
+{
+	return strstr(msg, want[0]) || (want[1] && strstr(msg, want[1]));
+}
+
+static int run_hostile(const struct hostile *h)
+{
+	struct guest g = layout;
+	struct uffdmove_region r[1];
+	struct uffdmove_source *s;
+	char why[256], msg[256];
+	int sv[2], fds, ret, status;
+	pid_t pid;
+
+	guest_map(&g);
+	guest_fill(&g);
+	guest_regions(&g, r);
+	if (t_seqpacket_pair(sv))
+		t_die("socketpair");
+	pid = fork();
+	if (pid == 0) {
+		void *ram;
+
+		t_child(30);
+		close(sv[0]);
+		ram = t_map(RLEN, false);
+		ret = h->speak(sv[1], ram);
+		_exit(ret ? ret : await_reject(sv[1], -h->want));
+	}
+	close(sv[1]);
+	fds = t_count_fds();
+	T_CHECK(uffdmove_source_new(&s, r, 1, NULL) == 0, "source_new");
+	ret = uffdmove_source_accept(s, sv[0]);
+	snprintf(msg, sizeof(msg), "%s", uffdmove_source_error(s));
+	printf("  %s: %d %s\n", h->name, ret, msg);
+	uffdmove_source_free(s);
+	/* Closing ends a peer still waiting for an answer that never comes. */
+	close(sv[0]);
+	status = t_wait(pid);
+
+	T_CHECK(ret == h->want, "%s: accept returned %d, expected %d",
+		h->name, ret, h->want);
+	T_CHECK(says(msg, h->says),
+		"%s: message '%s' says neither '%s' nor '%s'", h->name, msg,
+		h->says[0], h->says[1] ? h->says[1] : h->says[0]);
+	T_CHECK(peer_ok(status), "%s: the peer did not get REJECT(%d): %s",
+		h->name, -h->want, peer_said(status));
+	T_CHECK(t_count_fds() == fds - 1, "%s: fds leaked (%d -> %d)",
+		h->name, fds - 1, t_count_fds());
+	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
+		"%s: source memory changed: %s", h->name, why);
+	guest_unmap(&g);
+	return T_PASS;
+}
+
+/* -------------------------------------------------------- accept, again */
+
+/* The raw half: a real HELLO and uffd, then gone without reading. */
+static int hello_and_leave(int sock)
+{
+	unsigned char buf[WIRE_MSG_MAX];
+	void *ram = t_map(RLEN, false);
+	uint64_t ioctls = 0;
+	int uffd, len;
+
+	uffd = registered_uffd(ram, &ioctls);
+	len = uffd < 0 ? uffd : hello_encode(ram, ioctls, buf);
+	if (len < 0)
+		return PEER_SETUP;
+	if (peer_send(sock, buf, (size_t)len, uffd, 5000))
+		return PEER_SEND;
+	close(sock);
+	return PEER_OK;
+}
+
+/* A real target that checks every byte it received. */
+static int real_target(int sock)
+{
+	struct guest g = layout;
+	struct uffdmove_region r[1];
+	struct uffdmove_target *t;
+	char why[256];
+
+	guest_map(&g);
+	guest_regions(&g, r);
+	if (uffdmove_target_new(&t, r, 1, NULL))
+		return PEER_SETUP;
+	if (uffdmove_target_handoff(t, sock) ||
+	    uffdmove_target_wait(t, 20000)) {
+		fprintf(stderr, "  real target: %s\n",
+			uffdmove_target_error(t));
+		return PEER_FAILED;
+	}
+	uffdmove_target_free(t);
+	if (guest_verify(&g, why, sizeof(why))) {
+		fprintf(stderr, "  real target: %s\n", why);
+		return PEER_BAD_BYTES;
+	}
+	return PEER_OK;
+}
+
+static pid_t fork_peer(int sv[2], int (*peer)(int sock))
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		t_die("fork: %m");
+	if (pid == 0) {
+		t_child(30);
+		close(sv[0]);
+		_exit(peer(sv[1]));
+	}
+	close(sv[1]);
+	return pid;
+}
+
+/*
+ * A target that leaves after HELLO fails that accept only: the same
+ * handle accepts the next target, and neither the first uffd nor the
+ * first plan outlives the handle (LeakSanitizer sees the plan).
+ */
+static int accept_retry_no_leak(struct t_ctx *ctx)
+{
+	struct guest g = layout;
+	struct uffdmove_region r[1];
+	struct uffdmove_source *s;
+	char why[256];
+	int sv[2], sv2[2], fds, ret, status;
+	pid_t pid;
+
+	guest_map(&g);
+	guest_fill(&g);
+	/* The targets need none of it, and a fork would COW-share it. */
+	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	guest_regions(&g, r);
+	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
+	pid = fork_peer(sv, hello_and_leave);
+	/* Once it is gone, no answer can reach it. */
+	status = t_wait(pid);
+	T_CHECK(peer_ok(status), "raw target: %s", peer_said(status));
+	fds = t_count_fds();
+
+	T_CHECK(uffdmove_source_new(&s, r, 1, NULL) == 0, "source_new");
+	ret = uffdmove_source_accept(s, sv[0]);
+	printf("  first accept: %d %s\n", ret, uffdmove_source_error(s));
+	T_CHECK(ret == -ECONNRESET, "first accept returned %d, expected %d",
+		ret, -ECONNRESET);
+	T_CHECK(strstr(uffdmove_source_error(s), "ACCEPT"),
+		"message '%s' does not say 'ACCEPT'", uffdmove_source_error(s));
+	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
+		"the failed accept changed source memory: %s", why);
+	close(sv[0]);
+
+	T_CHECK(t_seqpacket_pair(sv2) == 0, "socketpair");
+	pid = fork_peer(sv2, real_target);
+	ret = uffdmove_source_accept(s, sv2[0]);
+	printf("  second accept: %d %s\n", ret, uffdmove_source_error(s));
+	if (!ret) {
+		ret = uffdmove_source_run(s);
+		printf("  run: %d %s\n", ret, uffdmove_source_error(s));
+	}
+	uffdmove_source_free(s);
+	close(sv2[0]);
+	status = t_wait(pid);
+	T_CHECK(ret == 0, "second accept or run returned %d", ret);
+	T_CHECK(peer_ok(status), "real target: %s", peer_said(status));
+	T_CHECK(t_count_fds() == fds - 1, "fds leaked (%d -> %d)",
+		fds - 1, t_count_fds());
+	guest_unmap(&g);
+	return T_PASS;
+}
+
+/* ---------------------------------------------------- RANGE_DONE flood */
+
+static long vm_rss_kb(void)
+{
+	char line[256];
+	long kb = -1;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+struct flood_result {
+	int ret;		/* uffdmove_target_wait() */
+	long rss_before_kb, rss_after_kb;
+	char msg[256];
+};
+
+/* The real target, alone in its process so its RSS is its own. */
+static int flood_target(int sock, int out)
+{
+	struct uffdmove_region r = { "ram0", NULL, FLOOD_LEN };
+	struct flood_result res = { 0 };
+	struct uffdmove_target *t;
+
+	r.addr = t_map(FLOOD_LEN, true);
+	if (uffdmove_target_new(&t, &r, 1, NULL))
+		return PEER_SETUP;
+	if (uffdmove_target_handoff(t, sock)) {
+		fprintf(stderr, "  flood target: %s\n",
+			uffdmove_target_error(t));
+		return PEER_FAILED;
+	}
+	res.rss_before_kb = vm_rss_kb();
+	res.ret = uffdmove_target_wait(t, 60000);	/* commits, drains */
+	res.rss_after_kb = vm_rss_kb();
+	snprintf(res.msg, sizeof(res.msg), "%s", uffdmove_target_error(t));
+	/* No guest thread waits on a page: freeing is safe under BLOCK. */
+	uffdmove_target_free(t);
+	return write(out, &res, sizeof(res)) == (ssize_t)sizeof(res) ? PEER_OK :
+	       PEER_SEND;
+}
+
+static int send_wire(int sock, const struct wire_msg *m)
+{
+	unsigned char buf[WIRE_MSG_MAX];
+	int len = wire_encode(m, buf, sizeof(buf));
+
+	return len < 0 ? len : peer_send(sock, buf, (size_t)len, -1, 10000);
+}
+
+/* The raw source: ACCEPT, the flood, then ABORT. GO is left unread. */
+static int flood_source(int sock)
+{
+	unsigned char buf[WIRE_MSG_MAX + 1];
+	struct wire_msg m;
+	int fds[PEER_FDS_MAX], len, i;
+	uint64_t addr;
+	size_t nfds;
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
+	if (nfds && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	T_CHECK(len > 0 && !wire_decode(buf, (size_t)len, &m, NULL, 0) &&
+		m.type == WIRE_HELLO, "no HELLO from the target (%d)", len);
+	addr = m.hello.regions[0].addr;
+
+	m = (struct wire_msg){ .type = WIRE_ACCEPT };
+	m.accept.primitive = UFFDMOVE_PRIM_COPY;
+	T_CHECK(send_wire(sock, &m) == 0, "sending ACCEPT");
+
+	/* The same complete THP chunk, over and over: nothing to collapse
+	 * more than once, and nothing to keep per message. */
+	m = (struct wire_msg){ .type = WIRE_RANGE_DONE };
+	m.ranges.n = WIRE_RANGES_MAX;
+	for (i = 0; i < WIRE_RANGES_MAX; i++)
+		m.ranges.ranges[i] = (struct wire_range){ addr, T_HPAGE };
+	for (i = 0; i < FLOOD_MSGS; i++)
+		T_CHECK(send_wire(sock, &m) == 0, "RANGE_DONE %d of %d", i,
+			FLOOD_MSGS);
+
+	m = (struct wire_msg){ .type = WIRE_ABORT };
+	m.reason.errnum = EIO;
+	strcpy(m.reason.text, "raw source: end of the RANGE_DONE flood");
+	T_CHECK(send_wire(sock, &m) == 0, "sending ABORT");
+	return T_PASS;
+}
+
+/* A source may report any number of chunks complete: the target's memory
+ * must not grow with the number of reports. */
+static int range_done_flood(struct t_ctx *ctx)
+{
+	struct flood_result res = { .ret = 1 };
+	int sv[2], out[2], ret, status;
+	long grew;
+	pid_t pid;
+
+	T_CHECK(t_seqpacket_pair(sv) == 0 && pipe2(out, O_CLOEXEC) == 0,
+		"socketpair/pipe");
+	pid = fork();
+	if (pid == 0) {
+		t_child(90);
+		close(sv[0]);
+		close(out[0]);
+		_exit(flood_target(sv[1], out[1]));
+	}
+	close(sv[1]);
+	close(out[1]);
+	ret = flood_source(sv[0]);
+	if (ret)
+		shutdown(sv[0], SHUT_RDWR);	/* the target waits no more */
+	/* Only then close: unread GO would reset the target before ABORT. */
+	if (read(out[0], &res, sizeof(res)) != (ssize_t)sizeof(res))
+		res.ret = 1;
+	close(out[0]);
+	close(sv[0]);
+	status = t_wait(pid);
+	if (ret)
+		return ret;
+
+	grew = res.rss_after_kb - res.rss_before_kb;
+	printf("  %d RANGE_DONE x %d ranges: target RSS %ld -> %ld kB (+%ld kB); wait: %d %s\n",
+	       FLOOD_MSGS, WIRE_RANGES_MAX, res.rss_before_kb,
+	       res.rss_after_kb, grew, res.ret, res.msg);
+	T_CHECK(peer_ok(status), "flood target: %s", peer_said(status));
+	T_CHECK(res.ret == -EIO, "wait returned %d, expected %d",
+		res.ret, -EIO);
+	T_CHECK(strstr(res.msg, "end of the RANGE_DONE flood"),
+		"message '%s' does not carry the ABORT text", res.msg);
+	T_CHECK(res.rss_before_kb > 0 && grew < FLOOD_MAX_KB,
+		"the target grew by %ld kB (limit %ld kB)", grew, FLOOD_MAX_KB);
+	return T_PASS;
+}
+
+/* ------------------------------------------------------- bad HELLOs */
+
+/* Zero bytes is a message on SOCK_SEQPACKET, not a hang-up. */
+static int empty_with_uffd(int sock, void *ram)
+{
+	uint64_t ioctls;
+	int uffd = registered_uffd(ram, &ioctls);
+
+	if (uffd < 0)
+		return PEER_SETUP;
+	return peer_send(sock, "", 0, uffd, 5000) ? PEER_SEND : PEER_OK;
+}
+
+static int empty_without_fd(int sock, void *ram)
+{
+	return peer_send(sock, "", 0, -1, 5000) ? PEER_SEND : PEER_OK;
+}
+
+static const struct hostile empty_hellos[] = {
+	{ "with-uffd", empty_with_uffd, -EPROTO, { "empty", "short" } },
+	{ "without-fd", empty_without_fd, -EPROTO, { "empty", "short" } },
+};
+
+static int zero_length_hello(struct t_ctx *ctx)
+{
+	size_t i;
+	int ret = T_PASS;
+
+	for (i = 0; i < sizeof(empty_hellos) / sizeof(empty_hellos[0]); i++)
+		ret |= run_hostile(&empty_hellos[i]);
+	return ret;
+}
+
+/*
+ * A uffd fresh from userfaultfd(2): it has no features (no REMOVE events,
+ * whatever HELLO claims) and nothing registered. The ioctls field is
+ * copied from a real registration, so that check passes.
+ */
+static int hello_with_raw_uffd(int sock, void *ram)
+{
+	unsigned char buf[WIRE_MSG_MAX];
+	uint64_t ioctls = 0;
+	int uffd, raw, len;
+
+	uffd = registered_uffd(ram, &ioctls);
+	if (uffd < 0)
+		return PEER_SETUP;
+	close(uffd);	/* unregisters: @ram is nobody's now */
+	raw = uffd_open(O_CLOEXEC | O_NONBLOCK);
+	len = hello_encode(ram, ioctls, buf);
+	if (raw < 0 || len < 0)
+		return PEER_SETUP;
+	return peer_send(sock, buf, (size_t)len, raw, 5000) ? PEER_SEND :
+	       PEER_OK;
+}
+
+static int uffd_without_api(struct t_ctx *ctx)
+{
+	static const struct hostile h = {
+		"no-UFFDIO_API", hello_with_raw_uffd, -EPROTO,
+		{ "UFFDIO_API", NULL },
+	};
+
+	return run_hostile(&h);
+}
+
+int main(void)
+{
+	static const struct t_case cases[] = {
+		{ "source-region-unmapped", source_region_unmapped },
+		{ "source-region-shared", source_region_shared },
+		{ "target-region-shared", target_region_shared },
+		{ "accept-retry-no-leak", accept_retry_no_leak },
+		{ "range-done-flood", range_done_flood },
+		{ "zero-length-hello", zero_length_hello },
+		{ "uffd-without-api", uffd_without_api },
+	};
+	struct uffdmove_caps caps;
+	struct t_ctx ctx = { .caps = &caps };
+
+	t_watchdog(110);
+	t_probe(&caps);
+	t_require_uffd(&caps);
+	t_require_kernel_faults(&caps);
+	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+}

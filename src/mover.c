@@ -19,6 +19,8 @@
  * thread reads; give it time instead of spinning on the ioctl. */
 #define BACKOFF_MIN_US	20
 #define BACKOFF_MAX_US	2000
+#define EVENTS_WAIT_US	200
+#define EAGAIN_SPIN_NS	(50 * 1000)
 
 int mover_init(struct mover *m)
 {
@@ -26,12 +28,18 @@ int mover_init(struct mover *m)
 
 	if (ret)
 		return -ret;
+	ret = pthread_cond_init(&m->events_cv, NULL);
+	if (ret) {
+		pthread_mutex_destroy(&m->lock);
+		return -ret;
+	}
 	m->prim = PRIM_UNDECIDED;
 	return 0;
 }
 
 void mover_fini(struct mover *m)
 {
+	pthread_cond_destroy(&m->events_cv);
 	pthread_mutex_destroy(&m->lock);
 	free(m->outbox);
 	m->outbox = NULL;
@@ -188,6 +196,40 @@ static void decide(struct mover *m, int prim, uint32_t why)
 		STORE(m->why_not_move, why);
 }
 
+void mover_events_read(struct mover *m)
+{
+	__atomic_fetch_add(&m->events_read, 1, __ATOMIC_RELEASE);
+	if (!__atomic_load_n(&m->events_waiters, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_broadcast(&m->events_cv);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/*
+ * EAGAIN: an event is pending that only the fault thread reads. Wait until
+ * it has read events since @seen (then try again at once), or a short
+ * while: a steady stream of discards must not slow pushing down.
+ */
+static void wait_events_read(struct mover *m, uint64_t seen)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += EVENTS_WAIT_US * 1000;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->events_waiters++;
+	while (LOAD(m->events_read) == seen && !LOAD(m->stop))
+		if (pthread_cond_timedwait(&m->events_cv, &m->lock, &until))
+			break;
+	m->events_waiters--;
+	pthread_mutex_unlock(&m->lock);
+}
+
 static void backoff(unsigned int *us)
 {
 	usleep(*us);
@@ -216,15 +258,17 @@ static void record_move_failure(struct mover *m, const struct plan_region *r,
  * refuses and the rest goes by COPY. *@whole is cleared when a page was
  * already there (a fault copied it): a THP then did not move as one.
  */
-static int transfer(struct mover *m, struct plan_region *r, size_t pos,
+static int transfer(struct mover *m, struct plan_region *r, size_t *at,
 		    size_t end, bool *moving, bool *whole, bool may_wait)
 {
+	size_t pos = *at;
 	unsigned int delay = BACKOFF_MIN_US;
+	uint64_t spin_until = 0;
 	size_t run_end, done;
 	int ret;
 
 	while (!LOAD(m->stop) && plan_next_run(r, &pos, end, &run_end)) {
-		uint64_t off = pos * PAGE_SZ;
+		uint64_t off = pos * PAGE_SZ, seen = LOAD(m->events_read);
 		size_t len = (run_end - pos) * PAGE_SZ;
 
 		if (*moving)
@@ -244,6 +288,7 @@ static int transfer(struct mover *m, struct plan_region *r, size_t pos,
 		switch (ret) {
 		case 0:
 			delay = BACKOFF_MIN_US;
+			spin_until = 0;
 			continue;
 		case -EEXIST:	/* a racing fault put this page there */
 			uffd_wake(m->uffd, r->dst + pos * PAGE_SZ, PAGE_SZ);
@@ -257,9 +302,22 @@ static int transfer(struct mover *m, struct plan_region *r, size_t pos,
 			if (done)
 				continue;
 			ADD(m->cnt.eagain, 1);
-			if (!may_wait)	/* the caller reads the events */
+			/*
+			 * The discarding thread lifts the block only once it
+			 * runs again after the event was read, and a madvise
+			 * loop blocks again microseconds later: retry in a
+			 * short spin to hit that window, then wait for reads.
+			 */
+			if (!spin_until)
+				spin_until = now_ns() + EAGAIN_SPIN_NS;
+			if (now_ns() < spin_until)
+				continue;
+			spin_until = 0;
+			if (!may_wait) {	/* the caller reads events */
+				*at = pos;
 				return -EAGAIN;
-			backoff(&delay);
+			}
+			wait_events_read(m, seen);
 			continue;
 		case -ENOENT:	/* the target unmapped it: nothing to fill */
 			if (*moving)
@@ -269,8 +327,10 @@ static int transfer(struct mover *m, struct plan_region *r, size_t pos,
 			 * an event tells why: no page there is a discard. Its
 			 * messages and events decide; try again meanwhile. */
 			if (!LOAD(m->committed)) {
-				if (!may_wait)
+				if (!may_wait) {
+					*at = pos;
 					return -EAGAIN;
+				}
 				backoff(&delay);
 				continue;
 			}
@@ -352,17 +412,21 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = plan_region_of(&m->plan, c);
 	uint64_t start, end;
-	bool moving, whole = true;
+	bool moving, whole = !ch->resume;
+	size_t first, pos;
 	int ret;
 
 	classify(m, c);
 	plan_chunk_range(&m->plan, c, &start, &end);
 	moving = wants_move(m, ch);
-	ret = transfer(m, r, (start - r->src) / PAGE_SZ,
-		       (end - r->src) / PAGE_SZ, &moving, &whole, !reader);
+	first = (start - r->src) / PAGE_SZ;
+	pos = first + ch->resume;
+	ret = transfer(m, r, &pos, (end - r->src) / PAGE_SZ, &moving, &whole,
+		       !reader);
 	if (ret == -EAGAIN) {
-		/* Give the chunk back; whoever takes it next skips what
-		 * arrived (EEXIST) after the events are read. */
+		/* Give the chunk back, to go on where it stopped once the
+		 * events are read: no page is handed over twice. */
+		ch->resume = (uint16_t)(pos - first);
 		STORE(ch->state, CHUNK_PENDING);
 		make_urgent(m, c);
 	}
@@ -421,14 +485,12 @@ int mover_fault(struct mover *m, uint64_t addr)
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 	else if (wants_move(m, ch)) {
 		/* Moving a whole chunk costs microseconds and keeps a THP
-		 * whole; a chunk a pusher holds is finished in as long. */
-		if (claim(m, (size_t)c)) {
-			ret = mover_push_chunk(m, (size_t)c, true);
-		} else {
-			while (LOAD(ch->state) != CHUNK_DONE && !LOAD(m->stop))
-				sched_yield();
-			ret = 0;
-		}
+		 * whole. A chunk a pusher holds is finished soon, and its
+		 * MOVE wakes this thread; the caller keeps the fault and
+		 * goes on reading events, which the pusher may need. */
+		if (!claim(m, (size_t)c))
+			return -EAGAIN;
+		ret = mover_push_chunk(m, (size_t)c, true);
 		if (!ret)
 			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 	} else {

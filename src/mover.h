@@ -61,6 +61,10 @@ struct mover {
 	struct wire_range *outbox;	/* completed THP chunks, coalesced */
 	size_t outbox_n, outbox_cap;
 
+	uint64_t events_read;		/* atomic: bumped per read of events */
+	pthread_cond_t events_cv;	/* with lock: signals events_read */
+	unsigned int events_waiters;	/* under lock */
+
 	int fatal;			/* first fatal -errno, under lock */
 	int move_failure;		/* MODE_MOVE: -EBUSY seen, under lock */
 	struct err_buf err;		/* message for fatal / move_failure */
@@ -80,10 +84,13 @@ long mover_next_chunk(struct mover *m);
 int mover_push_chunk(struct mover *m, size_t c, bool reader);
 /*
  * Resolve one fault at target address @addr and wake its thread. Returns 0,
- * -EAGAIN (an event is pending in the target: read events, then retry), or a
- * fatal -errno.
+ * -EAGAIN (an event is pending in the target, or another thread holds the
+ * chunk: keep reading events, then retry; never wait here), or a fatal
+ * -errno.
  */
 int mover_fault(struct mover *m, uint64_t addr);
+/* The uffd's events were read: pushers that met EAGAIN may try again. */
+void mover_events_read(struct mover *m);
 /* All chunks are done. */
 bool mover_finished(const struct mover *m);
 /* Record the first fatal error with its message; returns @err. */

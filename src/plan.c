@@ -51,7 +51,7 @@ int plan_init(struct plan *p, const struct plan_input *in, size_t n)
 	for (i = 0; i < n; i++)
 		for (c = 0; c < p->regions[i].nchunks; c++)
 			p->chunks[p->regions[i].first_chunk + c].region =
-				(uint32_t)i;
+				(uint16_t)i;
 	return 0;
 nomem:
 	plan_fini(p);

@@ -30,7 +30,9 @@ struct chunk {
 	uint8_t cls_state;	/* atomic */
 	uint8_t flags;		/* CHUNK_*, valid once cls_state == 2 */
 	uint8_t pad;
-	uint32_t region;
+	uint16_t region;
+	uint16_t resume;	/* pages already handed over, from its start;
+				   written by the thread that holds it */
 };
 
 struct plan_region {

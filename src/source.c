@@ -28,6 +28,7 @@
 #define MSGS_MAX		(4 * RING_MSGS)
 #define PUSHER_NICE		5
 #define PEER_TIMEOUT_MS		30000
+#define PUSH_TRIES		8	/* inline pushes in a row after EAGAIN */
 
 enum source_state { SRC_NEW, SRC_ACCEPTED, SRC_RUNNING, SRC_ENDED };
 
@@ -448,6 +449,12 @@ fail:
 
 /* ------------------------------------------------------------------ run */
 
+/* A fault that could not be resolved yet, and when it was read. */
+struct waiting {
+	uint64_t addr;
+	uint64_t t_read;
+};
+
 struct run {
 	struct uffdmove_source *s;
 	struct ring ring;
@@ -457,8 +464,8 @@ struct run {
 	bool done_sent, fin;
 	uint64_t done_sent_ns;
 	uint64_t next_progress_ns, next_cb_bytes;
-	struct uffd_msg retry[MSGS_MAX];
-	size_t nretry;
+	struct waiting *waiting;	/* faults to try again, see wait_fault */
+	size_t nwaiting, waiting_cap;
 };
 
 static void *pusher_main(void *arg)
@@ -592,16 +599,53 @@ static int handle_event(struct run *run, const struct uffd_msg *msg)
 	}
 }
 
+/*
+ * Keep a fault for later: an event is pending (EAGAIN), or another thread
+ * holds its chunk. Never dropped: its thread sleeps until someone wakes it.
+ */
+static int wait_fault(struct run *run, uint64_t addr, uint64_t t_read)
+{
+	if (run->nwaiting == run->waiting_cap) {
+		size_t cap = run->waiting_cap ? 2 * run->waiting_cap : 64;
+		void *p = realloc(run->waiting, cap * sizeof(*run->waiting));
+
+		if (!p)
+			return mover_fail(&run->s->m, -ENOMEM,
+					  "out of memory for waiting faults");
+		run->waiting = p;
+		run->waiting_cap = cap;
+	}
+	run->waiting[run->nwaiting++] = (struct waiting){ addr, t_read };
+	return 0;
+}
+
+static int serve_fault(struct run *run, uint64_t addr, uint64_t t_read)
+{
+	struct mover *m = &run->s->m;
+	int ret = mover_fault(m, addr);
+
+	if (ret == -EAGAIN) {
+		__atomic_fetch_add(&m->cnt.eagain, 1, __ATOMIC_RELAXED);
+		return wait_fault(run, addr, t_read);
+	}
+	if (ret)
+		return mover_fail(m, ret, "resolving a fault at 0x%llx: %s",
+				  (unsigned long long)addr, strerror(-ret));
+	hist_add(&m->lat, now_ns() - t_read);
+	return 0;
+}
+
 /* Non-fault events first: a pending REMOVE makes every COPY fail with
  * EAGAIN until it is read, and must mark its range before any fault in
- * it is resolved. Faults that hit EAGAIN wait in run->retry. */
+ * it is resolved. */
 static int handle_msgs(struct run *run, const struct uffd_msg *msgs, size_t n,
 		       uint64_t t_read)
 {
-	struct mover *m = &run->s->m;
 	size_t i;
 	int ret;
 
+	if (n)
+		mover_events_read(&run->s->m);
 	for (i = 0; i < n; i++) {
 		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
 			continue;
@@ -612,49 +656,51 @@ static int handle_msgs(struct run *run, const struct uffd_msg *msgs, size_t n,
 	for (i = 0; i < n; i++) {
 		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 			continue;
-		ret = mover_fault(m, msgs[i].arg.pagefault.address);
-		if (ret == -EAGAIN) {
-			__atomic_fetch_add(&m->cnt.eagain, 1, __ATOMIC_RELAXED);
-			if (run->nretry < MSGS_MAX) {
-				run->retry[run->nretry++] = msgs[i];
-				continue;
-			}
-			ret = 0;	/* the kernel re-delivers it */
-		}
+		ret = serve_fault(run, msgs[i].arg.pagefault.address, t_read);
 		if (ret)
-			return mover_fail(m, ret,
-					  "resolving a fault at 0x%llx: %s",
-					  (unsigned long long)msgs[i].arg.pagefault.address,
-					  strerror(-ret));
-		hist_add(&m->lat, now_ns() - t_read);
+			return ret;
 	}
 	return 0;
 }
 
-/* Faults that met EAGAIN: read what is pending (that is what blocks
- * them), then try again after a short pause. */
-static int retry_faults(struct run *run)
+/* Read every pending event now: that is what EAGAIN waits for. Returns
+ * how many messages were read, or the session's end. */
+static int drain_uffd(struct run *run)
 {
-	struct uffd_msg batch[MSGS_MAX], pending[MSGS_MAX];
-	size_t n = run->nretry;
+	struct uffd_msg batch[MSGS_MAX];
 	ssize_t got;
-	int ret;
+	int ret, total = 0;
 
-	if (!n)
-		return 0;
-	memcpy(pending, run->retry, n * sizeof(*pending));
-	run->nretry = 0;
-	got = read(run->s->m.uffd, batch, sizeof(batch));
-	if (got > 0) {
+	while ((got = read(run->s->m.uffd, batch, sizeof(batch))) > 0) {
 		ret = handle_msgs(run, batch,
 				  (size_t)got / sizeof(struct uffd_msg),
 				  now_ns());
 		if (ret)
 			return ret;
-	} else {
-		usleep(20);
+		total += (int)(got / (ssize_t)sizeof(struct uffd_msg));
 	}
-	return handle_msgs(run, pending, n, now_ns());
+	return total;
+}
+
+/* Faults kept for later: read what is pending, then try them again. */
+static int retry_faults(struct run *run)
+{
+	struct waiting *w = run->waiting;
+	size_t i, n = run->nwaiting;
+	int ret;
+
+	if (!n)
+		return 0;
+	/* Those still blocked go to a fresh list. */
+	run->waiting = NULL;
+	run->nwaiting = run->waiting_cap = 0;
+	ret = drain_uffd(run);
+	if (!ret)
+		usleep(20);
+	for (i = 0; i < n && ret >= 0; i++)
+		ret = serve_fault(run, w[i].addr, w[i].t_read);
+	free(w);
+	return ret < 0 ? ret : 0;
 }
 
 static bool committed(struct run *run)
@@ -837,17 +883,27 @@ static void stop_pushers(struct run *run)
 static int push_inline(struct run *run)
 {
 	struct mover *m = &run->s->m;
+	int ret, tries;
 	long c;
-	int ret;
 
 	if (run->needs_commit &&
 	    !__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
 		return 0;
-	c = mover_next_chunk(m);
-	if (c < 0)
-		return 0;
-	ret = mover_push_chunk(m, (size_t)c, true);
-	return ret == -EAGAIN ? 0 : ret;	/* events first, then again */
+	for (tries = 0; tries < PUSH_TRIES; tries++) {
+		c = mover_next_chunk(m);
+		if (c < 0)
+			return 0;
+		ret = mover_push_chunk(m, (size_t)c, true);
+		if (ret != -EAGAIN)
+			return ret;
+		/* The chunk went back to the front of the queue. Read what
+		 * blocks it and try again at once: a target that discards
+		 * in a loop re-arms its next REMOVE within microseconds. */
+		ret = drain_uffd(run);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
 }
 
 /* A target that never commits, or never confirms DONE, must not keep the
@@ -896,7 +952,7 @@ static int fault_loop(struct run *run)
 		timeout = inline_push && !mover_finished(m) &&
 			  (!run->needs_commit ||
 			   __atomic_load_n(&m->committed, __ATOMIC_ACQUIRE)) ? 0 :
-			  run->nretry ? 0 :
+			  run->nwaiting ? 0 :
 			  mover_finished(m) && !run->done_sent ? 1 :
 			  (int)(PROGRESS_EVERY_NS / 1000000);
 		ret = ring_wait(&run->ring, msgs, MSGS_MAX, &ev,
@@ -1003,6 +1059,7 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 		ret = fault_loop(&run);
 	}
 	stop_pushers(&run);
+	free(run.waiting);
 out:
 	ring_fini(&run.ring);
 	if (!s->t_end)

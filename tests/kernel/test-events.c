@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Target events while guest threads fault: discards (REMOVE events) make
+ * every fill fail with EAGAIN until the holder of the uffd reads them.
+ * No fault may be dropped or left waiting for the end of the handoff, and
+ * no wait for a chunk may stop the uffd from being read.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "guest.h"
+#include "harness.h"
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* A same-process pair: the source runs in a thread of its own. */
+struct pair {
+	struct guest src, dst;
+	uint32_t mode, threads;
+	int sv[2];
+	pthread_t tid;
+	bool joined;
+	int run_ret;
+	char err[256];
+	struct uffdmove_stats st;
+	struct uffdmove_target *t;
+};
+
+static void *source_main(void *arg)
+{
+	struct pair *p = arg;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts o;
+	struct uffdmove_source *s = NULL;
+
+	guest_regions(&p->src, r);
+	uffdmove_source_opts_init(&o);
+	o.mode = p->mode;
+	o.threads = p->threads;
+	p->run_ret = uffdmove_source_new(&s, r, p->src.n, &o);
+	if (!p->run_ret)
+		p->run_ret = uffdmove_source_accept(s, p->sv[0]);
+	if (!p->run_ret)
+		p->run_ret = uffdmove_source_run(s);
+	snprintf(p->err, sizeof(p->err), "%s",
+		 s ? uffdmove_source_error(s) : uffdmove_new_error());
+	if (s)
+		uffdmove_source_stats(s, &p->st);
+	uffdmove_source_free(s);
+	return NULL;
+}
+
+/* Map and fill both sides, hand over, commit: the guest may run. */
+static void pair_start(struct pair *p, const struct guest *layout,
+		       uint32_t mode, uint32_t threads)
+{
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+
+	memset(p, 0, sizeof(*p));
+	p->src = *layout;
+	p->dst = *layout;
+	p->mode = mode;
+	p->threads = threads;
+	guest_map(&p->src);
+	guest_fill(&p->src);
+	guest_map(&p->dst);
+	if (t_seqpacket_pair(p->sv) ||
+	    pthread_create(&p->tid, NULL, source_main, p))
+		t_die("setup");
+	guest_regions(&p->dst, r);
+	if (uffdmove_target_new(&p->t, r, p->dst.n, NULL) ||
+	    uffdmove_target_handoff(p->t, p->sv[1]))
+		t_die("handoff: %s", uffdmove_new_error());
+	if (uffdmove_target_process(p->t) < 0)
+		t_die("commit: %s", uffdmove_target_error(p->t));
+}
+
+/* Wait for the source to return: its result and stats are then set. */
+static void pair_join(struct pair *p)
+{
+	if (!p->joined)
+		pthread_join(p->tid, NULL);
+	p->joined = true;
+}
+
+static void pair_end(struct pair *p)
+{
+	pair_join(p);
+	uffdmove_target_free(p->t);
+	close(p->sv[0]);
+	close(p->sv[1]);
+	guest_unmap(&p->src);
+	guest_unmap(&p->dst);
+}
+
+/*
+ * Discards a page of guest RAM over and over: a steady REMOVE stream, one
+ * every @pause_ns (0: back to back), like a balloon inflating.
+ */
+struct discarder {
+	uint8_t *page;
+	long pause_ns;
+	bool stop;
+	uint64_t n;
+	pthread_t tid;
+};
+
+static void *discarder_main(void *arg)
+{
+	struct discarder *d = arg;
+	struct timespec ts = { 0, d->pause_ns };
+
+	while (!__atomic_load_n(&d->stop, __ATOMIC_ACQUIRE)) {
+		madvise(d->page, T_PAGE, MADV_DONTNEED);
+		d->n++;
+		if (d->pause_ns)
+			nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+static void discarder_start(struct discarder *d, uint8_t *page,
+			    long pause_ns)
+{
+	memset(d, 0, sizeof(*d));
+	d->page = page;
+	d->pause_ns = pause_ns;
+	if (pthread_create(&d->tid, NULL, discarder_main, d))
+		t_die("pthread_create");
+}
+
+static uint64_t discarder_stop(struct discarder *d)
+{
+	__atomic_store_n(&d->stop, true, __ATOMIC_RELEASE);
+	pthread_join(d->tid, NULL);
+	return d->n;
+}
+
+/*
+ * Item 5 of "never lose the guest": same-process MOVE with discards. A
+ * fault on a chunk a pusher held waited for it while nobody read the
+ * uffd, and the pusher waited for a REMOVE only the fault thread reads.
+ */
+static int move_with_discards(struct t_ctx *ctx)
+{
+	static const struct guest layout = {
+		.n = 1, .seed = 505, .hole_pct = 10,
+		.spec = { { "ram0", 64UL << 20, true, 0 } },
+	};
+	struct guest_workers w;
+	struct discarder d;
+	struct pair p;
+	uint64_t removes;
+	int ret, bad;
+
+	if (!ctx->caps->move)
+		return t_case_skip(ctx, "kernel offers no UFFD_FEATURE_MOVE");
+	pair_start(&p, &layout, UFFDMOVE_MODE_AUTO, 2);
+	/* Discard the last page: the guest workers never see it. */
+	discarder_start(&d, p.dst.addr[0] + layout.spec[0].len - T_PAGE, 0);
+	guest_workers_start(&w, &p.dst, 2);
+	ret = uffdmove_target_wait(p.t, 20000);
+	printf("  wait: %d %s\n", ret, uffdmove_target_error(p.t));
+	removes = discarder_stop(&d);
+	bad = guest_workers_stop(&w);
+	printf("  %" PRIu64 " discards, %" PRIu64 " reads\n", removes, w.reads);
+	T_CHECK(ret == 0, "the handoff did not complete in 20 s: %s",
+		uffdmove_target_error(p.t));
+	pair_join(&p);
+	T_CHECK(p.run_ret == 0, "source: %d %s", p.run_ret, p.err);
+	T_CHECK(!bad, "a guest thread read wrong bytes: %s", w.why);
+	T_CHECK(p.st.bytes_moved > 0, "nothing moved");
+	pair_end(&p);
+	return T_PASS;
+}
+
+/* One guest thread per hole page: touches it once, notes when. */
+struct toucher {
+	uint8_t *page;
+	pthread_barrier_t *go;
+	uint64_t done_ns;
+	pthread_t tid;
+};
+
+static void *toucher_main(void *arg)
+{
+	struct toucher *t = arg;
+
+	pthread_barrier_wait(t->go);
+	if (*(volatile uint8_t *)t->page != 0)
+		t->done_ns = 1;		/* a hole must read zero */
+	else
+		t->done_ns = mono_ns();
+	return NULL;
+}
+
+#define TOUCHERS 160
+
+/*
+ * Item 6: faults that met EAGAIN beyond the first 64 were dropped, and a
+ * thread faulting on a hole then slept until DONE unregistered the range.
+ * Here 160 threads fault on holes at once while a discard stream keeps
+ * REMOVE events pending: each must be served before the handoff ends.
+ */
+static int hole_faults(bool discards, uint64_t *handoff_ns)
+{
+	static const struct guest layout = {
+		.n = 1, .seed = 606, .hole_pct = 50,
+		.spec = { { "ram0", 256UL << 20, false, 0 } },
+	};
+	static struct toucher tt[TOUCHERS];
+	struct discarder d = { 0 };
+	pthread_barrier_t go;
+	struct pair p;
+	uint64_t t0, t_done, worst = 0, removes;
+	size_t i, page, last;
+	int ret;
+
+	pair_start(&p, &layout, UFFDMOVE_MODE_COPY, 1);
+	t0 = mono_ns();
+	last = layout.spec[0].len / T_PAGE - 1;
+	if (discards)
+		discarder_start(&d, p.dst.addr[0] + last * T_PAGE, 50000);
+	pthread_barrier_init(&go, NULL, TOUCHERS + 1);
+	/* Holes far from the front of the push, one per thread. */
+	for (i = 0, page = last - 1; i < TOUCHERS; page--) {
+		if (!guest_is_hole(&p.dst, 0, page))
+			continue;
+		tt[i].page = p.dst.addr[0] + page * T_PAGE;
+		tt[i].go = &go;
+		if (pthread_create(&tt[i].tid, NULL, toucher_main, &tt[i]))
+			t_die("pthread_create");
+		i++;
+	}
+	pthread_barrier_wait(&go);
+	ret = uffdmove_target_wait(p.t, 30000);
+	t_done = mono_ns();
+	printf("  wait: %d %s\n", ret, uffdmove_target_error(p.t));
+	removes = discards ? discarder_stop(&d) : 0;
+	for (i = 0; i < TOUCHERS; i++) {
+		pthread_join(tt[i].tid, NULL);
+		T_CHECK(tt[i].done_ns != 1, "hole page read non-zero");
+		if (tt[i].done_ns - t0 > worst)
+			worst = tt[i].done_ns - t0;
+	}
+	pair_join(&p);
+	printf("  handoff %.1f ms, slowest of %d faults %.1f ms, %" PRIu64
+	       " discards, %" PRIu64 " faults, %" PRIu64 " EAGAIN\n",
+	       (double)(t_done - t0) / 1e6, TOUCHERS, (double)worst / 1e6,
+	       removes, p.st.faults, p.st.eagain_retries);
+	T_CHECK(ret == 0, "wait: %s", uffdmove_target_error(p.t));
+	T_CHECK(p.run_ret == 0, "source: %s", p.err);
+	for (i = 0; i < TOUCHERS; i++)
+		T_CHECK(tt[i].done_ns < t_done,
+			"fault %zu was served only after the handoff ended", i);
+	T_CHECK(p.st.faults >= TOUCHERS, "%" PRIu64 " faults served",
+		p.st.faults);
+	pthread_barrier_destroy(&go);
+	pair_end(&p);
+	*handoff_ns = t_done - t0;
+	return T_PASS;
+}
+
+static int faults_never_dropped(struct t_ctx *ctx)
+{
+	uint64_t quiet[2], busy;
+
+	/* The same handoff without discards before and after, for scale
+	 * (first touches of fresh memory vary a lot here). */
+	if (hole_faults(false, &quiet[0]) || hole_faults(true, &busy) ||
+	    hole_faults(false, &quiet[1]))
+		return T_FAIL;
+	quiet[0] = (quiet[0] + quiet[1]) / 2;
+	printf("  with a discard stream: %.1fx the quiet handoff\n",
+	       (double)busy / (double)quiet[0]);
+	T_CHECK(busy < 10 * quiet[0], "discards made the handoff %.1fx slower",
+		(double)busy / (double)quiet[0]);
+	return T_PASS;
+}
+
+int main(void)
+{
+	static const struct t_case cases[] = {
+		{ "move-with-discards", move_with_discards },
+		{ "faults-never-dropped", faults_never_dropped },
+	};
+	struct uffdmove_caps caps;
+	struct t_ctx ctx = { .caps = &caps };
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	t_watchdog(100);
+	t_probe(&caps);
+	t_require_uffd(&caps);
+	t_require_kernel_faults(&caps);
+	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+}

@@ -282,7 +282,11 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  *	   before completing (missing pages stay blocked or poisoned, never
  *	   zero); the errno the source sent with ABORT when it gave up
  *	   (e.g. -EPROTO after an mremap of guest RAM), with its message;
- *	   -EPROTO a malformed message; -EINVAL called out of order. After a
+ *	   -EPROTO a malformed message, or DONE while guest RAM holds fewer
+ *	   bytes with data than the source announced in ACCEPT (missing
+ *	   pages stay blocked or poisoned); -ECANCELED the source gave up
+ *	   before the commit: do not resume the guest here, the old VMM
+ *	   keeps it; -EINVAL called out of order. After a
  *	   failure stop polling uffdmove_target_fd(): it stays readable.
  */
 int uffdmove_target_process(struct uffdmove_target *t);

@@ -128,7 +128,6 @@ static int classify(struct mover *m, size_t c)
 					   CHUNK_SZ) ? CHUNK_THP : 0) |
 		    (cls.movable ? CHUNK_MOVABLE : 0) |
 		    (overlaps_pinned(m, start, end) ? CHUNK_PINNED : 0);
-	ADD(m->cnt.populated, cls.populated * PAGE_SZ);
 	ADD(m->cnt.skipped, (n - cls.populated) * PAGE_SZ);
 	if (ch->flags & CHUNK_PINNED)
 		ADD(m->cnt.pinned_skipped, cls.populated * PAGE_SZ);

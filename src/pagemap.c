@@ -127,3 +127,52 @@ int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 	}
 	return 0;
 }
+
+#define COUNT_VEC	256
+
+/* Populated bytes in [addr, addr + len): one PAGEMAP_SCAN pass. */
+static int count_scan(const struct pm *pm, uint64_t addr, uint64_t len,
+		      uint64_t *bytes)
+{
+	struct page_region vec[COUNT_VEC];
+	uint64_t pos = addr, end = addr + len, walk_end;
+	int n, i;
+
+	*bytes = 0;
+	while (pos < end) {
+		n = scan(pm, pos, end, vec, COUNT_VEC, &walk_end);
+		if (n < 0)
+			return n;
+		for (i = 0; i < n; i++)
+			if (pg_populated(classify_scan_categories(
+					vec[i].categories)))
+				*bytes += vec[i].end - vec[i].start;
+		if (walk_end <= pos)
+			break;
+		pos = walk_end;
+	}
+	return 0;
+}
+
+int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
+		       uint64_t *bytes)
+{
+	uint8_t flags[512];
+	size_t i, k;
+	uint64_t a;
+	int ret;
+
+	if (pm->scan)
+		return count_scan(pm, addr, len, bytes);
+	*bytes = 0;
+	for (a = addr; a < addr + len; a += k * PAGE_SZ) {
+		k = MIN((addr + len - a) / PAGE_SZ, ARRAY_SIZE(flags));
+		ret = pm_flags(pm, a, k, false, flags);
+		if (ret)
+			return ret;
+		for (i = 0; i < k; i++)
+			if (pg_populated(flags[i]))
+				*bytes += PAGE_SZ;
+	}
+	return 0;
+}

@@ -28,5 +28,12 @@ int pm_read(const struct pm *pm, uint64_t addr, size_t npages,
  */
 int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 	     bool need_excl, uint8_t *flags);
+/*
+ * Bytes of [@addr, @addr + @len) that hold data (classify.h
+ * pg_populated(): present but not the zero page, or swapped), in large
+ * PAGEMAP_SCAN batches where the kernel has it.
+ */
+int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
+		       uint64_t *bytes);
 
 #endif /* UFFDMOVE_PAGEMAP_H */

@@ -285,6 +285,29 @@ static int check_move_mode(struct uffdmove_source *s, bool same_mm)
 	return 0;
 }
 
+/*
+ * What the target must hold at DONE: every page with data, counted once
+ * while the guest is paused (ACCEPT tells the target; stats report it).
+ */
+static int count_populated(struct uffdmove_source *s)
+{
+	uint64_t bytes, total = 0;
+	size_t i;
+	int ret;
+
+	for (i = 0; i < s->nregions; i++) {
+		ret = pm_count_populated(&s->m.pm, s->regions[i].addr,
+					 s->regions[i].len, &bytes);
+		if (ret)
+			return err_set(&s->err, -ret,
+				       "region '%s': reading /proc/self/pagemap: %s",
+				       s->regions[i].name, strerror(-ret));
+		total += bytes;
+	}
+	s->m.cnt.populated = total;
+	return 0;
+}
+
 /* Undo setup_mover(), so that a failed accept can be retried cleanly. */
 static void teardown_mover(struct uffdmove_source *s)
 {
@@ -329,6 +352,9 @@ static int setup_mover(struct uffdmove_source *s, int uffd, bool same_mm,
 	if (ret)
 		return err_set(&s->err, -ret, "/proc/self/pagemap: %s",
 			       strerror(-ret));
+	ret = count_populated(s);
+	if (ret)
+		return ret;
 	m->uffd = uffd;
 	return 0;
 }
@@ -428,6 +454,7 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 
 	ans.accept.primitive = s->m.prim == PRIM_COPY ? UFFDMOVE_PRIM_COPY :
 			       UFFDMOVE_PRIM_MOVE;
+	ans.accept.populated = s->m.cnt.populated;
 	len = wire_encode(&ans, buf, sizeof(buf));
 	ret = peer_send(sock, buf, (size_t)len, -1,
 			(int)s->opts.handshake_timeout_ms);

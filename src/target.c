@@ -54,6 +54,7 @@ struct uffdmove_target {
 	bool keeper_running, keeper_stop;
 	bool source_gone;		/* atomic: the socket hung up */
 	bool done_seen;			/* DONE read (maybe before commit) */
+	uint64_t expected;		/* populated bytes, from ACCEPT */
 	struct err_buf err;
 };
 
@@ -371,6 +372,7 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 		free(m);
 		return release(t, ret);
 	}
+	t->expected = m->accept.populated;
 	free(m);
 	ev.data.fd = sock;
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
@@ -632,6 +634,34 @@ static int orphan(struct uffdmove_target *t, int err, const char *why)
 	return t->failure;
 }
 
+/*
+ * DONE says every page with data is here: see that it is, before
+ * unregistering turns what is missing into zeros. Pages the guest
+ * discarded meanwhile are gone; pages it wrote into holes count as data,
+ * so this catches what was never sent, not every lie.
+ */
+static int check_done(struct uffdmove_target *t)
+{
+	uint64_t here = 0, bytes;
+	struct pm pm;
+	size_t i;
+	int ret;
+
+	ret = pm_open(&pm);
+	for (i = 0; !ret && i < t->nregions; i++) {
+		ret = pm_count_populated(&pm, t->regions[i].addr,
+					 t->regions[i].len, &bytes);
+		here += bytes;
+	}
+	pm_close(&pm);
+	if (ret)
+		return orphan(t, ret, "reading /proc/self/pagemap at DONE");
+	if (here + t->st.bytes_discarded >= t->expected)
+		return 1;
+	return orphan(t, -EPROTO,
+		      "the source said DONE, but guest RAM holds fewer bytes than it announced");
+}
+
 /* DONE: every page with data is here. Unregistering turns the holes into
  * ordinary zero-fill memory and lets the remaining THP ranges collapse. */
 static int finish(struct uffdmove_target *t)
@@ -774,6 +804,8 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 			       "no handoff in progress (call uffdmove_target_handoff() first)");
 	}
 	ret = t->done_seen ? 1 : read_messages(t);
+	if (ret == 1)
+		ret = check_done(t);
 	return ret == 1 ? finish(t) : ret;
 }
 

@@ -88,7 +88,7 @@ static size_t body_len(const struct wire_msg *m)
 	case WIRE_HELLO:
 		return 32 + (size_t)m->hello.n_regions * REGION_LEN;
 	case WIRE_ACCEPT:
-		return 8;
+		return 16;
 	case WIRE_REJECT:
 	case WIRE_ABORT:
 		return 8 + WIRE_TEXT_MAX;
@@ -163,6 +163,7 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 	case WIRE_ACCEPT:
 		put_u32(&c, m->accept.primitive);
 		put_u32(&c, 0);
+		put_u64(&c, m->accept.populated);
 		break;
 	case WIRE_REJECT:
 	case WIRE_ABORT: {
@@ -392,6 +393,7 @@ int wire_decode(const void *buf, size_t len, struct wire_msg *m,
 		if (get_u32(&c))
 			return fail(why, why_len, EPROTO,
 				    "ACCEPT: reserved word is not zero");
+		m->accept.populated = get_u64(&c);
 		if (m->accept.primitive != UFFDMOVE_PRIM_COPY &&
 		    m->accept.primitive != UFFDMOVE_PRIM_MOVE)
 			return fail(why, why_len, EPROTO,

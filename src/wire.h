@@ -7,7 +7,8 @@
  *	header	magic u32, version u16, type u16, length u32, reserved u32
  *	HELLO	features u64, n_regions u32, reserved u32,
  *		mm_cookie_addr u64, mm_cookie u64, regions[n]
- *	ACCEPT	primitive u32, reserved u32
+ *	ACCEPT	primitive u32, reserved u32, populated u64 (bytes with data
+ *		in the source: what the target must hold at DONE)
  *	REJECT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
  *	GO	(empty)			target committed: the guest runs
  *	PROGRESS, DONE	stats		source's counters
@@ -24,7 +25,7 @@
 #include "uffdmove.h"
 
 #define WIRE_MAGIC	0x564d4655u	/* "UFMV" */
-#define WIRE_VERSION	1
+#define WIRE_VERSION	2
 #define WIRE_TEXT_MAX	192
 #define WIRE_RANGES_MAX	64
 #define WIRE_STATS_WORDS 24
@@ -74,6 +75,7 @@ struct wire_msg {
 		} hello;
 		struct {
 			uint32_t primitive;
+			uint64_t populated;
 		} accept;
 		struct {		/* REJECT and ABORT */
 			uint32_t errnum;

@@ -9,12 +9,15 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "guest.h"
@@ -642,6 +645,108 @@ static int range_done_flood(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/* ------------------------------------------------------ a lying DONE */
+
+#define LIAR_LEN	(8UL << 20)
+
+struct liar_result {
+	int ret;		/* uffdmove_target_wait() */
+	bool blocked;		/* a touch of guest RAM stayed blocked */
+	char msg[256];
+};
+
+static void *touch_main(void *arg)
+{
+	volatile uint8_t *p = arg;
+
+	return (void *)(uintptr_t)(*p + 1);	/* never 0: it returned */
+}
+
+/* The real target, in its own process: a thread blocked on a missing
+ * page dies with it. */
+static int liar_target(int sock, int out)
+{
+	struct uffdmove_region r = { "ram0", NULL, LIAR_LEN };
+	struct liar_result res = { 0 };
+	struct uffdmove_target *t;
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+	pthread_t tid;
+	void *val = NULL;
+
+	r.addr = t_map(LIAR_LEN, false);
+	if (uffdmove_target_new(&t, &r, 1, NULL) ||
+	    uffdmove_target_handoff(t, sock))
+		return PEER_SETUP;
+	res.ret = uffdmove_target_wait(t, 5000);
+	snprintf(res.msg, sizeof(res.msg), "%s", uffdmove_target_error(t));
+	/* The page never came: touching it must block, not read zero. */
+	if (pthread_create(&tid, NULL, touch_main, r.addr))
+		return PEER_SETUP;
+	nanosleep(&ts, NULL);
+	res.blocked = pthread_tryjoin_np(tid, &val) == EBUSY;
+	return write(out, &res, sizeof(res)) == (ssize_t)sizeof(res) ? PEER_OK :
+	       PEER_SEND;
+}
+
+/* The raw source: ACCEPT announcing 8 MiB of data, then DONE at once. */
+static int liar_source(int sock)
+{
+	unsigned char buf[WIRE_MSG_MAX + 1];
+	struct wire_msg m;
+	int fds[PEER_FDS_MAX], len;
+	size_t nfds;
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
+	if (nfds && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	T_CHECK(len > 0 && !wire_decode(buf, (size_t)len, &m, NULL, 0) &&
+		m.type == WIRE_HELLO, "no HELLO from the target (%d)", len);
+	m = (struct wire_msg){ .type = WIRE_ACCEPT };
+	m.accept.primitive = UFFDMOVE_PRIM_COPY;
+	m.accept.populated = LIAR_LEN;
+	T_CHECK(send_wire(sock, &m) == 0, "sending ACCEPT");
+	m = (struct wire_msg){ .type = WIRE_DONE };
+	m.stats.bytes_total = m.stats.bytes_populated = LIAR_LEN;
+	T_CHECK(send_wire(sock, &m) == 0, "sending DONE");
+	return T_PASS;
+}
+
+/* DONE is checked against what ACCEPT announced: a source that sends
+ * nothing cannot make the target unregister (and read zeros). */
+static int done_without_data(struct t_ctx *ctx)
+{
+	struct liar_result res = { .ret = 1 };
+	int sv[2], out[2], ret;
+	pid_t pid;
+
+	T_CHECK(t_seqpacket_pair(sv) == 0 && pipe2(out, O_CLOEXEC) == 0,
+		"socketpair/pipe");
+	pid = fork();
+	if (pid == 0) {
+		t_child(30);
+		close(sv[0]);
+		close(out[0]);
+		_exit(liar_target(sv[1], out[1]));
+	}
+	close(sv[1]);
+	close(out[1]);
+	ret = liar_source(sv[0]);
+	if (read(out[0], &res, sizeof(res)) != (ssize_t)sizeof(res))
+		res.ret = 1;
+	close(out[0]);
+	close(sv[0]);
+	kill(pid, SIGKILL);
+	t_wait(pid);
+	if (ret)
+		return ret;
+	printf("  wait: %d %s; a touch %s\n", res.ret, res.msg,
+	       res.blocked ? "stays blocked" : "returned");
+	T_CHECK(res.ret == -EPROTO, "wait returned %d: %s", res.ret, res.msg);
+	T_CHECK(strstr(res.msg, "DONE"), "message: %s", res.msg);
+	T_CHECK(res.blocked, "a missing page was readable after a lying DONE");
+	return T_PASS;
+}
+
 /* ------------------------------------------------------- bad HELLOs */
 
 /* Zero bytes is a message on SOCK_SEQPACKET, not a hang-up. */
@@ -716,6 +821,7 @@ int main(void)
 		{ "target-region-shared", target_region_shared },
 		{ "accept-retry-no-leak", accept_retry_no_leak },
 		{ "range-done-flood", range_done_flood },
+		{ "done-without-data", done_without_data },
 		{ "zero-length-hello", zero_length_hello },
 		{ "uffd-without-api", uffd_without_api },
 	};

@@ -220,6 +220,7 @@ static void assert_msg_equal(const struct wire_msg *a,
 		break;
 	case WIRE_ACCEPT:
 		assert_int_equal(a->accept.primitive, b->accept.primitive);
+		assert_true(a->accept.populated == b->accept.populated);
 		break;
 	case WIRE_REJECT:
 	case WIRE_ABORT:
@@ -380,9 +381,10 @@ static void test_roundtrip_accept(void **state)
 
 	simple(&m, WIRE_ACCEPT);
 	m.accept.primitive = UFFDMOVE_PRIM_COPY;
-	assert_int_equal(round_trip(&m, b), HDR + 8);
+	m.accept.populated = 1ULL << 40;
+	assert_int_equal(round_trip(&m, b), HDR + 16);
 	m.accept.primitive = UFFDMOVE_PRIM_MOVE;
-	assert_int_equal(round_trip(&m, b), HDR + 8);
+	assert_int_equal(round_trip(&m, b), HDR + 16);
 }
 
 static void test_roundtrip_reject_abort(void **state)
@@ -474,7 +476,7 @@ static void test_layout(void **state)
 	len = hello_bytes(b, 2);
 	assert_int_equal(get32(b, H_MAGIC), 0x564d4655u);
 	assert_memory_equal(b, "UFMV", 4);
-	assert_int_equal(get32(b, H_VT), 1u | (uint32_t)WIRE_HELLO << 16);
+	assert_int_equal(get32(b, H_VT), 2u | (uint32_t)WIRE_HELLO << 16);
 	assert_int_equal(get32(b, H_LEN), len);
 	assert_int_equal(get32(b, H_RESV), 0);
 	assert_int_equal(get64(b, HELLO_FEAT), 0x8000000000010a5bULL);
@@ -560,17 +562,19 @@ static void test_bad_header(void **state)
 	memcpy(x, b, len);
 	put32(x, H_VT, 0 | WIRE_GO << 16);
 	expect_bad(x, len, EPROTO, "version", NULL);
-	put32(x, H_VT, 2 | WIRE_GO << 16);
+	put32(x, H_VT, 1 | WIRE_GO << 16);	/* before ACCEPT grew */
+	expect_bad(x, len, EPROTO, "version", NULL);
+	put32(x, H_VT, 3 | WIRE_GO << 16);
 	expect_bad(x, len, EPROTO, "version", NULL);
 	put32(x, H_VT, 0xffff | WIRE_GO << 16);
 	expect_bad(x, len, EPROTO, "version", NULL);
 
 	/* unknown type */
-	put32(x, H_VT, 1 | 0 << 16);
+	put32(x, H_VT, WIRE_VERSION | 0 << 16);
 	expect_bad(x, len, EPROTO, "type", NULL);
-	put32(x, H_VT, 1 | (WIRE_TYPE_MAX + 1) << 16);
+	put32(x, H_VT, WIRE_VERSION | (WIRE_TYPE_MAX + 1) << 16);
 	expect_bad(x, len, EPROTO, "type", NULL);
-	put32(x, H_VT, 1 | 0xffffu << 16);
+	put32(x, H_VT, WIRE_VERSION | 0xffffu << 16);
 	expect_bad(x, len, EPROTO, "type", NULL);
 
 	/* header length != received length */

@@ -163,7 +163,10 @@ struct uffdmove_stats {
 				     (first process/wait) to DONE */
 	uint32_t primitive;	  /* UFFDMOVE_PRIM_* for cross-process pages */
 	uint32_t move_unused_reason; /* UFFDMOVE_WHY_* */
-	uint64_t reserved[8];
+	uint64_t bytes_discard_raced; /* raw discards (madvise) that a fill
+				     in flight may have refilled with stale
+				     data; see uffdmove(7), "Discards" */
+	uint64_t reserved[7];
 };
 
 /* ------------------------------------------------------------------- target */
@@ -255,6 +258,31 @@ int uffdmove_target_handoff(struct uffdmove_target *t, int sock);
  * @return 0; -EINVAL if there is no accepted, uncommitted handoff.
  */
 int uffdmove_target_abort(struct uffdmove_target *t);
+
+/**
+ * uffdmove_target_discard - discard guest RAM during a handoff, safely.
+ *
+ * What a balloon or free page reporting would do with MADV_DONTNEED, but
+ * fenced against the handoff: a raw madvise() cannot be ordered against a
+ * page the source is filling in at that moment, which may then land behind
+ * the discard with stale data (see "Discards during a handoff" in
+ * uffdmove(7)). Afterwards every page of the range reads zero and nothing
+ * the source sends can land there. Missing pages become zero pages at
+ * once; the memory of pages that had arrived is freed when the handoff
+ * completes. After the handoff it is a plain MADV_DONTNEED.
+ *
+ * Blocking: a few microseconds per page; waits while a userfaultfd event
+ * is pending (up to 5 s). One thread per handle: call it from the thread
+ * that calls uffdmove_target_process(), or serialise the two.
+ *
+ * @param addr page aligned, inside one region.
+ * @param len page multiple, non-zero.
+ * @return 0; -EINVAL bad range, or before the commit (guest RAM is not
+ *	   ours to discard yet); -ETIMEDOUT an event stayed pending; -ENOMEM;
+ *	   another kernel errno from UFFDIO_ZEROPAGE or madvise.
+ */
+int uffdmove_target_discard(struct uffdmove_target *t, void *addr,
+			    size_t len);
 
 /**
  * uffdmove_target_fd - a pollable fd for the caller's event loop.

@@ -29,6 +29,11 @@ int mover_init(struct mover *m)
 	if (ret)
 		return -ret;
 	ret = pthread_cond_init(&m->events_cv, NULL);
+	if (!ret) {
+		ret = -fills_init(&m->fills);
+		if (ret)
+			pthread_cond_destroy(&m->events_cv);
+	}
 	if (ret) {
 		pthread_mutex_destroy(&m->lock);
 		return -ret;
@@ -39,6 +44,7 @@ int mover_init(struct mover *m)
 
 void mover_fini(struct mover *m)
 {
+	fills_fini(&m->fills);
 	pthread_cond_destroy(&m->events_cv);
 	pthread_mutex_destroy(&m->lock);
 	free(m->outbox);
@@ -267,9 +273,19 @@ static int transfer(struct mover *m, struct plan_region *r, size_t *at,
 	int ret;
 
 	while (!LOAD(m->stop) && plan_next_run(r, &pos, end, &run_end)) {
-		uint64_t off = pos * PAGE_SZ, seen = LOAD(m->events_read);
-		size_t len = (run_end - pos) * PAGE_SZ;
+		uint64_t off, seen = LOAD(m->events_read);
+		unsigned int fill;
+		size_t len;
 
+		/* Published, then the discard bits once more (fills.h). */
+		fill = fills_begin(&m->fills, r->dst + pos * PAGE_SZ,
+				   r->dst + run_end * PAGE_SZ);
+		if (!plan_next_run(r, &pos, run_end, &run_end)) {
+			fills_end(&m->fills, fill);
+			continue;
+		}
+		off = pos * PAGE_SZ;
+		len = (run_end - pos) * PAGE_SZ;
 		if (*moving)
 			ret = uffd_move(m->uffd, r->dst + off, r->src + off,
 					len, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
@@ -278,6 +294,7 @@ static int transfer(struct mover *m, struct plan_region *r, size_t *at,
 			ret = uffd_copy(m->uffd, r->dst + off,
 					(void *)(uintptr_t)(r->src + off), len,
 					0, &done);
+		fills_end(&m->fills, fill);
 		done = ALIGN_DOWN(done, PAGE_SZ);
 		ADD(*(*moving ? &m->cnt.moved : &m->cnt.copied), done);
 		pos += done / PAGE_SZ;
@@ -494,11 +511,17 @@ int mover_fault(struct mover *m, uint64_t addr)
 			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 	} else {
 		/* Copy just this page so the thread runs at once; the rest
-		 * of its chunk is pushed next. */
-		ret = uffd_copy(m->uffd, dst,
+		 * of its chunk is pushed next. Published first (fills.h). */
+		unsigned int fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
+
+		ret = plan_page_wanted(r, pg) ?
+		      uffd_copy(m->uffd, dst,
 				(void *)(uintptr_t)(r->src + pg * PAGE_SZ),
-				PAGE_SZ, 0, &done);
-		if (ret == -EEXIST)
+				PAGE_SZ, 0, &done) : -ENODATA;
+		fills_end(&m->fills, fill);
+		if (ret == -ENODATA)	/* discarded just now */
+			ret = fault_zero(m, r, pg);
+		else if (ret == -EEXIST)
 			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 		else if (!ret)
 			ADD(m->cnt.copied, PAGE_SZ);
@@ -524,6 +547,9 @@ void mover_stats(const struct mover *m, struct uffdmove_stats *st)
 	st->bytes_zeroed = LOAD(mm->cnt.zeroed);
 	st->bytes_skipped = LOAD(mm->cnt.skipped);
 	st->bytes_discarded = LOAD(mm->cnt.discarded);
+	pthread_mutex_lock(&mm->fills.lock);
+	st->bytes_discard_raced = mm->fills.raced;
+	pthread_mutex_unlock(&mm->fills.lock);
 	st->faults = LOAD(mm->cnt.faults);
 	st->fault_ns_p50 = hist_quantile(&m->lat, 0.50);
 	st->fault_ns_p99 = hist_quantile(&m->lat, 0.99);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "fills.h"
 #include "hist.h"
 #include "pagemap.h"
 #include "plan.h"
@@ -53,6 +54,7 @@ struct mover {
 	size_t npinned;
 	struct counters cnt;
 	struct hist lat;
+	struct fills fills;		/* see fills.h */
 
 	size_t cursor;			/* atomic: next chunk to push in order */
 	pthread_mutex_t lock;		/* urgent queue, outbox, error */

@@ -38,6 +38,7 @@ static int arm(struct ring *r)
 	if (!r->read_armed && (sqe = io_uring_get_sqe(&r->uring))) {
 		io_uring_prep_read(sqe, r->uffd, r->msgs, sizeof(r->msgs), 0);
 		io_uring_sqe_set_data64(sqe, TAG_READ);
+		r->read_armed_ns = now_ns();
 		r->read_armed = queued = true;
 	}
 	if (r->sock >= 0 && !r->sock_armed &&
@@ -74,6 +75,7 @@ static int reap(struct ring *r, struct io_uring_cqe *cqe,
 		n = (size_t)res / sizeof(struct uffd_msg);
 		n = MIN(n, cap - ev->nmsgs);
 		memcpy(out + ev->nmsgs, r->msgs, n * sizeof(*out));
+		ev->read_since_ns = r->read_armed_ns;
 		ev->nmsgs += n;
 		return 0;
 	case TAG_SOCK:

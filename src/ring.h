@@ -21,10 +21,12 @@ struct ring {
 	int uffd, sock, efd;
 	struct uffd_msg msgs[RING_MSGS];
 	bool read_armed, sock_armed, efd_armed;
+	uint64_t read_armed_ns;	/* the armed READ reads events after this */
 };
 
 struct ring_events {
 	size_t nmsgs;		/* uffd messages copied out */
+	uint64_t read_since_ns;	/* they were read after this time */
 	bool sock;		/* socket readable or hung up */
 	bool efd;		/* eventfd signalled (already reset) */
 };

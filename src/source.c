@@ -489,6 +489,7 @@ struct run {
 	size_t npushers, started, exited;
 	bool needs_commit;
 	bool done_sent, fin;
+	bool query;		/* the target asked for counters */
 	uint64_t done_sent_ns;
 	uint64_t next_progress_ns, next_cb_bytes;
 	struct waiting *waiting;	/* faults to try again, see wait_fault */
@@ -589,7 +590,8 @@ static void periodic(struct run *run, bool force)
 }
 
 /* A target event other than a fault. */
-static int handle_event(struct run *run, const struct uffd_msg *msg)
+static int handle_event(struct run *run, const struct uffd_msg *msg,
+			uint64_t since)
 {
 	struct mover *m = &run->s->m;
 	uint64_t start, end;
@@ -598,20 +600,19 @@ static int handle_event(struct run *run, const struct uffd_msg *msg)
 	case UFFD_EVENT_REMOVE:
 	case UFFD_EVENT_UNMAP:
 		/*
-		 * Balloon, MADV_DONTNEED or munmap: those pages must never
-		 * be refilled with stale data; later faults read zeros.
-		 * Known window: the kernel lets the target's madvise zap as
-		 * soon as this event is read, before it is marked here; a
-		 * pusher COPY that starts in those microseconds can still
-		 * land behind the zap. Closing it needs the read and the
-		 * marking to exclude pushers, which would put every fault
-		 * behind a 2 MiB copy.
+		 * Balloon, MADV_DONTNEED or munmap: those pages are never
+		 * filled again; later faults read zeros. The kernel lets the
+		 * discard zap as soon as this event was read, so a fill that
+		 * started before this marking may land behind the zap: it
+		 * cannot be undone from here, only counted (fills.h). The
+		 * target's uffdmove_target_discard() has no such window.
 		 */
 		start = msg->arg.remove.start;
 		end = msg->arg.remove.end;
 		__atomic_fetch_add(&m->cnt.discarded,
 				   plan_discard(&m->plan, start, end - start),
 				   __ATOMIC_RELAXED);
+		fills_check_discard(&m->fills, start, end, since);
 		return 0;
 	case UFFD_EVENT_REMAP:
 		return mover_fail(m, -EPROTO,
@@ -666,7 +667,7 @@ static int serve_fault(struct run *run, uint64_t addr, uint64_t t_read)
  * EAGAIN until it is read, and must mark its range before any fault in
  * it is resolved. */
 static int handle_msgs(struct run *run, const struct uffd_msg *msgs, size_t n,
-		       uint64_t t_read)
+		       uint64_t t_read, uint64_t since)
 {
 	size_t i;
 	int ret;
@@ -676,7 +677,7 @@ static int handle_msgs(struct run *run, const struct uffd_msg *msgs, size_t n,
 	for (i = 0; i < n; i++) {
 		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
 			continue;
-		ret = handle_event(run, &msgs[i]);
+		ret = handle_event(run, &msgs[i], since);
 		if (ret)
 			return ret;
 	}
@@ -698,10 +699,15 @@ static int drain_uffd(struct run *run)
 	ssize_t got;
 	int ret, total = 0;
 
-	while ((got = read(run->s->m.uffd, batch, sizeof(batch))) > 0) {
+	for (;;) {
+		uint64_t since = now_ns();
+
+		got = read(run->s->m.uffd, batch, sizeof(batch));
+		if (got <= 0)
+			break;
 		ret = handle_msgs(run, batch,
 				  (size_t)got / sizeof(struct uffd_msg),
-				  now_ns());
+				  now_ns(), since);
 		if (ret)
 			return ret;
 		total += (int)(got / (ssize_t)sizeof(struct uffd_msg));
@@ -769,6 +775,9 @@ static int handle_message(struct run *run, const struct wire_msg *msg)
 					  "the target sent FIN before %s",
 					  run->done_sent ? "GO" : "DONE");
 		run->fin = true;
+		return 0;
+	case WIRE_QUERY:	/* fresh counters, e.g. to check DONE */
+		run->query = true;	/* answered once events are read */
 		return 0;
 	case WIRE_ABORT:
 		if (committed(run))
@@ -933,6 +942,23 @@ static int push_inline(struct run *run)
 	return 0;
 }
 
+/*
+ * Counters right now, after the events read with the question: a discard
+ * the target saw take effect was read by us before, so it is counted.
+ * After DONE the answer is DONE again, never mistaken for a PROGRESS sent
+ * before the question.
+ */
+static void answer_query(struct run *run)
+{
+	struct wire_msg answer = {
+		.type = run->done_sent ? WIRE_DONE : WIRE_PROGRESS
+	};
+
+	stats_now(run->s, &answer.stats);
+	send_msg(run->s, &answer, 100);
+	run->query = false;
+}
+
 /* A target that never commits, or never confirms DONE, must not keep the
  * old VMM waiting forever; nor may a caller's cancel. */
 static int check_deadlines(struct run *run)
@@ -993,13 +1019,16 @@ static int fault_loop(struct run *run)
 							     __ATOMIC_ACQUIRE)))
 			ret = handle_socket(run);
 		if (!ret)
-			ret = handle_msgs(run, msgs, ev.nmsgs, now_ns());
+			ret = handle_msgs(run, msgs, ev.nmsgs, now_ns(),
+					  ev.read_since_ns);
 		if (!ret)
 			ret = retry_faults(run);
 		if (!ret && inline_push)
 			ret = push_inline(run);
 		if (!ret)
 			ret = check_deadlines(run);
+		if (!ret && run->query)
+			answer_query(run);
 		if (ret || mover_fatal(m))
 			return mover_fatal(m) ? mover_fatal(m) : ret;
 		periodic(run, false);
@@ -1096,6 +1125,12 @@ out:
 	else if (s->m.move_failure)
 		ret = err_set(&s->err, -s->m.move_failure, "%s",
 			      s->m.err.msg);
+	else if (s->m.fills.raced)
+		err_set(&s->err, 0,
+			"warning: the target discarded 0x%llx+%llu (%llu bytes in all) with a raw madvise() while it was being filled: those pages may hold stale data; discard with uffdmove_target_discard()",
+			(unsigned long long)s->m.fills.first_start,
+			(unsigned long long)s->m.fills.first_len,
+			(unsigned long long)s->m.fills.raced);
 	s->state = SRC_ENDED;
 	return ret;
 }

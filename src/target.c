@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "classify.h"
+#include "discard.h"
 #include "pagemap.h"
 #include "peer.h"
 #include "probe.h"
@@ -24,6 +25,9 @@
 #include "uffd.h"
 #include "util.h"
 #include "wire.h"
+
+#define DISCARD_TIMEOUT_MS	5000
+#define QUERY_TIMEOUT_MS	1000
 
 enum target_state {
 	TGT_NEW,	/* registered, no handoff yet */
@@ -55,6 +59,7 @@ struct uffdmove_target {
 	bool source_gone;		/* atomic: the socket hung up */
 	bool done_seen;			/* DONE read (maybe before commit) */
 	uint64_t expected;		/* populated bytes, from ACCEPT */
+	struct discards discards;	/* see uffdmove_target_discard() */
 	struct err_buf err;
 };
 
@@ -227,6 +232,8 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	for (i = 0; i < n; i++)
 		t->thp[i] = vma_wants_thp(t->regions[i].addr, caps.thp_mode);
 	ret = alloc_thp_done(t);
+	if (!ret && discards_init(&t->discards, n))
+		ret = err_set(&t->err, ENOMEM, "out of memory");
 	if (ret)
 		goto fail;
 	ret = open_uffd(t);
@@ -257,6 +264,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 fail:
 	err_keep(&t->err, ret);
 	close_uffd(t);
+	discards_fini(&t->discards);
 	free_thp_done(t);
 	free(t->thp);
 	free(t->regions);
@@ -634,6 +642,32 @@ static int orphan(struct uffdmove_target *t, int err, const char *why)
 	return t->failure;
 }
 
+/* After DONE: ask the source for its counters now (it answers with DONE
+ * again), and wait a little for them. */
+static int query_stats(struct uffdmove_target *t)
+{
+	struct wire_msg m = { .type = WIRE_QUERY };
+	char buf[WIRE_MSG_MAX + 1];
+	int fds[PEER_FDS_MAX], len;
+	size_t nfds;
+
+	if (send_msg(t, &m, QUERY_TIMEOUT_MS))
+		return -ECONNRESET;
+	for (;;) {
+		len = peer_recv(t->sock, buf, sizeof(buf), fds, &nfds,
+				QUERY_TIMEOUT_MS);
+		if (nfds && nfds <= PEER_FDS_MAX)
+			peer_close_fds(fds, nfds);
+		if (len < 0)
+			return len;
+		if (!wire_decode(buf, (size_t)len, &m, NULL, 0) &&
+		    m.type == WIRE_DONE) {
+			t->st = m.stats;
+			return 0;
+		}
+	}
+}
+
 /*
  * DONE says every page with data is here: see that it is, before
  * unregistering turns what is missing into zeros. Pages the guest
@@ -656,7 +690,13 @@ static int check_done(struct uffdmove_target *t)
 	pm_close(&pm);
 	if (ret)
 		return orphan(t, ret, "reading /proc/self/pagemap at DONE");
-	if (here + t->st.bytes_discarded >= t->expected)
+	if (here + t->st.bytes_discarded + t->discards.bytes >= t->expected)
+		return 1;
+	/* DONE's count misses discards the source read after sending it.
+	 * Any discard that emptied a page before our count was read by the
+	 * source before it zapped: a count asked for now has it. */
+	if (query_stats(t) == 0 &&
+	    here + t->st.bytes_discarded + t->discards.bytes >= t->expected)
 		return 1;
 	return orphan(t, -EPROTO,
 		      "the source said DONE, but guest RAM holds fewer bytes than it announced");
@@ -674,6 +714,12 @@ static int finish(struct uffdmove_target *t)
 	send_msg(t, &fin, 1000);	/* the source may leave now */
 	close_uffd(t);
 	t->state = TGT_DONE;
+	/* No fill can come now: what was discarded is freed for real. */
+	discards_release(&t->discards, t->regions);
+	if (t->st.bytes_discard_raced)
+		err_set(&t->err, 0,
+			"warning: %llu bytes discarded with a raw madvise() during the handoff may have been refilled with stale data; discard with uffdmove_target_discard()",
+			(unsigned long long)t->st.bytes_discard_raced);
 	/*
 	 * THP comes back only now. MADV_COLLAPSE takes the mmap lock for
 	 * writing; done during the handoff it queued every fault's COPY
@@ -809,6 +855,50 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 	return ret == 1 ? finish(t) : ret;
 }
 
+UFFDMOVE_EXPORT int uffdmove_target_discard(struct uffdmove_target *t,
+					    void *addr, size_t len)
+{
+	uint64_t a = (uintptr_t)addr, end = a + len;
+	size_t i;
+	int ret;
+
+	if (!t)
+		return -EINVAL;
+	err_clear(&t->err);
+	if (!len || !IS_ALIGNED(a | len, PAGE_SZ) || end < a)
+		return err_set(&t->err, EINVAL,
+			       "discard %p+%zu: must be non-empty, page aligned and not wrap",
+			       addr, len);
+	for (i = 0; i < t->nregions; i++)
+		if (a >= t->regions[i].addr &&
+		    end <= t->regions[i].addr + t->regions[i].len)
+			break;
+	if (i == t->nregions)
+		return err_set(&t->err, EINVAL,
+			       "discard %p+%zu: not inside one region", addr,
+			       len);
+	switch (t->state) {
+	case TGT_RUNNING:
+	case TGT_ORPHANED:
+		ret = discards_fence(&t->discards, t->uffd, t->regions, i, a,
+				     len, DISCARD_TIMEOUT_MS);
+		if (ret)
+			return err_set(&t->err, -ret,
+				       "discard of region '%s' 0x%llx+%zu: %s",
+				       t->regions[i].name,
+				       (unsigned long long)a, len,
+				       strerror(-ret));
+		return 0;
+	case TGT_DONE:
+		return madvise(addr, len, MADV_DONTNEED) ?
+		       err_set(&t->err, errno, "madvise: %s",
+			       strerror(errno)) : 0;
+	default:
+		return err_set(&t->err, EINVAL,
+			       "discard: guest RAM is not the target's before the commit");
+	}
+}
+
 UFFDMOVE_EXPORT int uffdmove_target_fd(const struct uffdmove_target *t)
 {
 	return t ? t->epfd : -EINVAL;
@@ -848,6 +938,7 @@ UFFDMOVE_EXPORT int uffdmove_target_stats(const struct uffdmove_target *t,
 		return -EINVAL;
 	*st = t->st;
 	st->thp_collapsed = t->thp_collapsed;
+	st->bytes_discarded += t->discards.bytes;
 	if (t->t_start)
 		st->elapsed_ns = (t->t_end ? t->t_end : now_ns()) - t->t_start;
 	return 0;
@@ -871,6 +962,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	close_uffd(t);
 	if (t->epfd >= 0)
 		close(t->epfd);
+	discards_fini(&t->discards);
 	free_thp_done(t);
 	free(t->thp);
 	free(t->regions);

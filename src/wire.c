@@ -31,6 +31,7 @@ static const size_t stats_words[] = {
 	offsetof(struct uffdmove_stats, pinned_skipped),
 	offsetof(struct uffdmove_stats, eagain_retries),
 	offsetof(struct uffdmove_stats, elapsed_ns),
+	offsetof(struct uffdmove_stats, bytes_discard_raced),
 };
 #define STATS_LEN	(WIRE_STATS_WORDS * 8)
 _Static_assert(ARRAY_SIZE(stats_words) + 1 <= WIRE_STATS_WORDS,
@@ -441,6 +442,7 @@ const char *wire_type_name(uint32_t type)
 		[WIRE_DONE] = "DONE",
 		[WIRE_FIN] = "FIN",
 		[WIRE_ABORT] = "ABORT",
+		[WIRE_QUERY] = "QUERY",
 	};
 
 	if (type >= ARRAY_SIZE(names) || !names[type])

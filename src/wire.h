@@ -15,6 +15,8 @@
  *	RANGE_DONE n u32, reserved u32, ranges[n]	THP chunks complete
  *	FIN	(empty)			target unregistered after DONE
  *	ABORT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
+ *	QUERY	(empty)			target: counters now, please (after
+ *					DONE the answer is DONE again)
  */
 #ifndef UFFDMOVE_WIRE_H
 #define UFFDMOVE_WIRE_H
@@ -40,7 +42,8 @@ enum wire_type {
 	WIRE_DONE,
 	WIRE_FIN,
 	WIRE_ABORT,
-	WIRE_TYPE_MAX = WIRE_ABORT,
+	WIRE_QUERY,
+	WIRE_TYPE_MAX = WIRE_QUERY,
 };
 
 #define WIRE_REGION_THP	(1u << 0)

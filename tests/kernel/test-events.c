@@ -18,6 +18,8 @@
 #include "guest.h"
 #include "harness.h"
 
+#define ALIGN_PAGE(x)	((x) & ~(T_PAGE - 1))
+
 static uint64_t mono_ns(void)
 {
 	struct timespec ts;
@@ -291,11 +293,119 @@ static int faults_never_dropped(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * Item 2: discards just ahead of the push. A raw MADV_DONTNEED proceeds
+ * as soon as the source reads its REMOVE event, so a fill already past
+ * its check could land behind the zap: stale data in a page the guest
+ * freed. uffdmove_target_discard() must leave every such page zero; a raw
+ * madvise must at least be reported (bytes_discard_raced).
+ */
+#define DISCARD_AHEAD	(4UL << 20)	/* past the push frontier */
+#define DISCARD_PAGES	8		/* per round */
+
+/* The first 2 MiB chunk whose first wanted page has not arrived. */
+static size_t push_frontier(const struct pair *p, size_t from)
+{
+	size_t n = p->dst.spec[0].len / T_HPAGE, c;
+
+	for (c = from; c < n; c++)
+		if (!(t_pagemap(p->dst.addr[0] + c * T_HPAGE) & T_PM_PRESENT))
+			return c;
+	return n;
+}
+
+static int discard_ahead(bool fenced, uint64_t *stale, uint64_t *raced)
+{
+	static const struct guest layout = {
+		.n = 1, .seed = 707, .hole_pct = 0,
+		.spec = { { "ram0", 128UL << 20, false, 0 } },
+	};
+	size_t npages = layout.spec[0].len / T_PAGE, i, c = 0, off;
+	unsigned int seed = fenced ? 1 : 2;
+	uint8_t *gone, *a;
+	struct pair p;
+	int ret = 0;
+
+	gone = calloc(npages, 1);
+	pair_start(&p, &layout, UFFDMOVE_MODE_COPY, 2);
+	a = p.dst.addr[0];
+	while ((ret = uffdmove_target_process(p.t)) == 0) {
+		c = push_frontier(&p, c);
+		for (i = 0; i < DISCARD_PAGES; i++) {
+			off = ALIGN_PAGE(c * T_HPAGE +
+					 (size_t)rand_r(&seed) % DISCARD_AHEAD);
+			if (off >= layout.spec[0].len)
+				break;
+			if (fenced)
+				T_CHECK(uffdmove_target_discard(p.t, a + off,
+								T_PAGE) == 0,
+					"discard: %s",
+					uffdmove_target_error(p.t));
+			else
+				madvise(a + off, T_PAGE, MADV_DONTNEED);
+			gone[off / T_PAGE] = 1;
+		}
+	}
+	T_CHECK(ret == 1, "handoff: %d %s", ret, uffdmove_target_error(p.t));
+	pair_join(&p);
+	T_CHECK(p.run_ret == 0, "source: %s", p.err);
+	*stale = 0;
+	for (i = 0; i < npages; i++) {
+		if (gone[i]) {
+			*stale += !t_is_zero(a + i * T_PAGE, T_PAGE);
+			continue;
+		}
+		T_CHECK(t_verify(a + i * T_PAGE, T_PAGE, p.dst.seed, i,
+				 &off) == 0, "page %zu wrong at +%zu", i, off);
+	}
+	*raced = p.st.bytes_discard_raced;
+	for (i = 0, off = 0; i < npages; i++)
+		off += gone[i];
+	printf("  %s: %zu pages discarded ahead of the push, %" PRIu64
+	       " stale, %" PRIu64 " bytes reported raced\n",
+	       fenced ? "uffdmove_target_discard" : "raw madvise", off,
+	       *stale, *raced);
+	free(gone);
+	pair_end(&p);
+	return T_PASS;
+}
+
+static int discard_fenced(struct t_ctx *ctx)
+{
+	uint64_t stale, raced;
+	int round;
+
+	for (round = 0; round < 4; round++) {
+		if (discard_ahead(true, &stale, &raced))
+			return T_FAIL;
+		T_CHECK(!stale, "%" PRIu64 " discarded pages hold stale data",
+			stale);
+	}
+	return T_PASS;
+}
+
+static int discard_raw_reported(struct t_ctx *ctx)
+{
+	uint64_t stale, raced;
+	int round;
+
+	for (round = 0; round < 4; round++) {
+		if (discard_ahead(false, &stale, &raced))
+			return T_FAIL;
+		T_CHECK(stale * T_PAGE <= raced,
+			"%" PRIu64 " stale pages, only %" PRIu64
+			" bytes reported raced", stale, raced);
+	}
+	return T_PASS;
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
 		{ "move-with-discards", move_with_discards },
 		{ "faults-never-dropped", faults_never_dropped },
+		{ "discard-fenced", discard_fenced },
+		{ "discard-raw-reported", discard_raw_reported },
 	};
 	struct uffdmove_caps caps;
 	struct t_ctx ctx = { .caps = &caps };

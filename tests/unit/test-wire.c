@@ -124,6 +124,7 @@ static void stats(struct uffdmove_stats *st, uint64_t salt)
 	st->pinned_skipped = 0x1010000000000010ULL ^ salt;
 	st->eagain_retries = 0x1111000000000011ULL ^ salt;
 	st->elapsed_ns = 0x1212000000000012ULL ^ salt;
+	st->bytes_discard_raced = 0x1313000000000013ULL ^ salt;
 	st->primitive = 0xdeadbe02u ^ (uint32_t)salt;
 	st->move_unused_reason = 0xfeedf00du ^ (uint32_t)salt;
 }
@@ -188,6 +189,7 @@ static void assert_stats_equal(const struct uffdmove_stats *a,
 	assert_int_equal(a->move_ebusy, b->move_ebusy);
 	assert_int_equal(a->pinned_skipped, b->pinned_skipped);
 	assert_int_equal(a->eagain_retries, b->eagain_retries);
+	assert_true(a->bytes_discard_raced == b->bytes_discard_raced);
 	assert_int_equal(a->elapsed_ns, b->elapsed_ns);
 	assert_int_equal(a->primitive, b->primitive);
 	assert_int_equal(a->move_unused_reason, b->move_unused_reason);
@@ -425,6 +427,8 @@ static void test_roundtrip_empty(void **state)
 	assert_int_equal(round_trip(&m, b), HDR);
 	simple(&m, WIRE_FIN);
 	assert_int_equal(round_trip(&m, b), HDR);
+	simple(&m, WIRE_QUERY);
+	assert_int_equal(round_trip(&m, b), HDR);
 }
 
 static void test_roundtrip_stats(void **state)
@@ -507,10 +511,11 @@ static void test_layout(void **state)
 	assert_int_equal(get64(b, BODY + 0 * 8), m.stats.bytes_total);
 	assert_int_equal(get64(b, BODY + 7 * 8), m.stats.faults);
 	assert_int_equal(get64(b, BODY + 17 * 8), m.stats.elapsed_ns);
-	assert_int_equal(get64(b, BODY + 18 * 8),
+	assert_int_equal(get64(b, BODY + 18 * 8), m.stats.bytes_discard_raced);
+	assert_int_equal(get64(b, BODY + 19 * 8),
 			 m.stats.primitive |
 			 (uint64_t)m.stats.move_unused_reason << 32);
-	for (len = 19; len < WIRE_STATS_WORDS; len++)
+	for (len = 20; len < WIRE_STATS_WORDS; len++)
 		assert_int_equal(get64(b, BODY + len * 8), 0);
 
 	reason(&m, WIRE_ABORT, ENOMEM, "out of memory");
@@ -524,7 +529,7 @@ static void test_type_names(void **state)
 {
 	static const char *const names[] = {
 		NULL, "HELLO", "ACCEPT", "REJECT", "GO", "PROGRESS",
-		"RANGE_DONE", "DONE", "FIN", "ABORT",
+		"RANGE_DONE", "DONE", "FIN", "ABORT", "QUERY",
 	};
 	uint32_t t;
 
@@ -992,7 +997,7 @@ static void test_stats_msgs(void **state)
 		len = encode(&m, b);
 
 		/* each reserved stats word, low and high bit */
-		for (w = 19; w < WIRE_STATS_WORDS; w++) {
+		for (w = 20; w < WIRE_STATS_WORDS; w++) {
 			char word[32];
 
 			snprintf(word, sizeof(word), "reserved stats word %u",

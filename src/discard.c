@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "discard.h"
+#include "uffd.h"
+#include "util.h"
+
+#define EAGAIN_PAUSE_US	20
+
+int discards_init(struct discards *d, size_t nregions)
+{
+	memset(d, 0, sizeof(*d));
+	d->pages = calloc(nregions, sizeof(*d->pages));
+	if (!d->pages)
+		return -ENOMEM;
+	d->nregions = nregions;
+	return 0;
+}
+
+void discards_fini(struct discards *d)
+{
+	size_t i;
+
+	for (i = 0; d->pages && i < d->nregions; i++)
+		free(d->pages[i]);
+	free(d->pages);
+	d->pages = NULL;
+}
+
+/* Map the zero page wherever [a, end) is missing; present pages stay. */
+static int zero_missing(int uffd, uint64_t a, uint64_t end, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	size_t done;
+	int ret;
+
+	while (a < end) {
+		ret = uffd_zeropage(uffd, a, end - a, &done);
+		a += ALIGN_DOWN(done, PAGE_SZ);
+		if (!ret)
+			continue;
+		if (ret == -EEXIST) {		/* there already: zeroed next */
+			a += PAGE_SZ;
+			continue;
+		}
+		if (ret != -EAGAIN)
+			return ret;
+		if (done)
+			continue;
+		/* An event is pending; its reader (the source, or the
+		 * keeper once the source is gone) lifts it soon. */
+		if (now_ns() > deadline)
+			return -ETIMEDOUT;
+		usleep(EAGAIN_PAUSE_US);
+	}
+	return 0;
+}
+
+static bool page_is_zero(const uint64_t *p)
+{
+	size_t i;
+
+	for (i = 0; i < PAGE_SZ / sizeof(*p); i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+int discards_fence(struct discards *d, int uffd,
+		   const struct session_region *regions, size_t r,
+		   uint64_t addr, uint64_t len, int timeout_ms)
+{
+	const struct session_region *reg = &regions[r];
+	size_t words = (reg->len / PAGE_SZ + 63) / 64, pg;
+	uint64_t a;
+	int ret;
+
+	if (!d->pages[r]) {
+		d->pages[r] = calloc(words, sizeof(uint64_t));
+		if (!d->pages[r])
+			return -ENOMEM;
+	}
+	ret = zero_missing(uffd, addr, addr + len, timeout_ms);
+	if (ret)
+		return ret;
+	/* Every page is present now, so nothing can be filled in: what
+	 * arrived before is cleared here. Reading a zero page is free. */
+	for (a = addr; a < addr + len; a += PAGE_SZ) {
+		uint64_t *p = (uint64_t *)(uintptr_t)a;
+
+		if (!page_is_zero(p))
+			memset(p, 0, PAGE_SZ);
+		pg = (a - reg->addr) / PAGE_SZ;
+		d->pages[r][pg / 64] |= 1ULL << (pg % 64);
+	}
+	d->bytes += len;
+	return 0;
+}
+
+void discards_release(struct discards *d,
+		      const struct session_region *regions)
+{
+	size_t r, pg, end, n;
+
+	for (r = 0; d->pages && r < d->nregions; r++) {
+		if (!d->pages[r])
+			continue;
+		n = regions[r].len / PAGE_SZ;
+		for (pg = 0; pg < n; pg = end) {
+			if (!(d->pages[r][pg / 64] >> (pg % 64) & 1)) {
+				end = pg + 1;
+				continue;
+			}
+			for (end = pg; end < n &&
+			     (d->pages[r][end / 64] >> (end % 64) & 1); end++)
+				;
+			madvise((void *)(uintptr_t)(regions[r].addr +
+						    pg * PAGE_SZ),
+				(end - pg) * PAGE_SZ, MADV_DONTNEED);
+		}
+		free(d->pages[r]);
+		d->pages[r] = NULL;
+	}
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Discards during a handoff, fenced against fills (doc/design.md,
+ * "Discards"). MADV_DONTNEED on a missing page cannot be ordered against a
+ * fill already in flight: the kernel completes the REMOVE event when it is
+ * read and zaps afterwards, so a fill can land behind the zap. Instead the
+ * range is made present first, as zero pages where it was missing (a fill
+ * then finds the page there and never lands) and zeroed where data already
+ * arrived; the memory itself is released once the handoff is over and no
+ * fill can come any more.
+ */
+#ifndef UFFDMOVE_DISCARD_H
+#define UFFDMOVE_DISCARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "session.h"
+
+struct discards {
+	uint64_t **pages;	/* per region: one bit per page, lazily */
+	size_t nregions;
+	uint64_t bytes;		/* discarded through the fence */
+};
+
+int discards_init(struct discards *d, size_t nregions);
+void discards_fini(struct discards *d);
+
+/*
+ * Zero [@addr, @addr + @len) of region @r (page aligned, inside it) so
+ * that no fill can ever land there, through @uffd, and remember it.
+ * 0 or -errno; -EAGAIN is retried while the holder reads the event that
+ * causes it, up to @timeout_ms.
+ */
+int discards_fence(struct discards *d, int uffd,
+		   const struct session_region *regions, size_t r,
+		   uint64_t addr, uint64_t len, int timeout_ms);
+
+/* After unregistering: give the memory of every fenced range back. */
+void discards_release(struct discards *d,
+		      const struct session_region *regions);
+
+#endif /* UFFDMOVE_DISCARD_H */

@@ -233,7 +233,8 @@ int uffdmove_target_new(struct uffdmove_target **out,
  *
  * Blocking (bounded by the handshake deadline).
  *
- * @return 0: accepted, the guest may run now; -ETIMEDOUT; -ECONNRESET
+ * @return 0: accepted (resume the guest only after the first
+ *	   uffdmove_target_process() committed); -ETIMEDOUT; -ECONNRESET
  *	   the source went away; -EINVAL called twice or bad socket; -EPERM
  *	   the source is not the expected peer. When the source REJECTs, its
  *	   errno is returned with its message: -EINVAL regions do not match,

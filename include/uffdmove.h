@@ -422,7 +422,8 @@ int uffdmove_source_declare_pinned(struct uffdmove_source *s, void *addr,
  *
  * Blocking (bounded by the handshake deadline).
  *
- * @return 0: the target may resume its guest; -EPERM peer not authorised;
+ * @return 0: the target may commit (uffdmove_source_run() says whether it
+ *	   did); -EPERM peer not authorised;
  *	   -EPROTO malformed HELLO or wrong fd count; -EINVAL regions do not
  *	   match (message names the region and both values) or called out of
  *	   order; -EOPNOTSUPP MODE_MOVE but the kernel cannot move here;

@@ -101,6 +101,14 @@ static _Noreturn void quitter(int sock, enum ending how, unsigned int us)
 	_exit(0);
 }
 
+/* The old VMM's guest, kept out of the forked targets (no COW sharing). */
+static void source_guest(struct guest *g)
+{
+	guest_map(g);
+	guest_fill(g);
+	madvise(g->map[0], g->maplen[0], MADV_DONTFORK);
+}
+
 static struct uffdmove_source *source_setup(struct guest *g, int sock,
 					    uint32_t mode)
 {
@@ -152,9 +160,7 @@ static int end_before_commit(struct t_ctx *ctx, uint32_t mode)
 	unsigned int i, seed = 4242 + mode;
 	char why[256];
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	source_guest(&g);
 	for (i = 0; i < ITERATIONS; i++) {
 		enum ending how = (enum ending)(i % END_KINDS);
 		unsigned int us = (unsigned int)(rand_r(&seed) % 80000);
@@ -202,9 +208,7 @@ static int no_confirmation(struct t_ctx *ctx)
 	int sv[2], ret;
 	pid_t pid;
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	source_guest(&g);
 	pid = fork_target(sv);
 	if (pid == 0) {
 		struct guest d;
@@ -253,9 +257,7 @@ static int cancel_crosses_commit(struct t_ctx *ctx)
 	unsigned int i, seed = 99, before = 0, after = 0;
 	char why[256];
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	source_guest(&g);
 	for (i = 0; i < ITERATIONS; i++) {
 		unsigned int us = (unsigned int)(rand_r(&seed) % 3000);
 		unsigned int them = (unsigned int)(rand_r(&seed) % 3000);
@@ -320,9 +322,7 @@ static int cancel_before_run(struct t_ctx *ctx)
 	int sv[2], ret, status;
 	pid_t pid;
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	source_guest(&g);
 	pid = fork_target(sv);
 	if (pid == 0) {
 		struct guest d;

@@ -30,7 +30,23 @@ void discards_fini(struct discards *d)
 	d->pages = NULL;
 }
 
-/* Map the zero page wherever [a, end) is missing; present pages stay. */
+static const uint8_t zeros[PAGE_SZ] __attribute__((aligned(PAGE_SZ)));
+
+/*
+ * ZEROPAGE refuses a poisoned page (the source died under the POISON
+ * policy) as if it were present, and reading it raises SIGBUS; COPY
+ * replaces the marker. A page really present refuses both.
+ */
+static int unpoison(int uffd, uint64_t a)
+{
+	size_t done;
+	int ret = uffd_copy(uffd, a, zeros, PAGE_SZ, 0, &done);
+
+	return ret == -EEXIST ? 0 : ret;
+}
+
+/* Map the zero page wherever [a, end) is missing, or poisoned; present
+ * pages stay. */
 static int zero_missing(int uffd, uint64_t a, uint64_t end, int timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
@@ -43,7 +59,11 @@ static int zero_missing(int uffd, uint64_t a, uint64_t end, int timeout_ms)
 		if (!ret)
 			continue;
 		if (ret == -EEXIST) {		/* there already: zeroed next */
-			a += PAGE_SZ;
+			ret = unpoison(uffd, a);
+			if (ret && ret != -EAGAIN)
+				return ret;
+			if (!ret)
+				a += PAGE_SZ;
 			continue;
 		}
 		if (ret != -EAGAIN)

@@ -747,6 +747,76 @@ static int done_without_data(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/* The raw source gives up after the commit: ACCEPT, GO read, ABORT. */
+static int quitting_source(int sock)
+{
+	unsigned char buf[WIRE_MSG_MAX + 1];
+	struct wire_msg m;
+	int fds[PEER_FDS_MAX], len;
+	size_t nfds;
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
+	if (nfds && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	T_CHECK(len > 0, "no HELLO from the target (%d)", len);
+	m = (struct wire_msg){ .type = WIRE_ACCEPT };
+	m.accept.primitive = UFFDMOVE_PRIM_COPY;
+	T_CHECK(send_wire(sock, &m) == 0, "sending ACCEPT");
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
+	T_CHECK(len > 0 && !wire_decode(buf, (size_t)len, &m, NULL, 0) &&
+		m.type == WIRE_GO, "no GO from the target (%d)", len);
+	m = (struct wire_msg){ .type = WIRE_ABORT };
+	m.reason.errnum = EIO;
+	strcpy(m.reason.text, "raw source: gives up");
+	T_CHECK(send_wire(sock, &m) == 0, "sending ABORT");
+	return T_PASS;
+}
+
+/*
+ * After the source gave up, the POISON policy poisons every missing page;
+ * a discard there must still make the range read zero, not raise SIGBUS
+ * inside the library (ZEROPAGE takes a poisoned page for a present one).
+ */
+static int discard_poisoned(struct t_ctx *ctx)
+{
+	struct uffdmove_region r = { "ram0", NULL, LIAR_LEN };
+	struct uffdmove_target_opts o;
+	struct uffdmove_target *t;
+	int sv[2], ret, status;
+	pid_t pid;
+
+	if (!ctx->caps->poison)
+		return t_case_skip(ctx, "kernel has no UFFDIO_POISON");
+	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
+	pid = fork();
+	if (pid == 0) {
+		t_child(30);
+		close(sv[1]);
+		_exit(quitting_source(sv[0]));
+	}
+	close(sv[0]);
+	r.addr = t_map(LIAR_LEN, false);
+	uffdmove_target_opts_init(&o);
+	o.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_POISON;
+	T_CHECK(uffdmove_target_new(&t, &r, 1, &o) == 0, "target_new: %s",
+		uffdmove_new_error());
+	T_CHECK(uffdmove_target_handoff(t, sv[1]) == 0, "handoff: %s",
+		uffdmove_target_error(t));
+	ret = uffdmove_target_wait(t, 5000);
+	T_CHECK(ret == -EIO, "wait returned %d: %s", ret,
+		uffdmove_target_error(t));
+	status = t_wait(pid);
+	T_CHECK(WIFEXITED(status) && !WEXITSTATUS(status), "raw source failed");
+	ret = uffdmove_target_discard(t, r.addr, 2 * T_HPAGE);
+	T_CHECK(ret == 0, "discard: %d %s", ret, uffdmove_target_error(t));
+	T_CHECK(t_is_zero(r.addr, 2 * T_HPAGE), "discarded range not zero");
+	printf("  poisoned range discarded, reads zero\n");
+	uffdmove_target_free(t);	/* the rest stays poisoned */
+	close(sv[1]);
+	t_unmap(r.addr, LIAR_LEN);
+	return T_PASS;
+}
+
 /* ------------------------------------------------------- bad HELLOs */
 
 /* Zero bytes is a message on SOCK_SEQPACKET, not a hang-up. */
@@ -822,6 +892,7 @@ int main(void)
 		{ "accept-retry-no-leak", accept_retry_no_leak },
 		{ "range-done-flood", range_done_flood },
 		{ "done-without-data", done_without_data },
+		{ "discard-poisoned", discard_poisoned },
 		{ "zero-length-hello", zero_length_hello },
 		{ "uffd-without-api", uffd_without_api },
 	};

@@ -490,6 +490,8 @@ struct run {
 	bool needs_commit;
 	bool done_sent, fin;
 	bool query;		/* the target asked for counters */
+	bool target_aborted;	/* it said ABORT before committing */
+	uint64_t early_faults;	/* served before its commit */
 	uint64_t done_sent_ns;
 	uint64_t next_progress_ns, next_cb_bytes;
 	struct waiting *waiting;	/* faults to try again, see wait_fault */
@@ -627,6 +629,11 @@ static int handle_event(struct run *run, const struct uffd_msg *msg,
 	}
 }
 
+static bool committed(struct run *run)
+{
+	return __atomic_load_n(&run->s->m.committed, __ATOMIC_ACQUIRE);
+}
+
 /*
  * Keep a fault for later: an event is pending (EAGAIN), or another thread
  * holds its chunk. Never dropped: its thread sleeps until someone wakes it.
@@ -660,6 +667,8 @@ static int serve_fault(struct run *run, uint64_t addr, uint64_t t_read)
 		return mover_fail(m, ret, "resolving a fault at 0x%llx: %s",
 				  (unsigned long long)addr, strerror(-ret));
 	hist_add(&m->lat, now_ns() - t_read);
+	if (!committed(run))	/* the rule: no touch before the commit */
+		run->early_faults++;
 	return 0;
 }
 
@@ -736,11 +745,6 @@ static int retry_faults(struct run *run)
 	return ret < 0 ? ret : 0;
 }
 
-static bool committed(struct run *run)
-{
-	return __atomic_load_n(&run->s->m.committed, __ATOMIC_ACQUIRE);
-}
-
 /*
  * The target left: judged only after every message it left behind was
  * read, because a reset is reported before the data still queued. The
@@ -784,6 +788,7 @@ static int handle_message(struct run *run, const struct wire_msg *msg)
 			return mover_fail(m, -ECONNRESET,
 					  "the target aborted after committing: %s",
 					  msg->reason.text);
+		run->target_aborted = true;
 		return mover_fail(m, -ECANCELED, "the target aborted");
 	default:
 		return mover_fail(m, -EPROTO, "unexpected %s from the target",
@@ -1037,6 +1042,26 @@ static int fault_loop(struct run *run)
 }
 
 /*
+ * The target touched guest RAM before it committed: its guest may have
+ * run, although the commit never came. Resuming the old guest too would
+ * run it twice: say so with an error that is not -ECANCELED.
+ */
+static int end_touched(struct run *run)
+{
+	struct uffdmove_source *s = run->s;
+	struct wire_msg abort_msg = { .type = WIRE_ABORT };
+
+	abort_msg.reason.errnum = ECONNRESET;
+	str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text),
+		 s->m.err.msg);
+	send_msg(s, &abort_msg, 100);
+	shutdown(s->sock, SHUT_RDWR);
+	return err_set(&s->err, ECONNRESET,
+		       "%s; the target never committed, but it touched guest RAM %llu times before (its guest may have run): do not resume the old guest",
+		       s->m.err.msg, (unsigned long long)run->early_faults);
+}
+
+/*
  * The session failed with @ret. Whatever ended it, a target that never
  * committed never ran the guest: say so with -ECANCELED, the one answer
  * that lets the old VMM resume. Then tell the target why.
@@ -1050,6 +1075,8 @@ static int end_failed(struct run *run, int ret)
 
 	if (!committed(run))
 		settle_commit(run);
+	if (!committed(run) && run->early_faults && !run->target_aborted)
+		return end_touched(run);
 	if (!committed(run))
 		ret = -ECANCELED;
 	else if (ret == -ECANCELED)	/* its GO crossed our end */

@@ -784,7 +784,11 @@ static int read_messages(struct uffdmove_target *t)
 				return 1;
 			break;
 		case WIRE_ABORT:
-			if (t->state == TGT_ACCEPTED)
+			/* Before the commit ECANCELED gives the guest back;
+			 * anything else (we touched guest RAM early) must not
+			 * unregister it under threads that may be running. */
+			if (t->state == TGT_ACCEPTED &&
+			    m.reason.errnum == ECANCELED)
 				return cancelled(t, m.reason.text);
 			/* -ECANCELED says "never committed": not ours now. */
 			ret = -(int)m.reason.errnum;

@@ -314,6 +314,62 @@ static int cancel_crosses_commit(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+static void *touch_all(void *arg)
+{
+	struct guest *d = arg;
+	size_t p;
+	uint64_t sum = 0;
+
+	for (p = 0; p < d->spec[0].len / T_PAGE; p++)
+		sum += *(volatile uint64_t *)(d->addr[0] + p * T_PAGE);
+	return (void *)(uintptr_t)sum;
+}
+
+/*
+ * A new VMM that breaks the rule and runs its guest before committing:
+ * when the session then ends, its guest may have run, so the old VMM is
+ * told not to resume (not -ECANCELED), and the new one does not
+ * unregister guest RAM under its running threads.
+ */
+static int touch_before_commit(struct t_ctx *ctx)
+{
+	struct guest g = layout;
+	struct uffdmove_source *s;
+	int sv[2], ret, status;
+	pid_t pid;
+
+	source_guest(&g);
+	pid = fork_target(sv);
+	if (pid == 0) {
+		struct guest d;
+		struct uffdmove_target *t = target_setup(&d, sv[1], 0, &ret);
+		pthread_t tid;
+
+		if (ret || pthread_create(&tid, NULL, touch_all, &d))
+			_exit(52);
+		sleep_us(20000);
+		ret = uffdmove_target_process(t);
+		_exit(ret == -ECONNRESET ? 0 : 53);
+	}
+	s = source_setup(&g, sv[0], UFFDMOVE_MODE_COPY);
+	sleep_us(10000);
+	T_CHECK(uffdmove_source_cancel(s) == 0, "cancel");
+	ret = uffdmove_source_run(s);
+	printf("  run: %d %s\n", ret, uffdmove_source_error(s));
+	T_CHECK(ret == -ECONNRESET, "run returned %d: %s", ret,
+		uffdmove_source_error(s));
+	T_CHECK(strstr(uffdmove_source_error(s), "do not resume"),
+		"message: %s", uffdmove_source_error(s));
+	status = t_wait(pid);
+	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"the target did not keep its guest RAM registered (status 0x%x)",
+		status);
+	uffdmove_source_free(s);
+	close(sv[0]);
+	guest_unmap(&g);
+	return T_PASS;
+}
+
 /* A cancel before run: it returns at once, the target cannot commit. */
 static int cancel_before_run(struct t_ctx *ctx)
 {
@@ -360,6 +416,7 @@ int main(void)
 		{ "no-confirmation-deadline", no_confirmation },
 		{ "cancel-crosses-commit", cancel_crosses_commit },
 		{ "cancel-before-run", cancel_before_run },
+		{ "touch-before-commit", touch_before_commit },
 	};
 	struct uffdmove_caps caps;
 	struct t_ctx ctx = { .caps = &caps };

@@ -147,7 +147,10 @@ struct uffdmove_stats {
 	uint64_t bytes_copied;	  /* handed over by UFFDIO_COPY */
 	uint64_t bytes_zeroed;	  /* resolved by UFFDIO_ZEROPAGE */
 	uint64_t bytes_skipped;	  /* source holes left for the target */
-	uint64_t bytes_discarded; /* removed by the target before arrival */
+	uint64_t bytes_discarded; /* discarded by the target during the
+				     handoff (raw madvise, as the source saw
+				     it; target's stats: plus its own
+				     uffdmove_target_discard()) */
 	uint64_t faults;	  /* faults served */
 	uint64_t fault_ns_p50;	  /* fault service latency, read to wake */
 	uint64_t fault_ns_p99;
@@ -253,8 +256,8 @@ int uffdmove_target_handoff(struct uffdmove_target *t, int sock);
  * handoff (the point of no return). Sends ABORT and unregisters the regions;
  * the source then keeps all of its guest memory (it copies, never moves,
  * before the commit) and may resume the old VMM. Pages already copied here
- * are discarded with the mapping's contents: the caller should unmap or
- * reuse the regions.
+ * stay in the mappings and mean nothing: the caller should unmap or reuse
+ * the regions.
  *
  * @return 0; -EINVAL if there is no accepted, uncommitted handoff.
  */
@@ -469,7 +472,8 @@ int uffdmove_source_run(struct uffdmove_source *s);
  * has not committed (it then can no longer commit, and the old VMM keeps
  * its guest), else with -ECONNABORTED (the guest runs in the target, whose
  * missing pages then block or are poisoned under its policy). Called
- * before uffdmove_source_run(), that call returns at once.
+ * before uffdmove_source_run(), that call returns after its first look at
+ * the socket and the uffd (a GO already queued still counts).
  *
  * Not blocking. Thread safe; it is a caller bug to call it concurrently
  * with, or after, uffdmove_source_free().

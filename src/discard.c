@@ -120,6 +120,18 @@ int discards_fence(struct discards *d, int uffd,
 	return 0;
 }
 
+bool discards_any(const struct discards *d,
+		  const struct session_region *regions, size_t r,
+		  uint64_t addr, uint64_t len)
+{
+	size_t pg = (addr - regions[r].addr) / PAGE_SZ, end = pg + len / PAGE_SZ;
+
+	for (; d->pages[r] && pg < end; pg++)
+		if (d->pages[r][pg / 64] >> (pg % 64) & 1)
+			return true;
+	return false;
+}
+
 void discards_release(struct discards *d,
 		      const struct session_region *regions)
 {

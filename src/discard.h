@@ -12,6 +12,7 @@
 #ifndef UFFDMOVE_DISCARD_H
 #define UFFDMOVE_DISCARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,11 @@ void discards_fini(struct discards *d);
 int discards_fence(struct discards *d, int uffd,
 		   const struct session_region *regions, size_t r,
 		   uint64_t addr, uint64_t len, int timeout_ms);
+
+/* Was any page of [@addr, @addr + @len) in region @r discarded? */
+bool discards_any(const struct discards *d,
+		  const struct session_region *regions, size_t r,
+		  uint64_t addr, uint64_t len);
 
 /* After unregistering: give the memory of every fenced range back. */
 void discards_release(struct discards *d,

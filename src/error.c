@@ -32,3 +32,9 @@ const char *err_kept(void)
 {
 	return kept;
 }
+
+int err_keep_new(int errnum, const char *msg)
+{
+	snprintf(kept, sizeof(kept), "%s", msg);
+	return -errnum;
+}

@@ -22,6 +22,8 @@ int err_set(struct err_buf *e, int errnum, const char *fmt, ...)
  * uffdmove_new_error() on this thread, and return @ret.
  */
 int err_keep(const struct err_buf *e, int ret);
+/* The same without a handle: keep @msg, return -@errnum. */
+int err_keep_new(int errnum, const char *msg);
 /* Forget the thread's kept message (each *_new call starts so). */
 void err_forget(void);
 /* The thread's kept message; "" if none. */

@@ -454,7 +454,9 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 		bool pmd = moving && whole;
 
 		ADD(*(pmd ? &m->cnt.thp_moved : &m->cnt.thp_copied), 1);
-		if (!pmd && r->thp)
+		/* Collapsing would allocate what the target discarded. */
+		if (!pmd && r->thp &&
+		    !plan_any_discarded(r, first, (end - r->src) / PAGE_SZ))
 			mover_outbox_add(m, r->dst + (start - r->src), CHUNK_SZ);
 	}
 	STORE(ch->state, CHUNK_DONE);

@@ -130,6 +130,14 @@ bool plan_next_run(const struct plan_region *r, size_t *pos, size_t end,
 	return true;
 }
 
+bool plan_any_discarded(const struct plan_region *r, size_t pos, size_t end)
+{
+	for (; pos < end; pos++)
+		if (bit_test(r->discarded, pos))
+			return true;
+	return false;
+}
+
 uint64_t plan_discard(struct plan *p, uint64_t dst, uint64_t len)
 {
 	uint64_t end = dst + len, lost = 0, a;

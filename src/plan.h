@@ -99,6 +99,9 @@ static inline bool plan_page_wanted(const struct plan_region *r, size_t i)
 bool plan_next_run(const struct plan_region *r, size_t *pos, size_t end,
 		   size_t *run_end);
 
+/* Was any page of [pos, end) (page indexes of @r) discarded? */
+bool plan_any_discarded(const struct plan_region *r, size_t pos, size_t end);
+
 /* Mark [dst, dst + len) discarded; returns the bytes newly discarded. */
 uint64_t plan_discard(struct plan *p, uint64_t dst, uint64_t len);
 

@@ -15,10 +15,11 @@ int session_copy_regions(struct err_buf *err,
 	struct session_region *r;
 	size_t i, j, len;
 
-	if (!in || n == 0 || n > UFFDMOVE_REGIONS_MAX)
-		return err_set(err, EINVAL,
-			       "need 1..%d regions, got %zu", UFFDMOVE_REGIONS_MAX,
-			       in ? n : 0);
+	if (!in)
+		return err_set(err, EINVAL, "regions is NULL");
+	if (n == 0 || n > UFFDMOVE_REGIONS_MAX)
+		return err_set(err, EINVAL, "need 1..%d regions, got %zu",
+			       UFFDMOVE_REGIONS_MAX, n);
 	r = calloc(n, sizeof(*r));
 	if (!r)
 		return err_set(err, ENOMEM, "out of memory for %zu regions", n);
@@ -32,8 +33,13 @@ int session_copy_regions(struct err_buf *err,
 				       "region %zu: name must be 1..%d bytes",
 				       i, UFFDMOVE_NAME_MAX);
 		}
-		if (!in[i].len || !IS_ALIGNED(addr | in[i].len, PAGE_SZ) ||
-		    addr + in[i].len < addr) {
+		if (addr + in[i].len < addr) {
+			free(r);
+			return err_set(err, EINVAL,
+				       "region '%s': address %p length %zu wraps around the address space",
+				       in[i].name, in[i].addr, in[i].len);
+		}
+		if (!in[i].len || !IS_ALIGNED(addr | in[i].len, PAGE_SZ)) {
 			free(r);
 			return err_set(err, EINVAL,
 				       "region '%s': address %p length %zu must be non-empty and %lu-byte aligned",
@@ -130,8 +136,11 @@ static bool read_vma(FILE *f, struct vma *v)
  */
 static bool private_anon(const struct vma *v)
 {
-	return v->perms[3] == 'p' && !v->inode &&
-	       (!v->path[0] || v->path[0] == '[');
+	if (v->perms[3] != 'p')
+		return false;
+	if (!strcmp(v->path, "/dev/zero"))	/* MAP_PRIVATE of it is */
+		return true;			/* anonymous memory */
+	return !v->inode && (!v->path[0] || v->path[0] == '[');
 }
 
 static int check_one(struct err_buf *err, const struct session_region *r,
@@ -148,10 +157,14 @@ static int check_one(struct err_buf *err, const struct session_region *r,
 			break;
 		if (!private_anon(&v))
 			return err_set(err, EINVAL,
-				       "region '%s': 0x%llx is not private anonymous memory (%s%s%s mapping): its pages would be handed over as zeros; map guest RAM MAP_PRIVATE|MAP_ANONYMOUS",
+				       "region '%s': 0x%llx is not private anonymous memory (%s mapping%s%s): its pages would be handed over as zeros; map guest RAM MAP_PRIVATE|MAP_ANONYMOUS",
 				       r->name, (unsigned long long)at,
-				       v.perms[3] == 's' ? "shared" : "file",
-				       v.path[0] ? " " : "", v.path);
+				       v.perms[3] != 's' ? "a file" :
+				       !strncmp(v.path, "/dev/zero", 9) ?
+				       "a MAP_SHARED anonymous" : "a shared",
+				       v.path[0] && strncmp(v.path, "/dev/zero", 9) ?
+				       " of " : "",
+				       strncmp(v.path, "/dev/zero", 9) ? v.path : "");
 		if (v.perms[0] != 'r' || (writable && v.perms[1] != 'w'))
 			return err_set(err, EINVAL,
 				       "region '%s': 0x%llx is mapped %s, guest RAM must be %s",

@@ -72,7 +72,7 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 
 	err_forget();
 	if (!out)
-		return -EINVAL;
+		return err_keep_new(EINVAL, "uffdmove_source_new: out is NULL");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -1154,7 +1154,7 @@ out:
 			      s->m.err.msg);
 	else if (s->m.fills.raced)
 		err_set(&s->err, 0,
-			"warning: the target discarded 0x%llx+%llu (%llu bytes in all) with a raw madvise() while it was being filled: those pages may hold stale data; discard with uffdmove_target_discard()",
+			"warning: the target discarded its 0x%llx+%llu (%llu bytes in all) with a raw madvise() while it was being filled: those pages may hold stale data; discard with uffdmove_target_discard()",
 			(unsigned long long)s->m.fills.first_start,
 			(unsigned long long)s->m.fills.first_len,
 			(unsigned long long)s->m.fills.raced);

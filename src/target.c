@@ -197,7 +197,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 
 	err_forget();
 	if (!out)
-		return -EINVAL;
+		return err_keep_new(EINVAL, "uffdmove_target_new: out is NULL");
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
@@ -208,12 +208,17 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 		uffdmove_target_opts_init(&t->opts);
 	ret = session_check_reserved(&t->err, t->opts.reserved,
 				     sizeof(t->opts.reserved));
-	if (!ret && (t->opts.reserved32 || t->opts.on_source_death >
-		     UFFDMOVE_ON_SOURCE_DEATH_POISON || t->opts.collapse_thp > 1))
+	if (!ret && t->opts.on_source_death > UFFDMOVE_ON_SOURCE_DEATH_POISON)
 		ret = err_set(&t->err, EINVAL,
-			      "options: on_source_death %u, collapse_thp %u or reserved32 %u out of range",
-			      t->opts.on_source_death, t->opts.collapse_thp,
-			      t->opts.reserved32);
+			      "options: unknown on_source_death %u",
+			      t->opts.on_source_death);
+	if (!ret && t->opts.collapse_thp > 1)
+		ret = err_set(&t->err, EINVAL,
+			      "options: collapse_thp %u, must be 0 or 1",
+			      t->opts.collapse_thp);
+	if (!ret && t->opts.reserved32)
+		ret = err_set(&t->err, EINVAL,
+			      "options: reserved32 is not zero; initialise options with uffdmove_target_opts_init()");
 	if (!ret)
 		ret = session_copy_regions(&t->err, regions, n, &t->regions);
 	if (!ret)
@@ -247,8 +252,11 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 		if (ret) {
 			unregister_all(t, i);
 			ret = err_set(&t->err, -ret,
-				      "region '%s': UFFDIO_REGISTER: %s (must be private anonymous memory, mapped)",
-				      t->regions[i].name, strerror(-ret));
+				      "region '%s': UFFDIO_REGISTER: %s%s",
+				      t->regions[i].name, strerror(-ret),
+				      ret == -EBUSY ?
+				      " (already registered with another userfaultfd: is another target using it?)" :
+				      "");
 			goto fail;
 		}
 	}
@@ -454,6 +462,10 @@ static void collapse_marked(struct uffdmove_target *t)
 		for (k = 0; map && k < n; k++) {
 			if (!(map[k / 64] >> (k % 64) & 1))
 				continue;
+			/* Collapsing would allocate what the guest freed. */
+			if (discards_any(&t->discards, t->regions, i,
+					 base + k * HPAGE_SZ, HPAGE_SZ))
+				continue;
 			if (madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
 				    HPAGE_SZ, MADV_COLLAPSE))
 				continue;
@@ -634,7 +646,7 @@ static int orphan(struct uffdmove_target *t, int err, const char *why)
 	t->failure = err_set(&t->err, -err,
 			     "%s after about %llu of %llu populated bytes arrived; missing pages %s",
 			     why, (unsigned long long)got,
-			     (unsigned long long)t->st.bytes_populated,
+			     (unsigned long long)t->expected,
 			     t->opts.on_source_death ==
 			     UFFDMOVE_ON_SOURCE_DEATH_POISON ?
 			     "are poisoned (SIGBUS on touch)" :
@@ -714,8 +726,6 @@ static int finish(struct uffdmove_target *t)
 	send_msg(t, &fin, 1000);	/* the source may leave now */
 	close_uffd(t);
 	t->state = TGT_DONE;
-	/* No fill can come now: what was discarded is freed for real. */
-	discards_release(&t->discards, t->regions);
 	if (t->st.bytes_discard_raced)
 		err_set(&t->err, 0,
 			"warning: %llu bytes discarded with a raw madvise() during the handoff may have been refilled with stale data; discard with uffdmove_target_discard()",
@@ -729,6 +739,8 @@ static int finish(struct uffdmove_target *t)
 	 */
 	collapse_marked(t);
 	collapse_marked(t);	/* one more try for what was busy */
+	/* No fill can come now: what was discarded is freed for real. */
+	discards_release(&t->discards, t->regions);
 	return 1;
 }
 

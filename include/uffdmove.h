@@ -272,8 +272,9 @@ int uffdmove_target_abort(struct uffdmove_target *t);
  * the discard with stale data (see "Discards during a handoff" in
  * uffdmove(7)). Afterwards every page of the range reads zero and nothing
  * the source sends can land there. Missing pages become zero pages at
- * once; the memory of pages that had arrived is freed when the handoff
- * completes. After the handoff it is a plain MADV_DONTNEED.
+ * once; pages that had arrived are cleared but keep their memory (discard
+ * them again after the handoff to free it). After the handoff it is a
+ * plain MADV_DONTNEED.
  *
  * Blocking: a few microseconds per page; waits while a userfaultfd event
  * is pending (up to 5 s). One thread per handle: call it from the thread

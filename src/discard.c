@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "discard.h"
@@ -50,14 +49,21 @@ static int unpoison(int uffd, uint64_t a)
 static int zero_missing(int uffd, uint64_t a, uint64_t end, int timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+	bool one = false;	/* across two mappings: page by page */
 	size_t done;
 	int ret;
 
 	while (a < end) {
-		ret = uffd_zeropage(uffd, a, end - a, &done);
+		ret = uffd_zeropage(uffd, a, one ? PAGE_SZ : end - a, &done);
 		a += ALIGN_DOWN(done, PAGE_SZ);
-		if (!ret)
+		if (!ret) {
+			one = false;
 			continue;
+		}
+		if (ret == -ENOENT && !one) {
+			one = true;
+			continue;
+		}
 		if (ret == -EEXIST) {		/* there already: zeroed next */
 			ret = unpoison(uffd, a);
 			if (ret && ret != -EAGAIN)
@@ -130,30 +136,4 @@ bool discards_any(const struct discards *d,
 		if (d->pages[r][pg / 64] >> (pg % 64) & 1)
 			return true;
 	return false;
-}
-
-void discards_release(struct discards *d,
-		      const struct session_region *regions)
-{
-	size_t r, pg, end, n;
-
-	for (r = 0; d->pages && r < d->nregions; r++) {
-		if (!d->pages[r])
-			continue;
-		n = regions[r].len / PAGE_SZ;
-		for (pg = 0; pg < n; pg = end) {
-			if (!(d->pages[r][pg / 64] >> (pg % 64) & 1)) {
-				end = pg + 1;
-				continue;
-			}
-			for (end = pg; end < n &&
-			     (d->pages[r][end / 64] >> (end % 64) & 1); end++)
-				;
-			madvise((void *)(uintptr_t)(regions[r].addr +
-						    pg * PAGE_SZ),
-				(end - pg) * PAGE_SZ, MADV_DONTNEED);
-		}
-		free(d->pages[r]);
-		d->pages[r] = NULL;
-	}
 }

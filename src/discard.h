@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Discards during a handoff, fenced against fills (doc/design.md,
- * "Discards"). MADV_DONTNEED on a missing page cannot be ordered against a
+ * Discards during a handoff, fenced against fills (uffdmove(7), "Discards
+ * during a handoff"). MADV_DONTNEED on a missing page cannot be ordered against a
  * fill already in flight: the kernel completes the REMOVE event when it is
  * read and zaps afterwards, so a fill can land behind the zap. Instead the
  * range is made present first, as zero pages where it was missing (a fill
  * then finds the page there and never lands) and zeroed where data already
- * arrived; the memory itself is released once the handoff is over and no
- * fill can come any more.
+ * arrived. The memory of those is not given back: the guest may use the
+ * pages again before the handoff ends, and a later release could not tell
+ * its data from the zeros.
  */
 #ifndef UFFDMOVE_DISCARD_H
 #define UFFDMOVE_DISCARD_H
@@ -41,9 +42,5 @@ int discards_fence(struct discards *d, int uffd,
 bool discards_any(const struct discards *d,
 		  const struct session_region *regions, size_t r,
 		  uint64_t addr, uint64_t len);
-
-/* After unregistering: give the memory of every fenced range back. */
-void discards_release(struct discards *d,
-		      const struct session_region *regions);
 
 #endif /* UFFDMOVE_DISCARD_H */

@@ -134,10 +134,46 @@ static int classify(struct mover *m, size_t c)
 					   CHUNK_SZ) ? CHUNK_THP : 0) |
 		    (cls.movable ? CHUNK_MOVABLE : 0) |
 		    (overlaps_pinned(m, start, end) ? CHUNK_PINNED : 0);
+	ADD(m->cnt.populated, cls.populated * PAGE_SZ - ch->counted * PAGE_SZ);
 	ADD(m->cnt.skipped, (n - cls.populated) * PAGE_SZ);
 	if (ch->flags & CHUNK_PINNED)
 		ADD(m->cnt.pinned_skipped, cls.populated * PAGE_SZ);
 	STORE(ch->cls_state, 2);
+	return 0;
+}
+
+struct count_ctx {
+	struct mover *m;
+	struct plan_region *r;
+};
+
+static void count_run(void *arg, uint64_t start, uint64_t end)
+{
+	struct count_ctx *ctx = arg;
+	uint64_t a, next;
+
+	ctx->m->cnt.populated += end - start;
+	for (a = start; a < end; a = next) {
+		next = MIN(ALIGN_DOWN(a, CHUNK_SZ) + CHUNK_SZ, end);
+		ctx->m->plan.chunks[plan_chunk_of_src(ctx->r, a)].counted +=
+			(uint16_t)((next - a) / PAGE_SZ);
+	}
+}
+
+int mover_count_populated(struct mover *m)
+{
+	struct count_ctx ctx = { .m = m };
+	size_t i;
+	int ret;
+
+	m->cnt.populated = 0;
+	for (i = 0; i < m->plan.nregions; i++) {
+		ctx.r = &m->plan.regions[i];
+		ret = pm_scan_populated(&m->pm, ctx.r->src, ctx.r->len,
+					count_run, &ctx);
+		if (ret)
+			return ret;
+	}
 	return 0;
 }
 
@@ -270,6 +306,7 @@ static int transfer(struct mover *m, struct plan_region *r, size_t *at,
 	unsigned int delay = BACKOFF_MIN_US;
 	uint64_t spin_until = 0;
 	size_t run_end, done;
+	bool one = false;	/* page by page, see -ENOENT */
 	int ret;
 
 	while (!LOAD(m->stop) && plan_next_run(r, &pos, end, &run_end)) {
@@ -285,7 +322,7 @@ static int transfer(struct mover *m, struct plan_region *r, size_t *at,
 			continue;
 		}
 		off = pos * PAGE_SZ;
-		len = (run_end - pos) * PAGE_SZ;
+		len = one ? PAGE_SZ : (run_end - pos) * PAGE_SZ;
 		if (*moving)
 			ret = uffd_move(m->uffd, r->dst + off, r->src + off,
 					len, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
@@ -305,6 +342,7 @@ static int transfer(struct mover *m, struct plan_region *r, size_t *at,
 		case 0:
 			delay = BACKOFF_MIN_US;
 			spin_until = 0;
+			one = false;
 			continue;
 		case -EEXIST:	/* a racing fault put this page there */
 			uffd_wake(m->uffd, r->dst + pos * PAGE_SZ, PAGE_SZ);
@@ -350,8 +388,17 @@ static int transfer(struct mover *m, struct plan_region *r, size_t *at,
 				backoff(&delay);
 				continue;
 			}
+			/* A run across two of the target's mappings (an
+			 * mprotect() split guest RAM) is refused whole: go
+			 * page by page, and only a page refused alone is not
+			 * mapped any more (its UNMAP event says so too). */
+			if (len > PAGE_SZ) {
+				one = true;
+				continue;
+			}
 			plan_discard(&m->plan, r->dst + pos * PAGE_SZ,
-				     (run_end - pos) * PAGE_SZ);
+				     PAGE_SZ);
+			pos++;
 			continue;
 		case -ESRCH:
 			return mover_fail(m, -ESRCH,

@@ -93,6 +93,13 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader);
 int mover_fault(struct mover *m, uint64_t addr);
 /* The uffd's events were read: pushers that met EAGAIN may try again. */
 void mover_events_read(struct mover *m);
+/*
+ * Count the populated bytes of every region, per chunk, while the guest is
+ * paused: the stats start from it, and classifying a chunk corrects it by
+ * what the chunk really holds then (pages can vanish meanwhile: reclaimed
+ * MADV_FREE pages, KSM merging into the zero page).
+ */
+int mover_count_populated(struct mover *m);
 /* All chunks are done. */
 bool mover_finished(const struct mover *m);
 /* Record the first fatal error with its message; returns @err. */

@@ -130,15 +130,15 @@ int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 
 #define COUNT_VEC	256
 
-/* Populated bytes in [addr, addr + len): one PAGEMAP_SCAN pass. */
-static int count_scan(const struct pm *pm, uint64_t addr, uint64_t len,
-		      uint64_t *bytes)
+/* Populated runs of [addr, addr + len): one PAGEMAP_SCAN pass. */
+static int scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
+			  void (*fn)(void *arg, uint64_t start, uint64_t end),
+			  void *arg)
 {
 	struct page_region vec[COUNT_VEC];
 	uint64_t pos = addr, end = addr + len, walk_end;
 	int n, i;
 
-	*bytes = 0;
 	while (pos < end) {
 		n = scan(pm, pos, end, vec, COUNT_VEC, &walk_end);
 		if (n < 0)
@@ -146,7 +146,7 @@ static int count_scan(const struct pm *pm, uint64_t addr, uint64_t len,
 		for (i = 0; i < n; i++)
 			if (pg_populated(classify_scan_categories(
 					vec[i].categories)))
-				*bytes += vec[i].end - vec[i].start;
+				fn(arg, vec[i].start, vec[i].end);
 		if (walk_end <= pos)
 			break;
 		pos = walk_end;
@@ -154,8 +154,9 @@ static int count_scan(const struct pm *pm, uint64_t addr, uint64_t len,
 	return 0;
 }
 
-int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
-		       uint64_t *bytes)
+int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
+		      void (*fn)(void *arg, uint64_t start, uint64_t end),
+		      void *arg)
 {
 	uint8_t flags[512];
 	size_t i, k;
@@ -163,8 +164,7 @@ int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 	int ret;
 
 	if (pm->scan)
-		return count_scan(pm, addr, len, bytes);
-	*bytes = 0;
+		return scan_populated(pm, addr, len, fn, arg);
 	for (a = addr; a < addr + len; a += k * PAGE_SZ) {
 		k = MIN((addr + len - a) / PAGE_SZ, ARRAY_SIZE(flags));
 		ret = pm_flags(pm, a, k, false, flags);
@@ -172,7 +172,19 @@ int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 			return ret;
 		for (i = 0; i < k; i++)
 			if (pg_populated(flags[i]))
-				*bytes += PAGE_SZ;
+				fn(arg, a + i * PAGE_SZ, a + (i + 1) * PAGE_SZ);
 	}
 	return 0;
+}
+
+static void add_bytes(void *arg, uint64_t start, uint64_t end)
+{
+	*(uint64_t *)arg += end - start;
+}
+
+int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
+		       uint64_t *bytes)
+{
+	*bytes = 0;
+	return pm_scan_populated(pm, addr, len, add_bytes, bytes);
 }

@@ -33,6 +33,7 @@ struct chunk {
 	uint16_t region;
 	uint16_t resume;	/* pages already handed over, from its start;
 				   written by the thread that holds it */
+	uint16_t counted;	/* populated pages counted at accept */
 };
 
 struct plan_region {
@@ -62,6 +63,14 @@ struct plan_input {
 /* -ENOMEM or 0. Regions must not overlap (checked by the caller). */
 int plan_init(struct plan *p, const struct plan_input *in, size_t n);
 void plan_fini(struct plan *p);
+
+/* Chunk index holding source address @src of region @r. */
+static inline size_t plan_chunk_of_src(const struct plan_region *r,
+				       uint64_t src)
+{
+	return r->first_chunk + (size_t)((src & ~(CHUNK_SZ - 1)) -
+					 (r->src & ~(CHUNK_SZ - 1))) / CHUNK_SZ;
+}
 
 /* Chunk index holding target address @dst, or -1 when outside the plan. */
 long plan_find(const struct plan *p, uint64_t dst);

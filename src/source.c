@@ -291,20 +291,12 @@ static int check_move_mode(struct uffdmove_source *s, bool same_mm)
  */
 static int count_populated(struct uffdmove_source *s)
 {
-	uint64_t bytes, total = 0;
-	size_t i;
-	int ret;
+	int ret = mover_count_populated(&s->m);
 
-	for (i = 0; i < s->nregions; i++) {
-		ret = pm_count_populated(&s->m.pm, s->regions[i].addr,
-					 s->regions[i].len, &bytes);
-		if (ret)
-			return err_set(&s->err, -ret,
-				       "region '%s': reading /proc/self/pagemap: %s",
-				       s->regions[i].name, strerror(-ret));
-		total += bytes;
-	}
-	s->m.cnt.populated = total;
+	if (ret)
+		return err_set(&s->err, -ret,
+			       "reading /proc/self/pagemap for guest RAM: %s",
+			       strerror(-ret));
 	return 0;
 }
 
@@ -582,8 +574,12 @@ static void periodic(struct run *run, bool force)
 		return;
 	run->next_progress_ns = now + PROGRESS_EVERY_NS;
 	stats_now(s, &msg.stats);
-	send_msg(s, &msg, 0);	/* progress is idempotent: drop if full */
-	flush_ranges(run, 0);
+	/* A target reads only once it committed: before, messages would
+	 * fill the socket and leave no room for an ABORT. */
+	if (__atomic_load_n(&s->m.committed, __ATOMIC_ACQUIRE)) {
+		send_msg(s, &msg, 0);	/* idempotent: drop if full */
+		flush_ranges(run, 0);
+	}
 	handled = msg.stats.bytes_moved + msg.stats.bytes_copied;
 	if (s->opts.progress && (force || handled >= run->next_cb_bytes)) {
 		s->opts.progress(&msg.stats, s->opts.progress_arg);
@@ -870,6 +866,8 @@ static int try_send_done(struct run *run)
 	struct wire_msg msg = { .type = WIRE_DONE };
 	int ret;
 
+	if (!__atomic_load_n(&run->s->m.committed, __ATOMIC_ACQUIRE))
+		return 0;	/* see periodic() */
 	ret = flush_ranges(run, 0);
 	if (ret)
 		return ret;

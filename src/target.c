@@ -477,19 +477,28 @@ static void collapse_marked(struct uffdmove_target *t)
 
 static void service_uffd(struct uffdmove_target *t);
 
-/* Poison [a, end), stepping over pages that arrived meanwhile. */
+/*
+ * Poison [a, end), stepping over pages that arrived meanwhile. A range
+ * across two mappings (mprotect() split guest RAM) is refused whole with
+ * ENOENT: go page by page there, and skip only a page refused alone.
+ */
 static void poison_run(struct uffdmove_target *t, uint64_t a, uint64_t end)
 {
+	bool one = false;
 	size_t done;
 	int ret;
 
 	while (a < end) {
-		ret = uffd_poison(t->uffd, a, end - a, &done);
+		ret = uffd_poison(t->uffd, a, one ? PAGE_SZ : end - a, &done);
 		a += ALIGN_DOWN(done, PAGE_SZ);
-		if (!ret)
-			return;
-		if (ret == -EEXIST)
+		if (!ret) {
+			one = false;
+			continue;
+		}
+		if (ret == -EEXIST || (ret == -ENOENT && one))
 			a += PAGE_SZ;
+		else if (ret == -ENOENT)
+			one = true;
 		else if (ret == -EAGAIN)
 			service_uffd(t);	/* read what blocks it */
 		else
@@ -682,9 +691,12 @@ static int query_stats(struct uffdmove_target *t)
 
 /*
  * DONE says every page with data is here: see that it is, before
- * unregistering turns what is missing into zeros. Pages the guest
- * discarded meanwhile are gone; pages it wrote into holes count as data,
- * so this catches what was never sent, not every lie.
+ * unregistering turns what is missing into zeros. The measure is what the
+ * source found as it handed each chunk over (its final bytes_populated:
+ * pages may vanish there after ACCEPT, as reclaimed MADV_FREE pages or KSM
+ * zero pages do). Pages the guest discarded meanwhile are gone; pages it
+ * wrote into holes count as data: this catches pages lost on the way, not
+ * a source that lies.
  */
 static int check_done(struct uffdmove_target *t)
 {
@@ -702,13 +714,15 @@ static int check_done(struct uffdmove_target *t)
 	pm_close(&pm);
 	if (ret)
 		return orphan(t, ret, "reading /proc/self/pagemap at DONE");
-	if (here + t->st.bytes_discarded + t->discards.bytes >= t->expected)
+	if (here + t->st.bytes_discarded + t->discards.bytes >=
+	    t->st.bytes_populated)
 		return 1;
 	/* DONE's count misses discards the source read after sending it.
 	 * Any discard that emptied a page before our count was read by the
 	 * source before it zapped: a count asked for now has it. */
 	if (query_stats(t) == 0 &&
-	    here + t->st.bytes_discarded + t->discards.bytes >= t->expected)
+	    here + t->st.bytes_discarded + t->discards.bytes >=
+	    t->st.bytes_populated)
 		return 1;
 	return orphan(t, -EPROTO,
 		      "the source said DONE, but guest RAM holds fewer bytes than it announced");
@@ -739,8 +753,6 @@ static int finish(struct uffdmove_target *t)
 	 */
 	collapse_marked(t);
 	collapse_marked(t);	/* one more try for what was busy */
-	/* No fill can come now: what was discarded is freed for real. */
-	discards_release(&t->discards, t->regions);
 	return 1;
 }
 
@@ -751,7 +763,7 @@ static int finish(struct uffdmove_target *t)
 static int cancelled(struct uffdmove_target *t, const char *why)
 {
 	err_set(&t->err, ECANCELED,
-		"the source ended the handoff before the commit (%s): do not resume the guest here, the old VMM keeps it",
+		"the source ended the handoff before the commit (%s): do not resume the guest here",
 		why);
 	return release(t, -ECANCELED);
 }
@@ -774,10 +786,14 @@ static int read_messages(struct uffdmove_target *t)
 			peer_close_fds(fds, nfds);
 		if (len == -EAGAIN)
 			return 0;
+		if (len < 0 && t->state == TGT_ACCEPTED)
+			return cancelled(t, "it went away");
 		if (len < 0)
 			return orphan(t, len == -EMSGSIZE ? -EPROTO : -ECONNRESET,
 				      "the source went away");
 		ret = wire_decode(buf, (size_t)len, &m, why, sizeof(why));
+		if (ret && t->state == TGT_ACCEPTED)
+			return cancelled(t, why);
 		if (ret)
 			return orphan(t, -EPROTO, why);
 		switch (m.type) {
@@ -807,6 +823,8 @@ static int read_messages(struct uffdmove_target *t)
 			return orphan(t, ret == -ECANCELED || ret >= 0 ?
 				      -ECONNRESET : ret, m.reason.text);
 		default:
+			if (t->state == TGT_ACCEPTED)
+				return cancelled(t, "an unexpected message");
 			return orphan(t, -EPROTO, "unexpected message");
 		}
 	}

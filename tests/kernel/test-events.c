@@ -171,17 +171,20 @@ static int move_with_discards(struct t_ctx *ctx)
 	if (!ctx->caps->move)
 		return t_case_skip(ctx, "kernel offers no UFFD_FEATURE_MOVE");
 	pair_start(&p, &layout, UFFDMOVE_MODE_AUTO, 2);
-	/* Discard the last page: the guest workers never see it. */
-	discarder_start(&d, p.dst.addr[0] + layout.spec[0].len - T_PAGE, 0);
+	/* A steady stream of discards of one page, as a balloon makes. */
+	discarder_start(&d, p.dst.addr[0] + layout.spec[0].len - T_PAGE,
+			50000);
 	guest_workers_start(&w, &p.dst, 2);
 	ret = uffdmove_target_wait(p.t, 20000);
 	printf("  wait: %d %s\n", ret, uffdmove_target_error(p.t));
 	removes = discarder_stop(&d);
+	if (ret)	/* let it end, so that nothing outlives this case */
+		uffdmove_target_wait(p.t, 20000);
 	bad = guest_workers_stop(&w);
+	pair_join(&p);
 	printf("  %" PRIu64 " discards, %" PRIu64 " reads\n", removes, w.reads);
 	T_CHECK(ret == 0, "the handoff did not complete in 20 s: %s",
 		uffdmove_target_error(p.t));
-	pair_join(&p);
 	T_CHECK(p.run_ret == 0, "source: %d %s", p.run_ret, p.err);
 	T_CHECK(!bad, "a guest thread read wrong bytes: %s", w.why);
 	T_CHECK(p.st.bytes_moved > 0, "nothing moved");
@@ -321,6 +324,7 @@ static int discard_ahead(bool fenced, uint64_t *stale, uint64_t *raced)
 		.spec = { { "ram0", 128UL << 20, false, 0 } },
 	};
 	size_t npages = layout.spec[0].len / T_PAGE, i, c = 0, off;
+	struct timespec pause = { 0, 20000 };
 	unsigned int seed = fenced ? 1 : 2;
 	uint8_t *gone, *a;
 	struct pair p;
@@ -345,6 +349,7 @@ static int discard_ahead(bool fenced, uint64_t *stale, uint64_t *raced)
 				madvise(a + off, T_PAGE, MADV_DONTNEED);
 			gone[off / T_PAGE] = 1;
 		}
+		nanosleep(&pause, NULL);	/* a steady stream, not a storm */
 	}
 	T_CHECK(ret == 1, "handoff: %d %s", ret, uffdmove_target_error(p.t));
 	pair_join(&p);
@@ -399,6 +404,65 @@ static int discard_raw_reported(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * A VMA split in guest RAM (MADV_DONTFORK, mprotect, mlock on part of it)
+ * raises no event, and a fill across the split is refused with ENOENT as
+ * if the range were unmapped: it must not be taken for a discard.
+ */
+static int split_mappings(struct t_ctx *ctx)
+{
+	static const struct guest layout = {
+		.n = 1, .seed = 808, .hole_pct = 10,
+		.spec = { { "ram0", 32UL << 20, false, 0 } },
+	};
+	struct pair p;
+	char why[256];
+	size_t c;
+	int ret;
+
+	pair_start(&p, &layout, UFFDMOVE_MODE_COPY, 2);
+	for (c = 0; c < layout.spec[0].len / T_HPAGE; c++)
+		madvise(p.dst.addr[0] + c * T_HPAGE + 77 * T_PAGE, T_PAGE,
+			MADV_DONTFORK);
+	ret = uffdmove_target_wait(p.t, 20000);
+	pair_join(&p);
+	T_CHECK(ret == 0, "wait: %s", uffdmove_target_error(p.t));
+	T_CHECK(p.run_ret == 0, "source: %s", p.err);
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	printf("  %zu splits, every byte arrived\n", c);
+	pair_end(&p);
+	return T_PASS;
+}
+
+/* The guest uses discarded pages again before the handoff ends (balloon
+ * deflate): what it writes stays. */
+static int discard_then_reuse(struct t_ctx *ctx)
+{
+	static const struct guest layout = {
+		.n = 1, .seed = 909, .hole_pct = 0,
+		.spec = { { "ram0", 64UL << 20, false, 0 } },
+	};
+	const size_t off = 48UL << 20, len = 1UL << 20;
+	struct pair p;
+	uint8_t *a;
+	size_t i;
+	int ret;
+
+	pair_start(&p, &layout, UFFDMOVE_MODE_COPY, 1);
+	a = p.dst.addr[0] + off;
+	T_CHECK(uffdmove_target_discard(p.t, a, len) == 0, "discard: %s",
+		uffdmove_target_error(p.t));
+	memset(a, 0xab, len);
+	ret = uffdmove_target_wait(p.t, 20000);
+	pair_join(&p);
+	T_CHECK(ret == 0, "wait: %s", uffdmove_target_error(p.t));
+	for (i = 0; i < len; i++)
+		T_CHECK(a[i] == 0xab, "byte %zu written after the discard is %#x",
+			i, a[i]);
+	pair_end(&p);
+	return T_PASS;
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
@@ -406,6 +470,8 @@ int main(void)
 		{ "faults-never-dropped", faults_never_dropped },
 		{ "discard-fenced", discard_fenced },
 		{ "discard-raw-reported", discard_raw_reported },
+		{ "split-mappings", split_mappings },
+		{ "discard-then-reuse", discard_then_reuse },
 	};
 	struct uffdmove_caps caps;
 	struct t_ctx ctx = { .caps = &caps };

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Discards during a handoff, fenced against fills (uffdmove(7), "Discards
- * during a handoff"). MADV_DONTNEED on a missing page cannot be ordered against a
+ * Discards during a handoff, fenced against fills (doc/design.md,
+ * "Discards during a handoff"). MADV_DONTNEED on a missing page cannot be ordered against a
  * fill already in flight: the kernel completes the REMOVE event when it is
  * read and zaps afterwards, so a fill can land behind the zap. Instead the
  * range is made present first, as zero pages where it was missing (a fill

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fills in flight, to catch a raw discard that raced one (uffdmove(7),
+ * Fills in flight, to catch a raw discard that raced one (doc/design.md,
  * "Discards during a handoff"). The target's MADV_DONTNEED proceeds as soon as its REMOVE
  * event is read, so a fill that started before the range was marked can
  * land behind the zap with stale data. The library cannot prevent that

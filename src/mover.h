@@ -20,7 +20,7 @@
 #include "uffdmove.h"
 #include "wire.h"
 
-/* Session primitive, decided from facts once (design.md). */
+/* Session primitive, decided from facts once (doc/design.md). */
 enum prim_state {
 	PRIM_UNDECIDED,		/* MOVE is a candidate; the first try decides */
 	PRIM_COPY,

@@ -4,10 +4,11 @@
  * once as C++11, with -pedantic -Werror. The header comes first, so it must
  * be self-contained, and twice, so its include guard must work.
  *
- * The table below pins each call shared/docs/api.md promises to the
- * signature it promises: a changed argument or return type is an
+ * The table below pins each call of the API contract (the calls and
+ * argument orders programs outside this tree are written against, kept
+ * since 0.1) to its signature: a changed argument or return type is an
  * incompatible pointer (an error in C++, a warning made an error in C).
- * Calls the header adds beyond api.md are left to the symbols test. The
+ * Calls the header adds beyond that contract are left to the symbols test. The
  * table's references also give the C++ object undefined symbols, which
  * header-check reads to prove the extern "C" guards work (a mangled
  * _Z...uffdmove_ name means they do not).
@@ -71,7 +72,7 @@ const struct abi_api abi_api = {
 	uffdmove_source_free,
 };
 
-/* The fields and constants api.md names, with the types it gives them. */
+/* The fields and constants of the contract, with their types. */
 extern size_t abi_fields(struct uffdmove_region *r,
 			 struct uffdmove_source_opts *o);
 size_t abi_fields(struct uffdmove_region *r, struct uffdmove_source_opts *o)

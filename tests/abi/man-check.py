@@ -4,8 +4,8 @@
 
 For each name under global: in src/libuffdmove.map, man/<name>.3 must exist:
 either a full page whose NAME section mentions the name, or a one-line
-'.so man3/<page>.3' alias to such a page (style.md E: one .3 per call,
-variants as .so aliases). When the build installs man pages (-Dman=true),
+'.so man3/<page>.3' alias to such a page (one .3 per call, variants as
+.so aliases). When the build installs man pages (-Dman=true),
 each of them must also be among the files `meson install` installs.
 """
 

@@ -11,8 +11,8 @@ libnvme's test-libnvme-sym):
   * functions declared in include/uffdmove.h.
 
 Every exported name starts with uffdmove_, and the internal static library
-defines no global uffdmove_* symbol (style.md B: internals never use the
-public prefix, so the map check above is complete).
+defines no global uffdmove_* symbol (internals never use the public
+prefix, so the map check above is complete).
 """
 
 import argparse
@@ -168,8 +168,7 @@ def main():
     if args.internal:
         for name in parse_internal(args.nm, args.internal):
             problems.append(f"{name}: global in the internal library; "
-                            "internal names must not use uffdmove_ "
-                            "(style.md B)")
+                            "internal names must not use uffdmove_")
 
     for p in problems:
         print("FAIL:", p)

@@ -102,14 +102,14 @@ static int classify(struct mover *m, size_t c)
 	struct chunk_class cls;
 	uint64_t start, end;
 	size_t i, n, first;
-	uint8_t expect = 0;
+	uint8_t expect = CLS_NEW;
 	int ret;
 
-	if (LOAD(ch->cls_state) == 2)
+	if (LOAD(ch->cls_state) == CLS_READY)
 		return 0;
-	if (!__atomic_compare_exchange_n(&ch->cls_state, &expect, 1, false,
+	if (!__atomic_compare_exchange_n(&ch->cls_state, &expect, CLS_BUSY, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		while (LOAD(ch->cls_state) != 2)
+		while (LOAD(ch->cls_state) != CLS_READY)
 			sched_yield();
 		return 0;
 	}
@@ -138,7 +138,7 @@ static int classify(struct mover *m, size_t c)
 	ADD(m->cnt.skipped, (n - cls.populated) * PAGE_SZ);
 	if (ch->flags & CHUNK_PINNED)
 		ADD(m->cnt.pinned_skipped, cls.populated * PAGE_SZ);
-	STORE(ch->cls_state, 2);
+	STORE(ch->cls_state, CLS_READY);
 	return 0;
 }
 

@@ -20,15 +20,21 @@ enum chunk_state {
 	CHUNK_DONE,		/* every wanted page is in the target */
 };
 
-/* Classification, once per chunk (cls_state: 0 new, 1 busy, 2 ready). */
+/* Classification, once per chunk: cls_state goes NEW -> BUSY -> READY. */
+enum chunk_cls {
+	CLS_NEW,		/* not classified yet */
+	CLS_BUSY,		/* a thread classifies it; others wait */
+	CLS_READY,		/* flags are valid */
+};
+
 #define CHUNK_THP	(1u << 0)
 #define CHUNK_MOVABLE	(1u << 1)
 #define CHUNK_PINNED	(1u << 2)	/* overlaps a declared pinned range */
 
 struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */
-	uint8_t cls_state;	/* atomic */
-	uint8_t flags;		/* CHUNK_*, valid once cls_state == 2 */
+	uint8_t cls_state;	/* enum chunk_cls, atomic */
+	uint8_t flags;		/* CHUNK_*, valid once CLS_READY */
 	uint8_t pad;
 	uint16_t region;
 	uint16_t resume;	/* pages already handed over, from its start;

@@ -83,7 +83,7 @@ static void test_init_sorts(void **state)
 	for (c = 0; c < p->nchunks; c++) {
 		assert_int_equal(p->chunks[c].region, c < 2 ? 0 : c < 3 ? 1 : 2);
 		assert_int_equal(p->chunks[c].state, CHUNK_PENDING);
-		assert_int_equal(p->chunks[c].cls_state, 0);
+		assert_int_equal(p->chunks[c].cls_state, CLS_NEW);
 		assert_ptr_equal(plan_region_of(p, c),
 				 &p->regions[p->chunks[c].region]);
 	}

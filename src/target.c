@@ -17,51 +17,17 @@
 #include <unistd.h>
 
 #include "classify.h"
-#include "discard.h"
 #include "pagemap.h"
 #include "peer.h"
 #include "probe.h"
 #include "session.h"
 #include "uffd.h"
+#include "target.h"
 #include "util.h"
 #include "wire.h"
 
 #define DISCARD_TIMEOUT_MS	5000
 #define QUERY_TIMEOUT_MS	1000
-
-enum target_state {
-	TGT_NEW,	/* registered, no handoff yet */
-	TGT_ACCEPTED,	/* source accepted; not committed: abort possible */
-	TGT_RUNNING,	/* committed: the guest runs */
-	TGT_DONE,
-	TGT_ORPHANED,	/* the source died or gave up mid-handoff */
-	TGT_CLOSED,	/* rejected or aborted: nothing registered */
-};
-
-struct uffdmove_target {
-	struct uffdmove_target_opts opts;
-	struct session_region *regions;
-	bool *thp;
-	size_t nregions;
-	uint64_t ioctls[UFFDMOVE_REGIONS_MAX];
-	uint64_t features;
-	uint64_t mm_cookie;		/* see wire.h */
-	enum target_state state;
-	int uffd, sock, epfd;
-	int failure;			/* -errno once orphaned */
-	struct uffdmove_stats st;	/* as the source last reported */
-	uint64_t thp_collapsed;
-	uint64_t **thp_done;		/* per THP region: see mark_thp_done */
-	uint64_t t_start, t_end;
-	pthread_t keeper;		/* see keeper_main() */
-	int keeper_efd;			/* wakes it: stop, or source gone */
-	bool keeper_running, keeper_stop;
-	bool source_gone;		/* atomic: the socket hung up */
-	bool done_seen;			/* DONE read (maybe before commit) */
-	uint64_t expected;		/* populated bytes, from ACCEPT */
-	struct discards discards;	/* see uffdmove_target_discard() */
-	struct err_buf err;
-};
 
 UFFDMOVE_EXPORT int uffdmove_target_opts_init(struct uffdmove_target_opts *o)
 {
@@ -72,62 +38,6 @@ UFFDMOVE_EXPORT int uffdmove_target_opts_init(struct uffdmove_target_opts *o)
 	o->handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
 	o->on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
 	o->collapse_thp = 1;
-	return 0;
-}
-
-/* Does the VMA at @addr want THP? From /proc/self/smaps VmFlags. */
-static bool vma_wants_thp(uint64_t addr, uint32_t thp_mode)
-{
-	char line[512];
-	bool in = false, want = thp_mode == UFFDMOVE_THP_ALWAYS;
-	unsigned long lo, hi;
-	FILE *f = fopen("/proc/self/smaps", "re");
-
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
-			if (in)
-				break;
-			in = addr >= lo && addr < hi;
-			continue;
-		}
-		if (in && !strncmp(line, "VmFlags:", 8)) {
-			if (strstr(line, " hg"))
-				want = thp_mode != UFFDMOVE_THP_NEVER;
-			if (strstr(line, " nh"))
-				want = false;
-			break;
-		}
-	}
-	fclose(f);
-	return want;
-}
-
-static void free_thp_done(struct uffdmove_target *t)
-{
-	size_t i;
-
-	for (i = 0; t->thp_done && i < t->nregions; i++)
-		free(t->thp_done[i]);
-	free(t->thp_done);
-}
-
-static int alloc_thp_done(struct uffdmove_target *t)
-{
-	size_t i, n;
-
-	t->thp_done = calloc(t->nregions, sizeof(*t->thp_done));
-	if (!t->thp_done)
-		return err_set(&t->err, ENOMEM, "out of memory");
-	for (i = 0; i < t->nregions && t->opts.collapse_thp; i++) {
-		if (!t->thp[i])
-			continue;
-		n = (t->regions[i].len / HPAGE_SZ + 64) / 64;
-		t->thp_done[i] = calloc(n, sizeof(uint64_t));
-		if (!t->thp_done[i])
-			return err_set(&t->err, ENOMEM, "out of memory");
-	}
 	return 0;
 }
 
@@ -235,8 +145,8 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	}
 	probe_local(&caps);
 	for (i = 0; i < n; i++)
-		t->thp[i] = vma_wants_thp(t->regions[i].addr, caps.thp_mode);
-	ret = alloc_thp_done(t);
+		t->thp[i] = thp_vma_wants(t->regions[i].addr, caps.thp_mode);
+	ret = thp_alloc(t);
 	if (!ret && discards_init(&t->discards, n))
 		ret = err_set(&t->err, ENOMEM, "out of memory");
 	if (ret)
@@ -273,7 +183,7 @@ fail:
 	err_keep(&t->err, ret);
 	close_uffd(t);
 	discards_fini(&t->discards);
-	free_thp_done(t);
+	thp_free(t);
 	free(t->thp);
 	free(t->regions);
 	free(t);
@@ -414,255 +324,6 @@ UFFDMOVE_EXPORT int uffdmove_target_abort(struct uffdmove_target *t)
 	return release(t, 0);
 }
 
-/* The first huge page of region @i, and how many fit in it. */
-static uint64_t thp_base(const struct uffdmove_target *t, size_t i,
-			 size_t *n)
-{
-	const struct session_region *r = &t->regions[i];
-	uint64_t base = ALIGN_UP(r->addr, HPAGE_SZ);
-
-	*n = base < r->addr + r->len ?
-	     (ALIGN_DOWN(r->addr + r->len, HPAGE_SZ) - base) / HPAGE_SZ : 0;
-	return base;
-}
-
-/*
- * THP chunks the source reported complete, as one bit per huge page of a
- * region the source had THP in: bounded by guest RAM however many
- * RANGE_DONE messages arrive. Collapsing a sparse range would allocate
- * huge pages where the guest had holes: only those regions count.
- */
-static void mark_thp_done(struct uffdmove_target *t, uint64_t start,
-			  uint64_t len)
-{
-	uint64_t end = start + len < start ? UINT64_MAX : start + len, a, base;
-	size_t i, n;
-
-	for (i = 0; i < t->nregions; i++) {
-		if (!t->thp_done[i])
-			continue;
-		base = thp_base(t, i, &n);
-		for (a = MAX(ALIGN_UP(start, HPAGE_SZ), base);
-		     a < base + n * HPAGE_SZ && a + HPAGE_SZ <= end;
-		     a += HPAGE_SZ)
-			t->thp_done[i][(a - base) / HPAGE_SZ / 64] |=
-				1ULL << ((a - base) / HPAGE_SZ % 64);
-	}
-}
-
-/* MADV_COLLAPSE every marked huge page; what fails stays marked. */
-static void collapse_marked(struct uffdmove_target *t)
-{
-	uint64_t base, *map;
-	size_t i, k, n;
-
-	for (i = 0; i < t->nregions; i++) {
-		map = t->thp_done[i];
-		base = thp_base(t, i, &n);
-		for (k = 0; map && k < n; k++) {
-			if (!(map[k / 64] >> (k % 64) & 1))
-				continue;
-			/* Collapsing would allocate what the guest freed. */
-			if (discards_any(&t->discards, t->regions, i,
-					 base + k * HPAGE_SZ, HPAGE_SZ))
-				continue;
-			if (madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
-				    HPAGE_SZ, MADV_COLLAPSE))
-				continue;
-			map[k / 64] &= ~(1ULL << (k % 64));
-			t->thp_collapsed++;
-		}
-	}
-}
-
-static void service_uffd(struct uffdmove_target *t);
-
-/*
- * Poison [a, end), stepping over pages that arrived meanwhile. A range
- * across two mappings (mprotect() split guest RAM) is refused whole with
- * ENOENT: go page by page there, and skip only a page refused alone.
- */
-static void poison_run(struct uffdmove_target *t, uint64_t a, uint64_t end)
-{
-	bool one = false;
-	size_t done;
-	int ret;
-
-	while (a < end) {
-		ret = uffd_poison(t->uffd, a, one ? PAGE_SZ : end - a, &done);
-		a += ALIGN_DOWN(done, PAGE_SZ);
-		if (!ret) {
-			one = false;
-			continue;
-		}
-		if (ret == -EEXIST || (ret == -ENOENT && one))
-			a += PAGE_SZ;
-		else if (ret == -ENOENT)
-			one = true;
-		else if (ret == -EAGAIN)
-			service_uffd(t);	/* read what blocks it */
-		else
-			return;
-	}
-}
-
-/* Poison every page of the regions that has not arrived. */
-static int poison_missing(struct uffdmove_target *t)
-{
-	uint8_t flags[512];
-	struct pm pm;
-	size_t i, k, n, p;
-	uint64_t a, end;
-	int ret;
-
-	if (!(t->features & UFFD_FEATURE_POISON))
-		return -EOPNOTSUPP;
-	ret = pm_open(&pm);
-	if (ret)
-		return ret;
-	for (i = 0; i < t->nregions; i++) {
-		end = t->regions[i].addr + t->regions[i].len;
-		for (a = t->regions[i].addr; a < end; a += n * PAGE_SZ) {
-			n = MIN((end - a) / PAGE_SZ, ARRAY_SIZE(flags));
-			ret = pm_flags(&pm, a, n, false, flags);
-			if (ret)
-				goto out;
-			for (p = 0; p < n; p = k) {
-				for (k = p; k < n && !pg_present(flags[k]); k++)
-					;
-				poison_run(t, a + p * PAGE_SZ, a + k * PAGE_SZ);
-				while (k < n && pg_present(flags[k]))
-					k++;
-			}
-		}
-	}
-out:
-	pm_close(&pm);
-	return ret;
-}
-
-/* Read and answer the uffd's events ourselves, now that nobody else does:
- * REMOVE/UNMAP waiters must not hang. Faults stay blocked, or get poison. */
-static void service_uffd(struct uffdmove_target *t)
-{
-	struct uffd_msg msgs[16];
-	ssize_t n, i;
-	size_t done;
-
-	while ((n = read(t->uffd, msgs, sizeof(msgs))) > 0) {
-		for (i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			uint64_t a;
-
-			if (msgs[i].event != UFFD_EVENT_PAGEFAULT ||
-			    t->opts.on_source_death !=
-			    UFFDMOVE_ON_SOURCE_DEATH_POISON)
-				continue;
-			a = ALIGN_DOWN(msgs[i].arg.pagefault.address, PAGE_SZ);
-			if (uffd_poison(t->uffd, a, PAGE_SZ, &done) == -EEXIST)
-				uffd_wake(t->uffd, a, PAGE_SZ);
-		}
-	}
-}
-
-/*
- * The keeper runs from commit to the end of the session. It never reads
- * the socket (that is uffdmove_target_process()'s job); it only watches it
- * for a hang-up. Once the source is gone it reads and answers the uffd's
- * events itself: the VMM's own thread may be the one blocked in munmap or
- * madvise, waiting for an event nobody else will ever read.
- */
-static void *keeper_main(void *arg)
-{
-	struct uffdmove_target *t = arg;
-	struct pollfd pfd[3] = {
-		{ .fd = t->keeper_efd, .events = POLLIN },
-		{ .fd = t->sock, .events = POLLRDHUP },
-		{ .fd = t->uffd, .events = POLLIN },
-	};
-	uint64_t val;
-
-	while (!__atomic_load_n(&t->keeper_stop, __ATOMIC_ACQUIRE)) {
-		bool gone = __atomic_load_n(&t->source_gone, __ATOMIC_ACQUIRE);
-
-		if (poll(pfd, gone ? 3 : 2, -1) <= 0)
-			continue;
-		if (pfd[0].revents && read(t->keeper_efd, &val, sizeof(val)))
-			continue;	/* re-check stop and gone */
-		if (pfd[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
-			__atomic_store_n(&t->source_gone, true,
-					 __ATOMIC_RELEASE);
-			pfd[1].events = 0;
-		}
-		if (gone)
-			service_uffd(t);
-	}
-	return NULL;
-}
-
-static void keeper_kick(struct uffdmove_target *t)
-{
-	uint64_t one = 1;
-
-	if (t->keeper_running &&
-	    write(t->keeper_efd, &one, sizeof(one)) < 0) {
-		/* an eventfd write fails only on overflow: already kicked */
-	}
-}
-
-static void keeper_start(struct uffdmove_target *t)
-{
-	if (t->keeper_running)
-		return;
-	t->keeper_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (t->keeper_efd < 0)
-		return;
-	if (pthread_create(&t->keeper, NULL, keeper_main, t)) {
-		close(t->keeper_efd);
-		return;
-	}
-	t->keeper_running = true;
-}
-
-static void keeper_stop(struct uffdmove_target *t)
-{
-	if (!t->keeper_running)
-		return;
-	__atomic_store_n(&t->keeper_stop, true, __ATOMIC_RELEASE);
-	keeper_kick(t);
-	pthread_join(t->keeper, NULL);
-	close(t->keeper_efd);
-	t->keeper_running = false;
-}
-
-/* The source is gone (or gave up) before DONE: take the uffd back. */
-static int orphan(struct uffdmove_target *t, int err, const char *why)
-{
-	uint64_t got = t->st.bytes_moved + t->st.bytes_copied;
-	int ret;
-
-	/* uffdmove_target_wait() keeps -ETIMEDOUT for its own timeout. */
-	if (err == -ETIMEDOUT)
-		err = -ECONNRESET;
-	t->state = TGT_ORPHANED;
-	t->t_end = now_ns();
-	if (t->opts.on_source_death == UFFDMOVE_ON_SOURCE_DEATH_POISON &&
-	    (ret = poison_missing(t)))
-		t->opts.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
-	__atomic_store_n(&t->source_gone, true, __ATOMIC_RELEASE);
-	service_uffd(t);
-	keeper_start(t);
-	keeper_kick(t);	/* it now watches the uffd too */
-	t->failure = err_set(&t->err, -err,
-			     "%s after about %llu of %llu populated bytes arrived; missing pages %s",
-			     why, (unsigned long long)got,
-			     (unsigned long long)t->expected,
-			     t->opts.on_source_death ==
-			     UFFDMOVE_ON_SOURCE_DEATH_POISON ?
-			     "are poisoned (SIGBUS on touch)" :
-			     "stay blocked until the VMM stops the guest");
-	return t->failure;
-}
-
 /* After DONE: ask the source for its counters now (it answers with DONE
  * again), and wait a little for them. */
 static int query_stats(struct uffdmove_target *t)
@@ -713,7 +374,7 @@ static int check_done(struct uffdmove_target *t)
 	}
 	pm_close(&pm);
 	if (ret)
-		return orphan(t, ret, "reading /proc/self/pagemap at DONE");
+		return target_orphan(t, ret, "reading /proc/self/pagemap at DONE");
 	if (here + t->st.bytes_discarded + t->discards.bytes >=
 	    t->st.bytes_populated)
 		return 1;
@@ -724,7 +385,7 @@ static int check_done(struct uffdmove_target *t)
 	    here + t->st.bytes_discarded + t->discards.bytes >=
 	    t->st.bytes_populated)
 		return 1;
-	return orphan(t, -EPROTO,
+	return target_orphan(t, -EPROTO,
 		      "the source said DONE, but guest RAM holds fewer bytes than it announced");
 }
 
@@ -751,8 +412,8 @@ static int finish(struct uffdmove_target *t)
 	 * went from ~0.1 ms to ~10 ms here. The chunks are known from the
 	 * source's RANGE_DONE reports.
 	 */
-	collapse_marked(t);
-	collapse_marked(t);	/* one more try for what was busy */
+	thp_collapse(t);
+	thp_collapse(t);	/* one more try for what was busy */
 	return 1;
 }
 
@@ -789,20 +450,20 @@ static int read_messages(struct uffdmove_target *t)
 		if (len < 0 && t->state == TGT_ACCEPTED)
 			return cancelled(t, "it went away");
 		if (len < 0)
-			return orphan(t, len == -EMSGSIZE ? -EPROTO : -ECONNRESET,
+			return target_orphan(t, len == -EMSGSIZE ? -EPROTO : -ECONNRESET,
 				      "the source went away");
 		ret = wire_decode(buf, (size_t)len, &m, why, sizeof(why));
 		if (ret && t->state == TGT_ACCEPTED)
 			return cancelled(t, why);
 		if (ret)
-			return orphan(t, -EPROTO, why);
+			return target_orphan(t, -EPROTO, why);
 		switch (m.type) {
 		case WIRE_PROGRESS:
 			t->st = m.stats;
 			break;
 		case WIRE_RANGE_DONE:
 			for (i = 0; i < m.ranges.n; i++)
-				mark_thp_done(t, m.ranges.ranges[i].start,
+				thp_mark_done(t, m.ranges.ranges[i].start,
 					      m.ranges.ranges[i].len);
 			break;
 		case WIRE_DONE:
@@ -820,12 +481,12 @@ static int read_messages(struct uffdmove_target *t)
 				return cancelled(t, m.reason.text);
 			/* -ECANCELED says "never committed": not ours now. */
 			ret = -(int)m.reason.errnum;
-			return orphan(t, ret == -ECANCELED || ret >= 0 ?
+			return target_orphan(t, ret == -ECANCELED || ret >= 0 ?
 				      -ECONNRESET : ret, m.reason.text);
 		default:
 			if (t->state == TGT_ACCEPTED)
 				return cancelled(t, "an unexpected message");
-			return orphan(t, -EPROTO, "unexpected message");
+			return target_orphan(t, -EPROTO, "unexpected message");
 		}
 	}
 }
@@ -852,7 +513,7 @@ static int commit(struct uffdmove_target *t)
 		ret = read_messages(t);
 		if (ret < 0)
 			return ret;
-		return orphan(t, -ECONNRESET,
+		return target_orphan(t, -ECONNRESET,
 			      "the source went away before the commit");
 	}
 	t->state = TGT_RUNNING;
@@ -988,7 +649,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	if (!t)
 		return;
 	keeper_stop(t);
-	if (t->state == TGT_ORPHANED && t->uffd >= 0 && poison_missing(t)) {
+	if (t->state == TGT_ORPHANED && t->uffd >= 0 && keeper_poison_missing(t)) {
 		/* Closing the last uffd would let blocked threads read
 		 * zeros where guest data was: keep it open on purpose. */
 		t->uffd = -1;
@@ -997,7 +658,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	if (t->epfd >= 0)
 		close(t->epfd);
 	discards_fini(&t->discards);
-	free_thp_done(t);
+	thp_free(t);
 	free(t->thp);
 	free(t->regions);
 	free(t);

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The new VMM's handle, shared by the files that make up its side:
+ * target.c (state machine, handshake, commit, DONE), keeper.c (the keeper
+ * thread and what happens after the source's death) and thp.c (huge pages
+ * back after DONE). See doc/design.md.
+ */
+#ifndef UFFDMOVE_TARGET_H
+#define UFFDMOVE_TARGET_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "discard.h"
+#include "error.h"
+#include "session.h"
+#include "uffdmove.h"
+
+enum target_state {
+	TGT_NEW,	/* registered, no handoff yet */
+	TGT_ACCEPTED,	/* source accepted; not committed: abort possible */
+	TGT_RUNNING,	/* committed: the guest runs */
+	TGT_DONE,
+	TGT_ORPHANED,	/* the source died or gave up mid-handoff */
+	TGT_CLOSED,	/* rejected or aborted: nothing registered */
+};
+
+struct uffdmove_target {
+	struct uffdmove_target_opts opts;
+	struct session_region *regions;
+	bool *thp;
+	size_t nregions;
+	uint64_t ioctls[UFFDMOVE_REGIONS_MAX];
+	uint64_t features;
+	uint64_t mm_cookie;		/* see wire.h */
+	enum target_state state;
+	int uffd, sock, epfd;
+	int failure;			/* -errno once orphaned */
+	struct uffdmove_stats st;	/* as the source last reported */
+	uint64_t thp_collapsed;
+	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
+	uint64_t t_start, t_end;
+	pthread_t keeper;		/* see keeper_main() */
+	int keeper_efd;			/* wakes it: stop, or source gone */
+	bool keeper_running, keeper_stop;
+	bool source_gone;		/* atomic: the socket hung up */
+	bool done_seen;			/* DONE read (maybe before commit) */
+	uint64_t expected;		/* populated bytes, from ACCEPT */
+	struct discards discards;	/* see uffdmove_target_discard() */
+	struct err_buf err;
+};
+
+/* thp.c: which regions want THP, and the chunks to collapse after DONE. */
+bool thp_vma_wants(uint64_t addr, uint32_t thp_mode);
+int thp_alloc(struct uffdmove_target *t);
+void thp_free(struct uffdmove_target *t);
+void thp_mark_done(struct uffdmove_target *t, uint64_t start, uint64_t len);
+void thp_collapse(struct uffdmove_target *t);
+
+/* keeper.c: from the commit on, a thread watches the socket; once the
+ * source is gone it services the uffd under the death policy. */
+void keeper_start(struct uffdmove_target *t);
+void keeper_stop(struct uffdmove_target *t);
+void keeper_kick(struct uffdmove_target *t);
+void keeper_service_uffd(struct uffdmove_target *t);
+int keeper_poison_missing(struct uffdmove_target *t);
+/* The source is gone or gave up after the commit: take the uffd back;
+ * returns the session's -errno (with the handle's message). */
+int target_orphan(struct uffdmove_target *t, int err, const char *why);
+
+#endif /* UFFDMOVE_TARGET_H */

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Huge pages back after the handoff: a region the new VMM mapped for THP
+ * gets its 2 MiB chunks collapsed once DONE unregistered it (collapsing
+ * during the handoff takes the mmap lock for writing and stalls faults).
+ * The chunks are those the source reported complete, as one bit per huge
+ * page: bounded by guest RAM however many reports arrive.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "compat.h"
+#include "target.h"
+#include "util.h"
+
+/* Does the VMA at @addr want THP? From /proc/self/smaps VmFlags. */
+bool thp_vma_wants(uint64_t addr, uint32_t thp_mode)
+{
+	char line[512];
+	bool in = false, want = thp_mode == UFFDMOVE_THP_ALWAYS;
+	unsigned long lo, hi;
+	FILE *f = fopen("/proc/self/smaps", "re");
+
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+			if (in)
+				break;
+			in = addr >= lo && addr < hi;
+			continue;
+		}
+		if (in && !strncmp(line, "VmFlags:", 8)) {
+			if (strstr(line, " hg"))
+				want = thp_mode != UFFDMOVE_THP_NEVER;
+			if (strstr(line, " nh"))
+				want = false;
+			break;
+		}
+	}
+	fclose(f);
+	return want;
+}
+
+void thp_free(struct uffdmove_target *t)
+{
+	size_t i;
+
+	for (i = 0; t->thp_done && i < t->nregions; i++)
+		free(t->thp_done[i]);
+	free(t->thp_done);
+}
+
+int thp_alloc(struct uffdmove_target *t)
+{
+	size_t i, n;
+
+	t->thp_done = calloc(t->nregions, sizeof(*t->thp_done));
+	if (!t->thp_done)
+		return err_set(&t->err, ENOMEM, "out of memory");
+	for (i = 0; i < t->nregions && t->opts.collapse_thp; i++) {
+		if (!t->thp[i])
+			continue;
+		n = (t->regions[i].len / HPAGE_SZ + 64) / 64;
+		t->thp_done[i] = calloc(n, sizeof(uint64_t));
+		if (!t->thp_done[i])
+			return err_set(&t->err, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/* The first huge page of region @i, and how many fit in it. */
+static uint64_t thp_base(const struct uffdmove_target *t, size_t i,
+			 size_t *n)
+{
+	const struct session_region *r = &t->regions[i];
+	uint64_t base = ALIGN_UP(r->addr, HPAGE_SZ);
+
+	*n = base < r->addr + r->len ?
+	     (ALIGN_DOWN(r->addr + r->len, HPAGE_SZ) - base) / HPAGE_SZ : 0;
+	return base;
+}
+
+/*
+ * THP chunks the source reported complete, as one bit per huge page of a
+ * region the source had THP in: bounded by guest RAM however many
+ * RANGE_DONE messages arrive. Collapsing a sparse range would allocate
+ * huge pages where the guest had holes: only those regions count.
+ */
+void thp_mark_done(struct uffdmove_target *t, uint64_t start,
+			  uint64_t len)
+{
+	uint64_t end = start + len < start ? UINT64_MAX : start + len, a, base;
+	size_t i, n;
+
+	for (i = 0; i < t->nregions; i++) {
+		if (!t->thp_done[i])
+			continue;
+		base = thp_base(t, i, &n);
+		for (a = MAX(ALIGN_UP(start, HPAGE_SZ), base);
+		     a < base + n * HPAGE_SZ && a + HPAGE_SZ <= end;
+		     a += HPAGE_SZ)
+			t->thp_done[i][(a - base) / HPAGE_SZ / 64] |=
+				1ULL << ((a - base) / HPAGE_SZ % 64);
+	}
+}
+
+/* MADV_COLLAPSE every marked huge page; what fails stays marked. */
+void thp_collapse(struct uffdmove_target *t)
+{
+	uint64_t base, *map;
+	size_t i, k, n;
+
+	for (i = 0; i < t->nregions; i++) {
+		map = t->thp_done[i];
+		base = thp_base(t, i, &n);
+		for (k = 0; map && k < n; k++) {
+			if (!(map[k / 64] >> (k % 64) & 1))
+				continue;
+			/* Collapsing would allocate what the guest freed. */
+			if (discards_any(&t->discards, t->regions, i,
+					 base + k * HPAGE_SZ, HPAGE_SZ))
+				continue;
+			if (madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
+				    HPAGE_SZ, MADV_COLLAPSE))
+				continue;
+			map[k / 64] &= ~(1ULL << (k % 64));
+			t->thp_collapsed++;
+		}
+	}
+}
+

@@ -382,7 +382,7 @@ static void probe_io_uring(struct uffdmove_caps *c)
 	}
 }
 
-static uint32_t probe_thp_mode(void)
+uint32_t probe_thp_mode(void)
 {
 	static const struct {
 		const char *word;

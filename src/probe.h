@@ -9,6 +9,8 @@
 
 /* uffdmove_probe() without the cross-process MOVE trial (reported false). */
 void probe_local(struct uffdmove_caps *caps);
+/* UFFDMOVE_THP_* from sysfs: cheap, nothing tried. */
+uint32_t probe_thp_mode(void);
 /* Whether the caller already ran the cross-process trial, and its answer. */
 bool probe_cross_move_known(bool *works);
 

@@ -43,11 +43,9 @@ UFFDMOVE_EXPORT int uffdmove_target_opts_init(struct uffdmove_target_opts *o)
 
 static int open_uffd(struct uffdmove_target *t)
 {
-	struct uffdmove_caps caps;
-	uint64_t want;
+	uint64_t want, offered = 0;
 	int ret;
 
-	probe_local(&caps);
 	ret = uffd_open(O_CLOEXEC | O_NONBLOCK);
 	if (ret == -EPERM || ret == -EACCES)
 		return err_set(&t->err, EPERM,
@@ -59,8 +57,10 @@ static int open_uffd(struct uffdmove_target *t)
 		return err_set(&t->err, -ret, "userfaultfd: %s",
 			       strerror(-ret));
 	t->uffd = ret;
+	/* UFFDIO_API works once per fd: ask a scratch one what there is. */
+	uffd_offered(&offered);
 	want = SESSION_REQUIRED_FEATURES |
-	       (caps.uffd_features & (UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON));
+	       (offered & (UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON));
 	ret = uffd_api(t->uffd, want, &t->features, NULL);
 	if (ret)
 		return err_set(&t->err, ret == -EINVAL ? EOPNOTSUPP : -ret,
@@ -101,7 +101,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 					const struct uffdmove_target_opts *opts)
 {
 	struct uffdmove_target *t;
-	struct uffdmove_caps caps;
+	uint32_t thp_mode;
 	size_t i;
 	int ret;
 
@@ -143,9 +143,9 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 		ret = err_set(&t->err, ENOMEM, "out of memory");
 		goto fail;
 	}
-	probe_local(&caps);
+	thp_mode = probe_thp_mode();
 	for (i = 0; i < n; i++)
-		t->thp[i] = thp_vma_wants(t->regions[i].addr, caps.thp_mode);
+		t->thp[i] = thp_vma_wants(t->regions[i].addr, thp_mode);
 	ret = thp_alloc(t);
 	if (!ret && discards_init(&t->discards, n))
 		ret = err_set(&t->err, ENOMEM, "out of memory");

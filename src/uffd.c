@@ -35,6 +35,17 @@ int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls)
 	return 0;
 }
 
+int uffd_offered(uint64_t *features)
+{
+	int fd = uffd_open(O_CLOEXEC | O_NONBLOCK), ret;
+
+	if (fd < 0)
+		return fd;
+	ret = uffd_api(fd, 0, features, NULL);
+	close(fd);
+	return ret;
+}
+
 int uffd_register(int fd, void *addr, size_t len, uint64_t mode,
 		  uint64_t *ioctls)
 {

@@ -19,6 +19,8 @@ int uffd_open(int flags);
 /* UFFDIO_API: request @features; *offered gets what the kernel offers
  * (when @features is 0 this is a probe). Once per fd. */
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls);
+/* The features UFFDIO_API offers, asked of a scratch uffd: 0 or -errno. */
+int uffd_offered(uint64_t *features);
 int uffd_register(int fd, void *addr, size_t len, uint64_t mode,
 		  uint64_t *ioctls);
 int uffd_unregister(int fd, void *addr, size_t len);

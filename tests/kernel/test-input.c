@@ -562,25 +562,47 @@ static int send_wire(int sock, const struct wire_msg *m)
 	return len < 0 ? len : peer_send(sock, buf, (size_t)len, -1, 10000);
 }
 
-/* The raw source: ACCEPT, the flood, then ABORT. GO is left unread. */
-static int flood_source(int sock)
+/* One message from the peer, fds closed: its type, or -1. */
+static int recv_wire(int sock, struct wire_msg *m)
 {
 	unsigned char buf[WIRE_MSG_MAX + 1];
-	struct wire_msg m;
-	int fds[PEER_FDS_MAX], len, i;
-	uint64_t addr;
+	int fds[PEER_FDS_MAX], len;
 	size_t nfds;
 
 	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
 	if (nfds && nfds <= PEER_FDS_MAX)
 		peer_close_fds(fds, nfds);
-	T_CHECK(len > 0 && !wire_decode(buf, (size_t)len, &m, NULL, 0) &&
-		m.type == WIRE_HELLO, "no HELLO from the target (%d)", len);
-	addr = m.hello.regions[0].addr;
+	if (len <= 0 || wire_decode(buf, (size_t)len, m, NULL, 0))
+		return -1;
+	return (int)m->type;
+}
 
+/* A raw source's opening: take HELLO (@hello may be NULL), send ACCEPT
+ * announcing @populated bytes. */
+static int raw_accept(int sock, struct wire_msg *hello, uint64_t populated)
+{
+	struct wire_msg m;
+
+	T_CHECK(recv_wire(sock, &m) == WIRE_HELLO, "no HELLO from the target");
+	if (hello)
+		*hello = m;
 	m = (struct wire_msg){ .type = WIRE_ACCEPT };
 	m.accept.primitive = UFFDMOVE_PRIM_COPY;
+	m.accept.populated = populated;
 	T_CHECK(send_wire(sock, &m) == 0, "sending ACCEPT");
+	return T_PASS;
+}
+
+/* The raw source: ACCEPT, the flood, then ABORT. GO is left unread. */
+static int flood_source(int sock)
+{
+	struct wire_msg m;
+	uint64_t addr;
+	int i;
+
+	if (raw_accept(sock, &m, 0))
+		return T_FAIL;
+	addr = m.hello.regions[0].addr;
 
 	/* The same complete THP chunk, over and over: nothing to collapse
 	 * more than once, and nothing to keep per message. */
@@ -691,20 +713,10 @@ static int liar_target(int sock, int out)
 /* The raw source: ACCEPT announcing 8 MiB of data, then DONE at once. */
 static int liar_source(int sock)
 {
-	unsigned char buf[WIRE_MSG_MAX + 1];
 	struct wire_msg m;
-	int fds[PEER_FDS_MAX], len;
-	size_t nfds;
 
-	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
-	if (nfds && nfds <= PEER_FDS_MAX)
-		peer_close_fds(fds, nfds);
-	T_CHECK(len > 0 && !wire_decode(buf, (size_t)len, &m, NULL, 0) &&
-		m.type == WIRE_HELLO, "no HELLO from the target (%d)", len);
-	m = (struct wire_msg){ .type = WIRE_ACCEPT };
-	m.accept.primitive = UFFDMOVE_PRIM_COPY;
-	m.accept.populated = LIAR_LEN;
-	T_CHECK(send_wire(sock, &m) == 0, "sending ACCEPT");
+	if (raw_accept(sock, NULL, LIAR_LEN))
+		return T_FAIL;
 	m = (struct wire_msg){ .type = WIRE_DONE };
 	m.stats.bytes_total = m.stats.bytes_populated = LIAR_LEN;
 	T_CHECK(send_wire(sock, &m) == 0, "sending DONE");
@@ -750,21 +762,11 @@ static int done_without_data(struct t_ctx *ctx)
 /* The raw source gives up after the commit: ACCEPT, GO read, ABORT. */
 static int quitting_source(int sock)
 {
-	unsigned char buf[WIRE_MSG_MAX + 1];
 	struct wire_msg m;
-	int fds[PEER_FDS_MAX], len;
-	size_t nfds;
 
-	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
-	if (nfds && nfds <= PEER_FDS_MAX)
-		peer_close_fds(fds, nfds);
-	T_CHECK(len > 0, "no HELLO from the target (%d)", len);
-	m = (struct wire_msg){ .type = WIRE_ACCEPT };
-	m.accept.primitive = UFFDMOVE_PRIM_COPY;
-	T_CHECK(send_wire(sock, &m) == 0, "sending ACCEPT");
-	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
-	T_CHECK(len > 0 && !wire_decode(buf, (size_t)len, &m, NULL, 0) &&
-		m.type == WIRE_GO, "no GO from the target (%d)", len);
+	if (raw_accept(sock, NULL, 0))
+		return T_FAIL;
+	T_CHECK(recv_wire(sock, &m) == WIRE_GO, "no GO from the target");
 	m = (struct wire_msg){ .type = WIRE_ABORT };
 	m.reason.errnum = EIO;
 	strcpy(m.reason.text, "raw source: gives up");

@@ -77,17 +77,6 @@ static void *pusher_main(void *arg)
 	return NULL;
 }
 
-static int send_msg(struct uffdmove_source *s, const struct wire_msg *m,
-		    int timeout_ms)
-{
-	char buf[WIRE_MSG_MAX];
-	int len = wire_encode(m, buf, sizeof(buf));
-
-	if (len < 0)
-		return len;
-	return peer_send(s->sock, buf, (size_t)len, -1, timeout_ms);
-}
-
 static void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
 {
 	mover_stats(&s->m, st);
@@ -106,7 +95,7 @@ static int flush_ranges(struct run *run, int timeout_ms)
 			&run->s->m, msg.ranges.ranges, WIRE_RANGES_MAX);
 		if (!msg.ranges.n)
 			return 0;
-		ret = send_msg(run->s, &msg, timeout_ms);
+		ret = session_send(run->s->sock, &msg, -1, timeout_ms);
 		if (ret == -EAGAIN) {
 			/* Put them back in front: order is irrelevant. */
 			uint32_t i;
@@ -135,7 +124,7 @@ static void periodic(struct run *run, bool force)
 	/* A target reads only once it committed: before, messages would
 	 * fill the socket and leave no room for an ABORT. */
 	if (__atomic_load_n(&s->m.committed, __ATOMIC_ACQUIRE)) {
-		send_msg(s, &msg, 0);	/* idempotent: drop if full */
+		session_send(s->sock, &msg, -1, 0);	/* idempotent: drop if full */
 		flush_ranges(run, 0);
 	}
 	handled = msg.stats.bytes_moved + msg.stats.bytes_copied;
@@ -437,7 +426,7 @@ static int try_send_done(struct run *run)
 	if (!run->s->t_end)
 		run->s->t_end = now_ns();
 	stats_now(run->s, &msg.stats);
-	ret = send_msg(run->s, &msg, 0);
+	ret = session_send(run->s->sock, &msg, -1, 0);
 	if (ret == -EAGAIN)
 		return 0;
 	if (ret)
@@ -516,7 +505,7 @@ static void answer_query(struct run *run)
 	};
 
 	stats_now(run->s, &answer.stats);
-	send_msg(run->s, &answer, 100);
+	session_send(run->s->sock, &answer, -1, 100);
 	run->query = false;
 }
 
@@ -610,7 +599,7 @@ static int end_touched(struct run *run)
 	abort_msg.reason.errnum = ECONNRESET;
 	str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text),
 		 s->m.err.msg);
-	send_msg(s, &abort_msg, 100);
+	session_send(s->sock, &abort_msg, -1, 100);
 	shutdown(s->sock, SHUT_RDWR);
 	return err_set(&s->err, ECONNRESET,
 		       "%s; the target never committed, but it touched guest RAM %llu times before (its guest may have run): do not resume the old guest",
@@ -642,7 +631,7 @@ static int end_failed(struct run *run, int ret)
 	abort_msg.reason.errnum = (uint32_t)-ret;
 	str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text), cause);
 	if (ret != -ECONNRESET && ret != -ESRCH)
-		send_msg(s, &abort_msg, 100);
+		session_send(s->sock, &abort_msg, -1, 100);
 	/* The session is over: a target blocked in munmap or madvise on an
 	 * event we will not read learns it from the hang-up. */
 	shutdown(s->sock, SHUT_RDWR);

@@ -7,6 +7,7 @@
 #include "peer.h"
 #include "session.h"
 #include "util.h"
+#include "wire.h"
 
 int session_copy_regions(struct err_buf *err,
 			 const struct uffdmove_region *in, size_t n,
@@ -196,4 +197,14 @@ int session_check_mappings(struct err_buf *err,
 		ret = check_one(err, &regions[i], f, writable);
 	fclose(f);
 	return ret;
+}
+
+int session_send(int sock, const struct wire_msg *m, int fd, int timeout_ms)
+{
+	char buf[WIRE_MSG_MAX];
+	int len = wire_encode(m, buf, sizeof(buf));
+
+	if (len < 0)
+		return len;
+	return peer_send(sock, buf, (size_t)len, fd, timeout_ms);
 }

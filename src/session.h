@@ -43,6 +43,10 @@ int session_check_mappings(struct err_buf *err,
 int session_check_peer(struct err_buf *err, int sock, uint32_t expected_uid,
 		       int32_t expected_pid, pid_t *pid);
 
+/* Encode @m and send it, with @fd (-1: none); peer_send()'s results. */
+struct wire_msg;
+int session_send(int sock, const struct wire_msg *m, int fd, int timeout_ms);
+
 /* Both opts structs end in reserved words that must be zero. */
 int session_check_reserved(struct err_buf *err, const void *words,
 			   size_t len);

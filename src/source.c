@@ -135,9 +135,7 @@ static int reject(struct uffdmove_source *s, int ret)
 
 	m.reason.errnum = (uint32_t)-ret;
 	str_copy(m.reason.text, sizeof(m.reason.text), s->err.msg);
-	len = wire_encode(&m, buf, sizeof(buf));
-	if (len > 0)
-		peer_send(s->sock, buf, (size_t)len, -1, 100);
+	session_send(s->sock, &m, -1, 100);
 	/* Closing a unix socket with unread data resets the peer before it
 	 * reads our answer: consume what it sent (closing any fds). */
 	do {
@@ -421,9 +419,7 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	ans.accept.primitive = s->m.prim == PRIM_COPY ? UFFDMOVE_PRIM_COPY :
 			       UFFDMOVE_PRIM_MOVE;
 	ans.accept.populated = s->m.cnt.populated;
-	len = wire_encode(&ans, buf, sizeof(buf));
-	ret = peer_send(sock, buf, (size_t)len, -1,
-			(int)s->opts.handshake_timeout_ms);
+	ret = session_send(sock, &ans, -1, (int)s->opts.handshake_timeout_ms);
 	if (ret) {
 		ret = err_set(&s->err, -ret, "sending ACCEPT: %s",
 			      strerror(-ret));

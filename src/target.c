@@ -190,17 +190,6 @@ fail:
 	return ret;
 }
 
-static int send_msg(struct uffdmove_target *t, const struct wire_msg *m,
-		    int timeout_ms)
-{
-	char buf[WIRE_MSG_MAX];
-	int len = wire_encode(m, buf, sizeof(buf));
-
-	if (len < 0)
-		return len;
-	return peer_send(t->sock, buf, (size_t)len, -1, timeout_ms);
-}
-
 /* The source refused or the handshake failed: give everything back. */
 static int release(struct uffdmove_target *t, int ret)
 {
@@ -258,9 +247,8 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 		r->flags = t->thp[i] ? WIRE_REGION_THP : 0;
 		r->ioctls = t->ioctls[i];
 	}
-	len = wire_encode(m, buf, sizeof(buf));
-	ret = len < 0 ? len : peer_send(sock, buf, (size_t)len, t->uffd,
-					 (int)t->opts.handshake_timeout_ms);
+	ret = session_send(sock, m, t->uffd,
+			   (int)t->opts.handshake_timeout_ms);
 	if (ret) {
 		free(m);
 		return release(t, err_set(&t->err, -ret, "sending HELLO: %s",
@@ -320,7 +308,7 @@ UFFDMOVE_EXPORT int uffdmove_target_abort(struct uffdmove_target *t)
 	m.reason.errnum = ECANCELED;
 	str_copy(m.reason.text, sizeof(m.reason.text),
 		 "the target aborted before resuming its guest");
-	send_msg(t, &m, 1000);
+	session_send(t->sock, &m, -1, 1000);
 	return release(t, 0);
 }
 
@@ -333,7 +321,7 @@ static int query_stats(struct uffdmove_target *t)
 	int fds[PEER_FDS_MAX], len;
 	size_t nfds;
 
-	if (send_msg(t, &m, QUERY_TIMEOUT_MS))
+	if (session_send(t->sock, &m, -1, QUERY_TIMEOUT_MS))
 		return -ECONNRESET;
 	for (;;) {
 		len = peer_recv(t->sock, buf, sizeof(buf), fds, &nfds,
@@ -398,7 +386,7 @@ static int finish(struct uffdmove_target *t)
 	t->t_end = now_ns();
 	keeper_stop(t);
 	unregister_all(t, t->nregions);
-	send_msg(t, &fin, 1000);	/* the source may leave now */
+	session_send(t->sock, &fin, -1, 1000);	/* the source may leave now */
 	close_uffd(t);
 	t->state = TGT_DONE;
 	if (t->st.bytes_discard_raced)
@@ -504,7 +492,7 @@ static int commit(struct uffdmove_target *t)
 	ret = read_messages(t);
 	if (ret < 0)
 		return ret;
-	ret = send_msg(t, &go, 1000);
+	ret = session_send(t->sock, &go, -1, 1000);
 	if (ret) {
 		/* Its ABORT follows the shutdown that failed our GO. */
 		struct pollfd pfd = { .fd = t->sock, .events = POLLIN };

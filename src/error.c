@@ -5,14 +5,39 @@
 
 #include "error.h"
 
+static int vformat(char *buf, size_t len, int errnum, const char *fmt,
+		   va_list ap)
+{
+	if (buf && len)
+		vsnprintf(buf, len, fmt, ap);
+	return -errnum;
+}
+
+int err_vset(struct err_buf *e, int errnum, const char *fmt, va_list ap)
+{
+	return vformat(e->msg, sizeof(e->msg), errnum, fmt, ap);
+}
+
 int err_set(struct err_buf *e, int errnum, const char *fmt, ...)
 {
 	va_list ap;
+	int ret;
 
 	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	ret = err_vset(e, errnum, fmt, ap);
 	va_end(ap);
-	return -errnum;
+	return ret;
+}
+
+int err_format(char *buf, size_t len, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	ret = vformat(buf, len, errnum, fmt, ap);
+	va_end(ap);
+	return ret;
 }
 
 static __thread char kept[ERR_MSG_MAX];

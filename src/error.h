@@ -3,6 +3,9 @@
 #ifndef UFFDMOVE_ERROR_H
 #define UFFDMOVE_ERROR_H
 
+#include <stdarg.h>
+#include <stddef.h>
+
 #define ERR_MSG_MAX 256
 
 struct err_buf {
@@ -16,6 +19,13 @@ struct err_buf {
  */
 int err_set(struct err_buf *e, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* The same with a va_list: the one formatter all messages go through. */
+int err_vset(struct err_buf *e, int errnum, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+/* Format into a plain buffer (NULL or 0 bytes: nothing), return -@errnum. */
+int err_format(char *buf, size_t len, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 /*
  * A *_new call frees its handle on failure: keep the handle's message for

@@ -58,7 +58,7 @@ int keeper_poison_missing(struct uffdmove_target *t)
 
 	if (!(t->features & UFFD_FEATURE_POISON))
 		return -EOPNOTSUPP;
-	ret = pm_open(&pm);
+	ret = pm_open(&pm, 0);
 	if (ret)
 		return ret;
 	for (i = 0; i < t->nregions; i++) {

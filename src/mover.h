@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The mover: hands chunks and single faulting pages from the source's memory
- * into the target's through the target's uffd, choosing MOVE or COPY per
- * chunk (the one place that decides), honouring partial progress, EEXIST,
- * EAGAIN and the target's discards. Shared by the fault thread and pushers.
+ * The transfer core ("the mover"): hands chunks and single faulting pages
+ * from the source's memory into the target's. It keeps the plan, who holds
+ * which chunk, the urgent queue, counters and the first fatal error; the
+ * drivers (run.c) only call what is declared below, never a field.
+ * doc/design.md, "The transfer core".
  */
 #ifndef UFFDMOVE_MOVER_H
 #define UFFDMOVE_MOVER_H
@@ -41,6 +42,7 @@ struct pinned_range {
 #define URGENT_MAX 256
 
 struct mover {
+	bool ready;			/* set up: mover_fini() has work */
 	int uffd;
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;
@@ -50,7 +52,7 @@ struct mover {
 	bool stop;			/* atomic: threads leave */
 	struct plan plan;
 	struct pm pm;
-	struct pinned_range *pinned;
+	const struct pinned_range *pinned;
 	size_t npinned;
 	struct counters cnt;
 	struct hist lat;
@@ -72,8 +74,37 @@ struct mover {
 	struct err_buf err;		/* message for fatal / move_failure */
 };
 
-int mover_init(struct mover *m);
+/* What a driver hands the core when a session starts. */
+struct mover_config {
+	int uffd;			/* the mover owns it from now on */
+	uint32_t mode;			/* enum uffdmove_mode */
+	bool same_mm;			/* the target is this process */
+	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
+	const struct pinned_range *pinned;	/* the caller keeps them */
+	size_t npinned;
+	const struct plan_input *regions;
+	size_t nregions;
+};
+
+/*
+ * Set the core up for a session: plan, pagemap, populated bytes counted
+ * while the guest is paused. 0, or -errno with @err saying why. Either
+ * way the core owns cfg->uffd, and mover_fini() undoes it all.
+ */
+int mover_setup(struct mover *m, const struct mover_config *cfg,
+		struct err_buf *err);
 void mover_fini(struct mover *m);
+
+int mover_uffd(const struct mover *m);
+/* The target committed: MOVE is allowed (doc/design.md, "The commit"). */
+void mover_commit(struct mover *m);
+bool mover_committed(const struct mover *m);
+/* Threads leave: the session is ending. */
+void mover_stop(struct mover *m);
+bool mover_stopping(const struct mover *m);
+/* The primitive ACCEPT announces, and the populated bytes so far. */
+uint32_t mover_primitive(const struct mover *m);
+uint64_t mover_populated(const struct mover *m);
 
 /* Pushers: claim the next chunk (urgent first), or -1 when none is left. */
 long mover_next_chunk(struct mover *m);
@@ -91,25 +122,34 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader);
  * -errno.
  */
 int mover_fault(struct mover *m, uint64_t addr);
+/* A fault read at @t_read was served / had to wait (latency, counters). */
+void mover_fault_served(struct mover *m, uint64_t t_read);
+void mover_fault_deferred(struct mover *m);
 /* The uffd's events were read: pushers that met EAGAIN may try again. */
 void mover_events_read(struct mover *m);
 /*
- * Count the populated bytes of every region, per chunk, while the guest is
- * paused: the stats start from it, and classifying a chunk corrects it by
- * what the chunk really holds then (pages can vanish meanwhile: reclaimed
- * MADV_FREE pages, KSM merging into the zero page).
+ * The target discarded [start, end) (a REMOVE or UNMAP event read after
+ * @since_ns): never filled again; a fill that raced it is counted.
  */
-int mover_count_populated(struct mover *m);
+void mover_discarded(struct mover *m, uint64_t start, uint64_t end,
+		     uint64_t since_ns);
 /* All chunks are done. */
 bool mover_finished(const struct mover *m);
 /* Record the first fatal error with its message; returns @err. */
 int mover_fail(struct mover *m, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int mover_fatal(struct mover *m);
+/* The message of the fatal error, or of the MODE_MOVE refusal. */
+const char *mover_error(const struct mover *m);
+/* MODE_MOVE: -EBUSY once the kernel refused to move a page, else 0. */
+int mover_move_failure(struct mover *m);
+/* Raw discards a fill may have raced: bytes, and the first one seen. */
+uint64_t mover_discard_raced(struct mover *m, uint64_t *start, uint64_t *len);
 /* Queue a completed THP range for the target (coalesced). */
 void mover_outbox_add(struct mover *m, uint64_t start, uint64_t len);
 /* Take up to @cap completed THP ranges from the outbox; returns count. */
 size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap);
+bool mover_outbox_empty(struct mover *m);
 /* Snapshot of the counters as public stats (without elapsed time). */
 void mover_stats(const struct mover *m, struct uffdmove_stats *st);
 

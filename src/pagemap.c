@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -31,16 +32,22 @@ static int scan(const struct pm *pm, uint64_t start, uint64_t end,
 	return ret;
 }
 
-int pm_open(struct pm *pm)
+int pm_open(struct pm *pm, pid_t pid)
 {
 	struct page_region vec[1];
 	uint64_t walk_end;
 	long self = sysconf(_SC_PAGESIZE);
+	char path[32];
 
-	pm->fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/pagemap");
+	pm->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (pm->fd < 0)
 		return -errno;
-	/* Any mapped address will do to learn whether the ioctl exists. */
+	/* Any address will do to learn whether the ioctl exists (an
+	 * unmapped one is an empty answer). */
 	pm->scan = scan(pm, ALIGN_DOWN((uintptr_t)&self, PAGE_SZ),
 			ALIGN_DOWN((uintptr_t)&self, PAGE_SZ) + PAGE_SZ,
 			vec, 1, &walk_end) >= 0;

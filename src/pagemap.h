@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Reading this process's own page tables: PAGEMAP_SCAN where the kernel has
+ * Reading page tables (ours, or the source's for the pull engine): PAGEMAP_SCAN where the kernel has
  * it (one ioctl per range), else 8-byte /proc/self/pagemap entries.
  * Exclusivity (PM_MMAP_EXCLUSIVE) exists only in the 8-byte entries.
  */
@@ -10,13 +10,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct pm {
 	int fd;
 	bool scan;	/* PAGEMAP_SCAN works */
 };
 
-int pm_open(struct pm *pm);
+/* The page tables of process @pid (0: this one). Another process's need
+ * ptrace read access to it; pid reuse is the caller's to rule out. */
+int pm_open(struct pm *pm, pid_t pid);
 void pm_close(struct pm *pm);
 /* 8-byte entries of @npages pages from @addr. */
 int pm_read(const struct pm *pm, uint64_t addr, size_t npages,

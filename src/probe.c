@@ -20,7 +20,8 @@
 #include "uffdmove.h"
 #include "caps.h"
 #include "compat.h"
-#include "peer.h"
+#include "mem.h"
+#include "pagemap.h"
 #include "probe.h"
 #include "uffd.h"
 #include "util.h"
@@ -30,8 +31,6 @@
 #define SYSCTL_IO_URING		"/proc/sys/kernel/io_uring_disabled"
 #define THP_ENABLED		"/sys/kernel/mm/transparent_hugepage/enabled"
 
-/* How long either side of the cross-process probe waits for the other. */
-#define XPROC_TIMEOUT_S		2
 
 /* The local answers never fork; the cross-process MOVE trial forks (COW-
  * sharing every private page of the caller for a moment, which makes the
@@ -78,44 +77,6 @@ static int32_t read_sysctl(const char *path)
 	return (int32_t)val;
 }
 
-static void *map_anon(size_t len)
-{
-	return mmap(NULL, len, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-}
-
-/* @len bytes of anonymous memory starting on a @len boundary, or NULL. */
-static void *map_aligned(size_t len)
-{
-	uintptr_t start, aligned;
-	char *p;
-
-	p = map_anon(2 * len);
-	if (p == MAP_FAILED)
-		return NULL;
-	start = (uintptr_t)p;
-	aligned = ALIGN_UP(start, len);
-	if (aligned > start)
-		munmap(p, aligned - start);
-	munmap((char *)aligned + len, start + len - aligned);
-	return (void *)aligned;
-}
-
-/*
- * A uffd that catches user-mode faults only: what every process may open
- * whatever vm.unprivileged_userfaultfd says. Linux < 5.11 does not know
- * the flag (EINVAL); there every uffd catches kernel faults too.
- */
-static int open_user_uffd(void)
-{
-	int fd;
-
-	fd = uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY);
-	if (fd == -EINVAL)
-		fd = uffd_open(O_CLOEXEC);
-	return fd;
-}
-
 static void probe_caps(struct uffdmove_caps *c)
 {
 	bool have;
@@ -133,7 +94,7 @@ static void probe_uffd(struct uffdmove_caps *c)
 	uint64_t features, ioctls;
 	int fd;
 
-	fd = open_user_uffd();
+	fd = uffd_open_user();
 	if (fd < 0)
 		return;
 	/* features 0: a pure query, the kernel reports all it offers */
@@ -181,193 +142,23 @@ static void probe_kernel_faults(struct uffdmove_caps *c)
 		c->kernel_faults_via = UFFDMOVE_KFAULT_SYSCTL;
 }
 
-/* ------------------------------------------------- cross-process MOVE */
-
-/* Child to parent: the page the child registered, and the uffd. */
-struct xproc_msg {
-	uint64_t addr;
-	int32_t err;	/* 0, or the -errno that stopped the child */
-	uint32_t pad;
-};
-
-/*
- * The child: creates a uffd for its own mm with MOVE negotiated, registers
- * one missing page, hands both to the parent and waits until the parent
- * has tried and hung up, so that its mm is alive during the MOVE.
- *
- * It runs in a copy of a possibly multi-threaded process: async-signal-safe
- * calls only, no malloc, no stdio, and _exit().
- */
-static void __attribute__((noreturn)) xproc_child(int sock)
-{
-	struct xproc_msg msg = { 0 };
-	void *page;
-	char byte;
-	int fd;
-
-	fd = open_user_uffd();
-	if (fd < 0) {
-		msg.err = fd;
-		goto send;
-	}
-	msg.err = uffd_api(fd, UFFD_FEATURE_MOVE, NULL, NULL);
-	if (msg.err)
-		goto send;
-	page = map_anon(PAGE_SZ);
-	if (page == MAP_FAILED) {
-		msg.err = -errno;
-		goto send;
-	}
-	msg.err = uffd_register(fd, page, PAGE_SZ,
-				UFFDIO_REGISTER_MODE_MISSING, NULL);
-	if (msg.err)
-		goto send;
-
-	msg.addr = (uintptr_t)page;
-send:
-	/* peer_send() is async-signal-safe: sendmsg and poll only */
-	if (!peer_send(sock, &msg, sizeof(msg), msg.err ? -1 : fd, -1)) {
-		/* EOF (the parent shut down) or the receive timeout ends it */
-		while (read(sock, &byte, 1) < 0 && errno == EINTR)
-			;
-	}
-	_exit(0);
-}
-
-/* The uffd and page address from the child; -errno if it sent none. */
-static int xproc_recv(int sock, uint64_t *addr)
-{
-	struct xproc_msg msg = { 0 };
-	int fds[PEER_FDS_MAX], n;
-	size_t nfds;
-
-	n = peer_recv(sock, &msg, sizeof(msg), fds, &nfds,
-		      XPROC_TIMEOUT_S * 1000);
-	if (n != (int)sizeof(msg) || msg.err || nfds != 1) {
-		if (nfds <= PEER_FDS_MAX)
-			peer_close_fds(fds, nfds);
-		return n < 0 ? n : msg.err ? msg.err : -EPROTO;
-	}
-	*addr = msg.addr;
-	return fds[0];
-}
-
-/* One MOVE of a page of ours into the child's mm, through its uffd. */
-static bool xproc_try_move(int ufd, uint64_t dst)
-{
-	size_t done;
-	char *page;
-	int ret;
-
-	page = map_anon(PAGE_SZ);
-	if (page == MAP_FAILED)
-		return false;
-	memset(page, 0x5a, PAGE_SZ);
-	/* upstream answers EINVAL: "no cross-mm moves" */
-	ret = uffd_move(ufd, dst, (uintptr_t)page, PAGE_SZ, 0, &done);
-	munmap(page, PAGE_SZ);
-	return ret == 0 && done == PAGE_SZ;
-}
-
-/*
- * The child is cloned without an exit signal (a fork in all but that):
- * no SIGCHLD reaches the application, its reaper (waitpid(-1) without
- * __WALL) cannot steal our child, and no pthread_atfork handlers run in
- * the middle of a library call. All signals stay blocked in the child.
- */
-static pid_t xproc_spawn(int sv[2])
-{
-	sigset_t all, old;
-	pid_t pid;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid = (pid_t)syscall(SYS_clone, 0UL, NULL, NULL, NULL, 0UL);
-	if (pid == 0) {
-		close(sv[0]);
-		xproc_child(sv[1]);
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	return pid;
-}
-
-static bool probe_cross_move(void)
-{
-	struct timeval tv = { .tv_sec = XPROC_TIMEOUT_S };
-	uint64_t addr = 0;
-	bool moved = false;
-	int sv[2], ufd;
-	pid_t pid;
-
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return false;
-	/* bounded waits on both sides: neither can hang the other */
-	if (setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
-		close(sv[0]);
-		close(sv[1]);
-		return false;
-	}
-
-	pid = xproc_spawn(sv);
-	close(sv[1]);
-	if (pid < 0) {
-		close(sv[0]);
-		return false;
-	}
-
-	ufd = xproc_recv(sv[0], &addr);
-	if (ufd >= 0) {
-		moved = xproc_try_move(ufd, addr);
-		close(ufd);
-	}
-	/* shutdown, not just close: EOF even if another fork holds sv[0] */
-	shutdown(sv[0], SHUT_RDWR);
-	close(sv[0]);
-	if (ufd < 0)
-		kill(pid, SIGKILL);
-	while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-		;
-	return moved;
-}
-
-/* ------------------------------------------------------- the rest */
-
 static void probe_pagemap(struct uffdmove_caps *c)
 {
-	struct page_region region;
-	struct pm_scan_arg arg;
 	uint64_t entry;
+	struct pm pm;
 	char *page;
-	int fd;
 
-	page = map_anon(PAGE_SZ);
-	if (page == MAP_FAILED)
+	page = mem_map(PAGE_SZ);
+	if (!page)
 		return;
 	page[0] = 1;
-
 	/* PFNs are shown or zeroed by the capabilities at open time */
-	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		goto out;
-
-	memset(&arg, 0, sizeof(arg));
-	arg.size = sizeof(arg);
-	arg.start = (uintptr_t)page;
-	arg.end = (uintptr_t)page + PAGE_SZ;
-	arg.vec = (uintptr_t)&region;
-	arg.vec_len = 1;
-	arg.category_mask = PAGE_IS_PRESENT;
-	arg.return_mask = PAGE_IS_PRESENT;
-	c->pagemap_scan = ioctl(fd, PAGEMAP_SCAN, &arg) == 1 &&
-			  region.start == (uintptr_t)page;
-
-	if (pread(fd, &entry, sizeof(entry),
-		  (off_t)((uintptr_t)page / PAGE_SZ * sizeof(entry))) ==
-	    (ssize_t)sizeof(entry))
-		c->pagemap_pfn = (entry & PM_PRESENT) && (entry & PM_PFN_MASK);
-	close(fd);
-out:
+	if (!pm_open(&pm, 0)) {
+		c->pagemap_scan = pm.scan;
+		c->pagemap_pfn = !pm_read(&pm, (uintptr_t)page, 1, &entry) &&
+				 (entry & PM_PRESENT) && (entry & PM_PFN_MASK);
+		pm_close(&pm);
+	}
 	munmap(page, PAGE_SZ);
 }
 
@@ -415,7 +206,7 @@ static void probe_collapse(struct uffdmove_caps *c)
 	char *p;
 	int ret;
 
-	p = map_aligned(HPAGE_SZ);
+	p = mem_map_aligned(HPAGE_SZ, HPAGE_SZ);
 	if (!p)
 		return;
 	if (madvise(p, HPAGE_SZ, MADV_HUGEPAGE) == 0) {

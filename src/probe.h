@@ -11,6 +11,8 @@
 void probe_local(struct uffdmove_caps *caps);
 /* UFFDMOVE_THP_* from sysfs: cheap, nothing tried. */
 uint32_t probe_thp_mode(void);
+/* probe_cross.c: one real UFFDIO_MOVE into a child's mm (forks). */
+bool probe_cross_move(void);
 /* Whether the caller already ran the cross-process trial, and its answer. */
 bool probe_cross_move_known(bool *works);
 

@@ -9,44 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include "mover.h"
-#include "peer.h"
-#include "ring.h"
-#include "source.h"
+#include "run.h"
 #include "util.h"
-#include "wire.h"
 
-#define PROGRESS_EVERY_NS	(20 * 1000 * 1000ULL)
-#define PROGRESS_CB_BYTES	(64ULL << 20)
 #define FAULT_SPIN_US		50
 #define MSGS_MAX		(4 * RING_MSGS)
 #define PUSHER_NICE		5
 #define PUSH_TRIES		8	/* inline pushes in a row after EAGAIN */
-
-/* A fault that could not be resolved yet, and when it was read. */
-struct waiting {
-	uint64_t addr;
-	uint64_t t_read;
-};
-
-struct run {
-	struct uffdmove_source *s;
-	struct ring ring;
-	pthread_t *pushers;
-	size_t npushers, started, exited;
-	bool needs_commit;
-	bool done_sent, fin;
-	bool query;		/* the target asked for counters */
-	bool target_aborted;	/* it said ABORT before committing */
-	uint64_t early_faults;	/* served before its commit */
-	uint64_t done_sent_ns;
-	uint64_t next_progress_ns, next_cb_bytes;
-	struct waiting *waiting;	/* faults to try again, see wait_fault */
-	size_t nwaiting, waiting_cap;
-};
 
 static void *pusher_main(void *arg)
 {
@@ -59,11 +30,11 @@ static void *pusher_main(void *arg)
 	 * behind CPU-bound pushers would wait whole scheduler slices. Raising
 	 * one's own nice value needs no privilege. */
 	setpriority(PRIO_PROCESS, (id_t)gettid(), PUSHER_NICE);
-	while (!__atomic_load_n(&m->stop, __ATOMIC_ACQUIRE)) {
+	while (!mover_stopping(m)) {
 		/* Before the target commits, nothing may move: the source
 		 * must be able to take its guest back. */
 		if (run->needs_commit &&
-		    !__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE)) {
+		    !mover_committed(m)) {
 			usleep(100);
 			continue;
 		}
@@ -77,61 +48,10 @@ static void *pusher_main(void *arg)
 	return NULL;
 }
 
-static void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
+void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
 {
 	mover_stats(&s->m, st);
 	st->elapsed_ns = (s->t_end ? s->t_end : now_ns()) - s->t_start;
-}
-
-/* Completed THP chunks, so the target can collapse them at once. When
- * @timeout_ms is 0 what does not fit the socket waits for next time. */
-static int flush_ranges(struct run *run, int timeout_ms)
-{
-	struct wire_msg msg = { .type = WIRE_RANGE_DONE };
-	int ret;
-
-	for (;;) {
-		msg.ranges.n = (uint32_t)mover_take_ranges(
-			&run->s->m, msg.ranges.ranges, WIRE_RANGES_MAX);
-		if (!msg.ranges.n)
-			return 0;
-		ret = session_send(run->s->sock, &msg, -1, timeout_ms);
-		if (ret == -EAGAIN) {
-			/* Put them back in front: order is irrelevant. */
-			uint32_t i;
-
-			for (i = 0; i < msg.ranges.n; i++)
-				mover_outbox_add(&run->s->m,
-						 msg.ranges.ranges[i].start,
-						 msg.ranges.ranges[i].len);
-			return 0;
-		}
-		if (ret)
-			return ret;
-	}
-}
-
-static void periodic(struct run *run, bool force)
-{
-	struct uffdmove_source *s = run->s;
-	struct wire_msg msg = { .type = WIRE_PROGRESS };
-	uint64_t now = now_ns(), handled;
-
-	if (!force && now < run->next_progress_ns)
-		return;
-	run->next_progress_ns = now + PROGRESS_EVERY_NS;
-	stats_now(s, &msg.stats);
-	/* A target reads only once it committed: before, messages would
-	 * fill the socket and leave no room for an ABORT. */
-	if (__atomic_load_n(&s->m.committed, __ATOMIC_ACQUIRE)) {
-		session_send(s->sock, &msg, -1, 0);	/* idempotent: drop if full */
-		flush_ranges(run, 0);
-	}
-	handled = msg.stats.bytes_moved + msg.stats.bytes_copied;
-	if (s->opts.progress && (force || handled >= run->next_cb_bytes)) {
-		s->opts.progress(&msg.stats, s->opts.progress_arg);
-		run->next_cb_bytes = handled + PROGRESS_CB_BYTES;
-	}
 }
 
 /* A target event other than a fault. */
@@ -154,10 +74,7 @@ static int handle_event(struct run *run, const struct uffd_msg *msg,
 		 */
 		start = msg->arg.remove.start;
 		end = msg->arg.remove.end;
-		__atomic_fetch_add(&m->cnt.discarded,
-				   plan_discard(&m->plan, start, end - start),
-				   __ATOMIC_RELAXED);
-		fills_check_discard(&m->fills, start, end, since);
+		mover_discarded(m, start, end, since);
 		return 0;
 	case UFFD_EVENT_REMAP:
 		return mover_fail(m, -EPROTO,
@@ -170,11 +87,6 @@ static int handle_event(struct run *run, const struct uffd_msg *msg,
 				  "unexpected userfaultfd event %u from the target",
 				  msg->event);
 	}
-}
-
-static bool committed(struct run *run)
-{
-	return __atomic_load_n(&run->s->m.committed, __ATOMIC_ACQUIRE);
 }
 
 /*
@@ -203,13 +115,13 @@ static int serve_fault(struct run *run, uint64_t addr, uint64_t t_read)
 	int ret = mover_fault(m, addr);
 
 	if (ret == -EAGAIN) {
-		__atomic_fetch_add(&m->cnt.eagain, 1, __ATOMIC_RELAXED);
+		mover_fault_deferred(m);
 		return wait_fault(run, addr, t_read);
 	}
 	if (ret)
 		return mover_fail(m, ret, "resolving a fault at 0x%llx: %s",
 				  (unsigned long long)addr, strerror(-ret));
-	hist_add(&m->lat, now_ns() - t_read);
+	mover_fault_served(m, t_read);
 	if (!committed(run))	/* the rule: no touch before the commit */
 		run->early_faults++;
 	return 0;
@@ -254,7 +166,7 @@ static int drain_uffd(struct run *run)
 	for (;;) {
 		uint64_t since = now_ns();
 
-		got = read(run->s->m.uffd, batch, sizeof(batch));
+		got = read(mover_uffd(&run->s->m), batch, sizeof(batch));
 		if (got <= 0)
 			break;
 		ret = handle_msgs(run, batch,
@@ -288,155 +200,6 @@ static int retry_faults(struct run *run)
 	return ret < 0 ? ret : 0;
 }
 
-/*
- * The target left: judged only after every message it left behind was
- * read, because a reset is reported before the data still queued. The
- * handoff is complete only if it committed and confirmed DONE with FIN.
- */
-static int target_gone(struct run *run)
-{
-	struct mover *m = &run->s->m;
-
-	if (run->fin)
-		return 0;
-	if (!committed(run))
-		return mover_fail(m, -ECANCELED, "the target went away");
-	return mover_fail(m, -ECONNRESET, "%s",
-			  run->done_sent ?
-			  "the target hung up after DONE without confirming it" :
-			  "the target hung up before the handoff completed");
-}
-
-/* One message from the target: GO (committed), FIN or ABORT. */
-static int handle_message(struct run *run, const struct wire_msg *msg)
-{
-	struct mover *m = &run->s->m;
-
-	switch (msg->type) {
-	case WIRE_GO:
-		__atomic_store_n(&m->committed, true, __ATOMIC_RELEASE);
-		return 0;
-	case WIRE_FIN:
-		if (!run->done_sent || !committed(run))
-			return mover_fail(m, -EPROTO,
-					  "the target sent FIN before %s",
-					  run->done_sent ? "GO" : "DONE");
-		run->fin = true;
-		return 0;
-	case WIRE_QUERY:	/* fresh counters, e.g. to check DONE */
-		run->query = true;	/* answered once events are read */
-		return 0;
-	case WIRE_ABORT:
-		if (committed(run))
-			return mover_fail(m, -ECONNRESET,
-					  "the target aborted after committing: %s",
-					  msg->reason.text);
-		run->target_aborted = true;
-		return mover_fail(m, -ECANCELED, "the target aborted");
-	default:
-		return mover_fail(m, -EPROTO, "unexpected %s from the target",
-				  wire_type_name(msg->type));
-	}
-}
-
-/* Read everything the target sent; 0 or the session's end. */
-static int handle_socket(struct run *run)
-{
-	struct uffdmove_source *s = run->s;
-	struct wire_msg msg;
-	char buf[WIRE_MSG_MAX + 1], why[160];
-	int fds[PEER_FDS_MAX], len, ret;
-	bool gone = false;
-	size_t nfds;
-
-	for (;;) {
-		len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds, 0);
-		if (nfds && nfds <= PEER_FDS_MAX)
-			peer_close_fds(fds, nfds);
-		if (len == -ECONNRESET && !gone) {
-			gone = true;	/* what it left may follow */
-			continue;
-		}
-		if (len == -ECONNRESET || (len == -EAGAIN && gone))
-			return target_gone(run);
-		if (len == -EAGAIN)
-			return 0;
-		if (len < 0)
-			return mover_fail(&s->m, len, "socket: %s",
-					  strerror(-len));
-		ret = wire_decode(buf, (size_t)len, &msg, why, sizeof(why));
-		if (ret)
-			return mover_fail(&s->m, ret,
-					  "bad message from the target: %s", why);
-		ret = handle_message(run, &msg);
-		if (ret)
-			return ret;
-	}
-}
-
-/*
- * Ending before a commit must be final on both sides. Shutting our
- * receiving side makes any later GO fail in the target's sendmsg(), so a
- * GO is either already queued here (read it now) or never sent.
- */
-static void settle_commit(struct run *run)
-{
-	struct uffdmove_source *s = run->s;
-	struct wire_msg msg;
-	char buf[WIRE_MSG_MAX + 1];
-	int fds[PEER_FDS_MAX], len, resets = 0;
-	size_t nfds;
-
-	shutdown(s->sock, SHUT_RD);
-	while (!committed(run)) {
-		len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds, 0);
-		if (nfds && nfds <= PEER_FDS_MAX)
-			peer_close_fds(fds, nfds);
-		if ((len == -ECONNRESET && !resets++) || len == -EMSGSIZE)
-			continue;	/* reset first, data may follow */
-		if (len <= 0)
-			break;
-		if (!wire_decode(buf, (size_t)len, &msg, NULL, 0) &&
-		    msg.type == WIRE_GO)
-			__atomic_store_n(&s->m.committed, true,
-					 __ATOMIC_RELEASE);
-	}
-}
-
-/*
- * Everything is there: send the rest of the THP ranges, then DONE. Never
- * waits: a target busy collapsing huge pages may not read for a while, and
- * faults must still be served meanwhile; the fault loop calls again.
- */
-static int try_send_done(struct run *run)
-{
-	struct wire_msg msg = { .type = WIRE_DONE };
-	int ret;
-
-	if (!__atomic_load_n(&run->s->m.committed, __ATOMIC_ACQUIRE))
-		return 0;	/* see periodic() */
-	ret = flush_ranges(run, 0);
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&run->s->m.lock);
-	ret = run->s->m.outbox_n ? -EAGAIN : 0;
-	pthread_mutex_unlock(&run->s->m.lock);
-	if (ret)
-		return 0;
-	if (!run->s->t_end)
-		run->s->t_end = now_ns();
-	stats_now(run->s, &msg.stats);
-	ret = session_send(run->s->sock, &msg, -1, 0);
-	if (ret == -EAGAIN)
-		return 0;
-	if (ret)
-		return ret;
-	run->done_sent = true;
-	run->done_sent_ns = now_ns();
-	periodic(run, true);
-	return 0;
-}
-
 static int start_pushers(struct run *run, size_t n)
 {
 	size_t i;
@@ -459,7 +222,7 @@ static void stop_pushers(struct run *run)
 {
 	size_t i;
 
-	__atomic_store_n(&run->s->m.stop, true, __ATOMIC_RELEASE);
+	mover_stop(&run->s->m);
 	for (i = 0; i < run->started; i++)
 		pthread_join(run->pushers[i], NULL);
 	free(run->pushers);
@@ -473,7 +236,7 @@ static int push_inline(struct run *run)
 	long c;
 
 	if (run->needs_commit &&
-	    !__atomic_load_n(&m->committed, __ATOMIC_ACQUIRE))
+	    !mover_committed(m))
 		return 0;
 	for (tries = 0; tries < PUSH_TRIES; tries++) {
 		c = mover_next_chunk(m);
@@ -489,47 +252,6 @@ static int push_inline(struct run *run)
 		if (ret < 0)
 			return ret;
 	}
-	return 0;
-}
-
-/*
- * Counters right now, after the events read with the question: a discard
- * the target saw take effect was read by us before, so it is counted.
- * After DONE the answer is DONE again, never mistaken for a PROGRESS sent
- * before the question.
- */
-static void answer_query(struct run *run)
-{
-	struct wire_msg answer = {
-		.type = run->done_sent ? WIRE_DONE : WIRE_PROGRESS
-	};
-
-	stats_now(run->s, &answer.stats);
-	session_send(run->s->sock, &answer, -1, 100);
-	run->query = false;
-}
-
-/* A target that never commits, or never confirms DONE, must not keep the
- * old VMM waiting forever; nor may a caller's cancel. */
-static int check_deadlines(struct run *run)
-{
-	struct uffdmove_source *s = run->s;
-	uint64_t limit = s->opts.peer_timeout_ms * 1000000ULL, now = now_ns();
-
-	if (__atomic_load_n(&s->cancel, __ATOMIC_ACQUIRE))
-		return mover_fail(&s->m, committed(run) ? -ECONNABORTED :
-				  -ECANCELED, "cancelled by the caller%s",
-				  committed(run) ?
-				  " after the target committed: its missing pages are lost" :
-				  "");
-	if (!committed(run) && now - s->t_start > limit)
-		return mover_fail(&s->m, -ECANCELED,
-				  "the target did not commit within %u ms, and now cannot",
-				  s->opts.peer_timeout_ms);
-	if (run->done_sent && now - run->done_sent_ns > limit)
-		return mover_fail(&s->m, -ETIMEDOUT,
-				  "the target did not confirm DONE within %u ms",
-				  s->opts.peer_timeout_ms);
 	return 0;
 }
 
@@ -554,7 +276,7 @@ static int fault_loop(struct run *run)
 		 * needs to commit. */
 		timeout = inline_push && !mover_finished(m) &&
 			  (!run->needs_commit ||
-			   __atomic_load_n(&m->committed, __ATOMIC_ACQUIRE)) ? 0 :
+			   mover_committed(m)) ? 0 :
 			  run->nwaiting ? 0 :
 			  mover_finished(m) && !run->done_sent ? 1 :
 			  (int)(PROGRESS_EVERY_NS / 1000000);
@@ -565,8 +287,7 @@ static int fault_loop(struct run *run)
 		/* GO first: faults right after the commit may already move,
 		 * and a THP then moves whole instead of page by page. */
 		ret = 0;
-		if (ev.sock || (ev.nmsgs && !__atomic_load_n(&m->committed,
-							     __ATOMIC_ACQUIRE)))
+		if (ev.sock || (ev.nmsgs && !mover_committed(m)))
 			ret = handle_socket(run);
 		if (!ret)
 			ret = handle_msgs(run, msgs, ev.nmsgs, now_ns(),
@@ -586,75 +307,21 @@ static int fault_loop(struct run *run)
 	return 0;
 }
 
-/*
- * The target touched guest RAM before it committed: its guest may have
- * run, although the commit never came. Resuming the old guest too would
- * run it twice: say so with an error that is not -ECANCELED.
- */
-static int end_touched(struct run *run)
+/* Every byte is in the target; only MODE_MOVE's promise or a raw
+ * discard that raced a fill is left to report. */
+static int end_complete(struct uffdmove_source *s)
 {
-	struct uffdmove_source *s = run->s;
-	struct wire_msg abort_msg = { .type = WIRE_ABORT };
+	uint64_t raced, first, len;
+	int ret = mover_move_failure(&s->m);
 
-	abort_msg.reason.errnum = ECONNRESET;
-	str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text),
-		 s->m.err.msg);
-	session_send(s->sock, &abort_msg, -1, 100);
-	shutdown(s->sock, SHUT_RDWR);
-	return err_set(&s->err, ECONNRESET,
-		       "%s; the target never committed, but it touched guest RAM %llu times before (its guest may have run): do not resume the old guest",
-		       s->m.err.msg, (unsigned long long)run->early_faults);
-}
-
-/*
- * The session failed with @ret. Whatever ended it, a target that never
- * committed never ran the guest: say so with -ECANCELED, the one answer
- * that lets the old VMM resume. Then tell the target why.
- */
-static int end_failed(struct run *run, int ret)
-{
-	struct uffdmove_source *s = run->s;
-	struct wire_msg abort_msg = { .type = WIRE_ABORT };
-	struct uffdmove_stats st;
-	const char *cause = s->m.err.msg;
-
-	if (!committed(run))
-		settle_commit(run);
-	if (!committed(run) && run->early_faults && !run->target_aborted)
-		return end_touched(run);
-	if (!committed(run))
-		ret = -ECANCELED;
-	else if (ret == -ECANCELED)	/* its GO crossed our end */
-		ret = __atomic_load_n(&s->cancel, __ATOMIC_ACQUIRE) ?
-		      -ECONNABORTED : -ETIMEDOUT;
-	stats_now(s, &st);
-	abort_msg.reason.errnum = (uint32_t)-ret;
-	str_copy(abort_msg.reason.text, sizeof(abort_msg.reason.text), cause);
-	if (ret != -ECONNRESET && ret != -ESRCH)
-		session_send(s->sock, &abort_msg, -1, 100);
-	/* The session is over: a target blocked in munmap or madvise on an
-	 * event we will not read learns it from the hang-up. */
-	shutdown(s->sock, SHUT_RDWR);
-	if (ret == -ECANCELED)
-		return err_set(&s->err, ECANCELED,
-			       "%s; the target never committed, so every byte of the guest is intact here",
-			       cause);
-	return err_set(&s->err, -ret,
-		       "%s (handed over %llu of %llu populated bytes)", cause,
-		       (unsigned long long)(st.bytes_moved + st.bytes_copied),
-		       (unsigned long long)st.bytes_populated);
-}
-
-UFFDMOVE_EXPORT int uffdmove_source_cancel(struct uffdmove_source *s)
-{
-	uint64_t one = 1;
-
-	if (!s)
-		return -EINVAL;
-	__atomic_store_n(&s->cancel, true, __ATOMIC_RELEASE);
-	if (write(s->efd, &one, sizeof(one)) < 0) {
-		/* full: the loop is being woken already */
-	}
+	if (ret)
+		return err_set(&s->err, -ret, "%s", mover_error(&s->m));
+	raced = mover_discard_raced(&s->m, &first, &len);
+	if (raced)
+		err_set(&s->err, 0,
+			"warning: the target discarded its 0x%llx+%llu (%llu bytes in all) with a raw madvise() while it was being filled: those pages may hold stale data; discard with uffdmove_target_discard()",
+			(unsigned long long)first, (unsigned long long)len,
+			(unsigned long long)raced);
 	return 0;
 }
 
@@ -670,9 +337,9 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 			       "uffdmove_source_run() needs a successful uffdmove_source_accept() first");
 	s->state = SRC_RUNNING;
 	err_clear(&s->err);
-	run.needs_commit = s->m.prim != PRIM_COPY;
+	run.needs_commit = mover_primitive(&s->m) != UFFDMOVE_PRIM_COPY;
 	run.next_cb_bytes = PROGRESS_CB_BYTES;
-	ret = ring_init(&run.ring, s->m.uffd, s->sock, s->efd);
+	ret = ring_init(&run.ring, mover_uffd(&s->m), s->sock, s->efd);
 	if (ret) {
 		ret = mover_fail(&s->m, ret,
 				 "io_uring_queue_init: %s (is io_uring disabled?)",
@@ -694,15 +361,8 @@ out:
 		s->t_end = now_ns();
 	if (ret)
 		ret = end_failed(&run, ret);
-	else if (s->m.move_failure)
-		ret = err_set(&s->err, -s->m.move_failure, "%s",
-			      s->m.err.msg);
-	else if (s->m.fills.raced)
-		err_set(&s->err, 0,
-			"warning: the target discarded its 0x%llx+%llu (%llu bytes in all) with a raw madvise() while it was being filled: those pages may hold stale data; discard with uffdmove_target_discard()",
-			(unsigned long long)s->m.fills.first_start,
-			(unsigned long long)s->m.fills.first_len,
-			(unsigned long long)s->m.fills.raced);
+	else
+		ret = end_complete(s);
 	s->state = SRC_ENDED;
 	return ret;
 }

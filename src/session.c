@@ -208,3 +208,35 @@ int session_send(int sock, const struct wire_msg *m, int fd, int timeout_ms)
 		return len;
 	return peer_send(sock, buf, (size_t)len, fd, timeout_ms);
 }
+
+int session_recv(int sock, struct wire_msg *m, int timeout_ms, char *why,
+		 size_t why_len)
+{
+	char buf[WIRE_MSG_MAX + 1];
+	int fds[PEER_FDS_MAX], len;
+	size_t nfds = 0;
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, timeout_ms);
+	if (nfds && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	if (len < 0)
+		return len;
+	return wire_decode(buf, (size_t)len, m, why, why_len) ? -EBADMSG : 0;
+}
+
+int session_open(struct err_buf *err, bool ready, const char *misuse,
+		 int sock, uint32_t expected_uid, int32_t expected_pid,
+		 pid_t *pid)
+{
+	err_clear(err);
+	if (!ready) {
+		err_set(err, EINVAL, "%s", misuse);
+		return -ENOTSOCK;
+	}
+	if (peer_check_socket(sock)) {
+		err_set(err, EINVAL,
+			"fd %d is not an AF_UNIX SOCK_SEQPACKET socket", sock);
+		return -ENOTSOCK;
+	}
+	return session_check_peer(err, sock, expected_uid, expected_pid, pid);
+}

@@ -38,6 +38,17 @@ int session_check_mappings(struct err_buf *err,
 			   const struct session_region *regions, size_t n,
 			   bool writable);
 
+/*
+ * The handshake's first step on both ends: the handle is in the state the
+ * call needs (@ready, else -ENOTSOCK with @misuse as the message), @sock
+ * is a connected AF_UNIX SOCK_SEQPACKET socket (else -ENOTSOCK), and its
+ * peer is who the options expect (session_check_peer()). On -ENOTSOCK the
+ * caller answers -EINVAL and leaves the socket alone.
+ */
+int session_open(struct err_buf *err, bool ready, const char *misuse,
+		 int sock, uint32_t expected_uid, int32_t expected_pid,
+		 pid_t *pid);
+
 /* SO_PEERCRED against the expected uid (UFFDMOVE_UID_SELF: ours) and pid
  * (0: any): 0, -EPERM with a message naming both values, or -errno. */
 int session_check_peer(struct err_buf *err, int sock, uint32_t expected_uid,
@@ -46,6 +57,15 @@ int session_check_peer(struct err_buf *err, int sock, uint32_t expected_uid,
 /* Encode @m and send it, with @fd (-1: none); peer_send()'s results. */
 struct wire_msg;
 int session_send(int sock, const struct wire_msg *m, int fd, int timeout_ms);
+
+/*
+ * Receive one message and decode it; fds that came with it are closed
+ * (only HELLO carries one, and the source's accept takes that itself).
+ * 0 with @m filled; peer_recv()'s -errno; or -EBADMSG when it did not
+ * decode, with @why (may be NULL) saying what was wrong.
+ */
+int session_recv(int sock, struct wire_msg *m, int timeout_ms, char *why,
+		 size_t why_len);
 
 /* Both opts structs end in reserved words that must be zero. */
 int session_check_reserved(struct err_buf *err, const void *words,

@@ -51,8 +51,6 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 	if (!s)
 		return -ENOMEM;
 	s->sock = -1;
-	s->m.uffd = -1;
-	s->m.pm.fd = -1;
 	if (opts)
 		s->opts = *opts;
 	else
@@ -257,183 +255,156 @@ static int check_move_mode(struct uffdmove_source *s, bool same_mm)
 	return 0;
 }
 
-/*
- * What the target must hold at DONE: every page with data, counted once
- * while the guest is paused (ACCEPT tells the target; stats report it).
- */
-static int count_populated(struct uffdmove_source *s)
-{
-	int ret = mover_count_populated(&s->m);
-
-	if (ret)
-		return err_set(&s->err, -ret,
-			       "reading /proc/self/pagemap for guest RAM: %s",
-			       strerror(-ret));
-	return 0;
-}
-
 /* Undo setup_mover(), so that a failed accept can be retried cleanly. */
 static void teardown_mover(struct uffdmove_source *s)
 {
-	if (!s->mover_ready)
-		return;
-	plan_fini(&s->m.plan);
-	pm_close(&s->m.pm);
-	mover_fini(&s->m);
-	if (s->m.uffd >= 0)
-		close(s->m.uffd);
-	memset(&s->m, 0, sizeof(s->m));
-	s->m.uffd = -1;
-	s->m.pm.fd = -1;
+	if (s->mover_ready)
+		mover_fini(&s->m);
 	s->mover_ready = false;
 }
 
+/*
+ * The core takes the uffd; it counts what the target must hold at DONE,
+ * every page with data, while the guest is paused (ACCEPT tells the
+ * target; stats report it).
+ */
 static int setup_mover(struct uffdmove_source *s, int uffd, bool same_mm,
 		       const struct plan_input *in)
 {
-	struct mover *m = &s->m;
-	int ret;
+	struct mover_config cfg = {
+		.uffd = uffd,
+		.mode = s->opts.mode,
+		.same_mm = same_mm,
+		.move_offered = s->features & UFFD_FEATURE_MOVE,
+		.pinned = s->pinned,
+		.npinned = s->npinned,
+		.regions = in,
+		.nregions = s->nregions,
+	};
+	int ret = mover_setup(&s->m, &cfg, &s->err);
 
-	ret = mover_init(m);
-	if (ret)
-		return err_set(&s->err, -ret, "mutex: %s", strerror(-ret));
 	s->mover_ready = true;
-	m->mode = s->opts.mode;
-	m->same_mm = same_mm;
-	m->pinned = s->pinned;
-	m->npinned = s->npinned;
-	if (s->opts.mode == UFFDMOVE_MODE_COPY) {
-		m->prim = PRIM_COPY;
-		m->why_not_move = UFFDMOVE_WHY_MODE_COPY;
-	} else if (!(s->features & UFFD_FEATURE_MOVE)) {
-		m->prim = PRIM_COPY;
-		m->why_not_move = UFFDMOVE_WHY_NO_FEATURE;
-	}
-	ret = plan_init(&m->plan, in, s->nregions);
-	if (ret)
-		return err_set(&s->err, ENOMEM, "out of memory for the plan");
-	ret = pm_open(&m->pm);
-	if (ret)
-		return err_set(&s->err, -ret, "/proc/self/pagemap: %s",
-			       strerror(-ret));
-	ret = count_populated(s);
-	if (ret)
-		return ret;
-	m->uffd = uffd;
-	return 0;
+	return ret;
 }
 
-UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
+/*
+ * HELLO, with the target's uffd: *@uffd and @hello on success. On failure
+ * *@answer says whether the target may still read a REJECT.
+ */
+static int recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
+		      int *uffd, bool *answer)
 {
-	struct plan_input in[UFFDMOVE_REGIONS_MAX];
-	struct wire_msg *hello = NULL;
-	struct wire_msg ans = { .type = WIRE_ACCEPT };
 	char buf[WIRE_MSG_MAX + 1], why[160];
-	int fds[PEER_FDS_MAX], uffd = -1, len, ret;
+	int fds[PEER_FDS_MAX], len, ret;
 	size_t nfds = 0;
-	bool one_mm;
-	pid_t pid;
 
-	if (!s)
-		return -EINVAL;
-	err_clear(&s->err);
-	if (s->state != SRC_NEW)
-		return err_set(&s->err, EINVAL,
-			       "uffdmove_source_accept() called twice");
-	if (peer_check_socket(sock))
-		return err_set(&s->err, EINVAL,
-			       "fd %d is not an AF_UNIX SOCK_SEQPACKET socket",
-			       sock);
-	s->sock = sock;
-	ret = session_check_peer(&s->err, sock, s->opts.expected_uid,
-				 s->opts.expected_pid, &pid);
-	if (ret)
-		return reject(s, ret);
-
-	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds,
+	*answer = true;
+	len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds,
 			(int)s->opts.handshake_timeout_ms);
 	if (len == -EMSGSIZE)
-		return reject(s, err_set(&s->err, EPROTO,
-					 "HELLO larger than %d bytes",
-					 WIRE_MSG_MAX));
+		return err_set(&s->err, EPROTO, "HELLO larger than %d bytes",
+			       WIRE_MSG_MAX);
+	*answer = len >= 0;
 	if (len == -ETIMEDOUT)
-		return err_set(&s->err, ETIMEDOUT,
-			       "no HELLO within %u ms",
+		return err_set(&s->err, ETIMEDOUT, "no HELLO within %u ms",
 			       s->opts.handshake_timeout_ms);
 	if (len < 0)
 		return err_set(&s->err, -len, "receiving HELLO: %s",
 			       strerror(-len));
-	if (len == 0) {
+	if (!len || nfds != 1) {
 		if (nfds <= PEER_FDS_MAX)
 			peer_close_fds(fds, nfds);
-		return reject(s, err_set(&s->err, EPROTO,
-					 "HELLO is an empty message"));
-	}
-	if (nfds != 1) {
-		if (nfds <= PEER_FDS_MAX)
-			peer_close_fds(fds, nfds);
-		return reject(s, err_set(&s->err, EPROTO,
-					 "HELLO must carry exactly one fd, it carried %s",
-					 nfds > PEER_FDS_MAX ? "too many" :
-					 nfds ? "more than one" : "none"));
-	}
-	uffd = fds[0];
-	hello = malloc(sizeof(*hello));
-	if (!hello) {
-		ret = err_set(&s->err, ENOMEM, "out of memory");
-		goto fail;
+		return len ? err_set(&s->err, EPROTO,
+				     "HELLO must carry exactly one fd, it carried %s",
+				     nfds > PEER_FDS_MAX ? "too many" :
+				     nfds ? "more than one" : "none") :
+			     err_set(&s->err, EPROTO, "HELLO is an empty message");
 	}
 	ret = wire_decode(buf, (size_t)len, hello, why, sizeof(why));
-	if (ret) {
-		ret = err_set(&s->err, -ret, "bad HELLO: %s", why);
-		goto fail;
-	}
-	if (hello->type != WIRE_HELLO) {
+	if (!ret && hello->type != WIRE_HELLO)
 		ret = err_set(&s->err, EPROTO, "expected HELLO, got %s",
 			      wire_type_name(hello->type));
-		goto fail;
+	else if (ret)
+		ret = err_set(&s->err, -ret, "bad HELLO: %s", why);
+	if (ret) {
+		close(fds[0]);
+		return ret;
 	}
+	*uffd = fds[0];
+	return 0;
+}
+
+/* Check what the target offers and set the session up on it: the core
+ * owns @uffd from here, whatever happens. */
+static int take_hello(struct uffdmove_source *s, const struct wire_msg *hello,
+		      int uffd)
+{
+	struct plan_input in[UFFDMOVE_REGIONS_MAX];
+	bool one_mm;
+	int ret;
+
 	ret = check_uffd(s, uffd, hello);
-	if (ret)
-		goto fail;
-	ret = match_regions(s, hello, in);
+	if (!ret)
+		ret = match_regions(s, hello, in);
 	if (ret)
 		goto fail;
 	one_mm = same_mm(hello);
 	ret = check_move_mode(s, one_mm);
 	if (ret)
 		goto fail;
-	ret = setup_mover(s, uffd, one_mm, in);
-	if (ret)
-		goto fail;
-	free(hello);
-	hello = NULL;
-	uffd = -1;	/* the mover owns it now */
-	ret = fcntl(s->m.uffd, F_GETFL);
-	if (ret < 0 || fcntl(s->m.uffd, F_SETFL, ret | O_NONBLOCK) < 0) {
-		ret = err_set(&s->err, errno, "fcntl(O_NONBLOCK) on the uffd: %s",
+	ret = fcntl(uffd, F_GETFL);
+	if (ret < 0 || fcntl(uffd, F_SETFL, ret | O_NONBLOCK) < 0) {
+		ret = err_set(&s->err, errno,
+			      "fcntl(O_NONBLOCK) on the uffd: %s",
 			      strerror(errno));
 		goto fail;
 	}
+	return setup_mover(s, uffd, one_mm, in);
+fail:
+	close(uffd);
+	return ret;
+}
 
-	ans.accept.primitive = s->m.prim == PRIM_COPY ? UFFDMOVE_PRIM_COPY :
-			       UFFDMOVE_PRIM_MOVE;
-	ans.accept.populated = s->m.cnt.populated;
+UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
+{
+	struct wire_msg ans = { .type = WIRE_ACCEPT };
+	struct wire_msg *hello;
+	bool answer;
+	int uffd = -1, ret;
+	pid_t pid;
+
+	if (!s)
+		return -EINVAL;
+	ret = session_open(&s->err, s->state == SRC_NEW,
+			   "uffdmove_source_accept() called twice", sock,
+			   s->opts.expected_uid, s->opts.expected_pid, &pid);
+	if (ret == -ENOTSOCK)
+		return -EINVAL;
+	s->sock = sock;
+	if (ret)
+		return reject(s, ret);
+	hello = malloc(sizeof(*hello));
+	if (!hello)
+		return reject(s, err_set(&s->err, ENOMEM, "out of memory"));
+	ret = recv_hello(s, hello, &uffd, &answer);
+	if (!ret)
+		ret = take_hello(s, hello, uffd);
+	free(hello);
+	if (ret) {
+		teardown_mover(s);
+		return answer ? reject(s, ret) : ret;
+	}
+	ans.accept.primitive = mover_primitive(&s->m);
+	ans.accept.populated = mover_populated(&s->m);
 	ret = session_send(sock, &ans, -1, (int)s->opts.handshake_timeout_ms);
 	if (ret) {
-		ret = err_set(&s->err, -ret, "sending ACCEPT: %s",
-			      strerror(-ret));
-		goto fail;
+		teardown_mover(s);
+		return reject(s, err_set(&s->err, -ret, "sending ACCEPT: %s",
+					 strerror(-ret)));
 	}
 	s->t_start = now_ns();
 	s->state = SRC_ACCEPTED;
 	return 0;
-fail:
-	free(hello);
-	if (uffd >= 0)
-		close(uffd);
-	teardown_mover(s);
-	return reject(s, ret);
 }
 
 UFFDMOVE_EXPORT const char *uffdmove_source_error(const struct uffdmove_source *s)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The new VMM's handle, shared by the files that make up its side:
- * target.c (state machine, handshake, commit, DONE), keeper.c (the keeper
+ * target.c (the handle, guest RAM registration, discards),
+ * target_session.c (handshake, commit, DONE), keeper.c (the keeper
  * thread and what happens after the source's death) and thp.c (huge pages
  * back after DONE). See doc/design.md.
  */
@@ -50,6 +51,12 @@ struct uffdmove_target {
 	struct discards discards;	/* see uffdmove_target_discard() */
 	struct err_buf err;
 };
+
+/* target.c: the source refused, or the handshake failed or was aborted:
+ * unregister guest RAM, close the uffd; returns @ret. */
+int target_release(struct uffdmove_target *t, int ret);
+void target_unregister_all(struct uffdmove_target *t, size_t n);
+void target_close_uffd(struct uffdmove_target *t);
 
 /* thp.c: which regions want THP, and the chunks to collapse after DONE. */
 bool thp_vma_wants(uint64_t addr, uint32_t thp_mode);

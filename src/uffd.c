@@ -22,6 +22,15 @@ int uffd_open(int flags)
 	return neg_errno((int)syscall(SYS_userfaultfd, flags));
 }
 
+/* Linux < 5.11 does not know UFFD_USER_MODE_ONLY (EINVAL); there every
+ * uffd catches kernel faults too. */
+int uffd_open_user(void)
+{
+	int fd = uffd_open(O_CLOEXEC | UFFD_USER_MODE_ONLY);
+
+	return fd == -EINVAL ? uffd_open(O_CLOEXEC) : fd;
+}
+
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };

@@ -16,6 +16,11 @@
 /* Open a uffd: /dev/userfaultfd first, then the syscall. @flags: O_CLOEXEC,
  * O_NONBLOCK, UFFD_USER_MODE_ONLY. */
 int uffd_open(int flags);
+/*
+ * A uffd that catches user-mode faults only: what every process may open
+ * whatever vm.unprivileged_userfaultfd says (close-on-exec).
+ */
+int uffd_open_user(void);
 /* UFFDIO_API: request @features; *offered gets what the kernel offers
  * (when @features is 0 this is a probe). Once per fd. */
 int uffd_api(int fd, uint64_t features, uint64_t *offered, uint64_t *ioctls);

@@ -20,6 +20,13 @@
 #define ALIGN_UP(x, a)		ALIGN_DOWN((x) + (a) - 1, (a))
 #define IS_ALIGNED(x, a)	(((x) & ((uint64_t)(a) - 1)) == 0)
 
+/* Flags and counters shared between threads: acquire/release for what
+ * orders other memory, relaxed for counters read only for statistics. */
+#define load_acquire(p)		__atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define store_release(p, v)	__atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define count_add(p, v)		__atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#define count_sub(p, v)		__atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
+
 /* Convert a libc "-1 and errno" result into 0/-errno, once, at the wrapper. */
 static inline int neg_errno(int ret)
 {

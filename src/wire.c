@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "error.h"
 #include "wire.h"
 
 #define HDR_LEN		16
@@ -202,20 +203,8 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 	return (int)len;
 }
 
-static int fail(char *why, size_t why_len, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *why, size_t why_len, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why && why_len) {
-		va_start(ap, fmt);
-		vsnprintf(why, why_len, fmt, ap);
-		va_end(ap);
-	}
-	return -err;
-}
+/* Why decoding failed, into the caller's buffer; returns -@err. */
+#define fail(why, why_len, err, ...) err_format(why, why_len, err, __VA_ARGS__)
 
 /* A name is 1..31 bytes, NUL-terminated inside its field, zero-padded. */
 static bool name_valid(const char *name, size_t field)

@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The push fill path of the transfer core: classify a chunk from this
+ * process's page tables, then hand its pages to the target through the
+ * target's uffd, MOVE or COPY per chunk (the one place that decides),
+ * honouring partial progress, EEXIST, EAGAIN and the target's discards.
+ * Used by the fault thread and the pushers alike.
+ */
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "classify.h"
+#include "mover_core.h"
+#include "uffd.h"
+#include "util.h"
+
+/* EAGAIN backoff while the target's commit is unknown (see -ENOENT). */
+#define BACKOFF_MIN_US	20
+#define BACKOFF_MAX_US	2000
+#define EAGAIN_SPIN_NS	(50 * 1000)
+
+static bool overlaps_pinned(const struct mover *m, uint64_t start,
+			    uint64_t end)
+{
+	size_t i;
+
+	for (i = 0; i < m->npinned; i++)
+		if (start < m->pinned[i].end && m->pinned[i].start < end)
+			return true;
+	return false;
+}
+
+/* Classify chunk @c once; other threads wait for the one doing it. */
+static int classify(struct mover *m, size_t c)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	struct plan_region *r = plan_region_of(&m->plan, c);
+	uint8_t flags[CHUNK_PAGES];
+	struct chunk_class cls;
+	uint64_t start, end;
+	size_t i, n, first;
+	uint8_t expect = CLS_NEW;
+	int ret;
+
+	if (load_acquire(&ch->cls_state) == CLS_READY)
+		return 0;
+	if (!__atomic_compare_exchange_n(&ch->cls_state, &expect, CLS_BUSY, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		while (load_acquire(&ch->cls_state) != CLS_READY)
+			sched_yield();
+		return 0;
+	}
+
+	plan_chunk_range(&m->plan, c, &start, &end);
+	n = (end - start) / PAGE_SZ;
+	/* Exclusivity matters only while MOVE is still a candidate. */
+	ret = pm_flags(&m->pm, start, n,
+		       m->mode != UFFDMOVE_MODE_COPY &&
+		       load_acquire(&m->prim) != PRIM_COPY, flags);
+	if (ret) {
+		/* Unknown: copy everything, which is always correct. */
+		memset(flags, PG_PRESENT, n);
+	}
+	classify_chunk(flags, n, overlaps_pinned(m, start, end), &cls);
+
+	first = (start - r->src) / PAGE_SZ;
+	for (i = 0; i < n; i++)
+		if (pg_populated(flags[i]))
+			bit_set(r->populated, first + i);
+	ch->flags = (cls.thp && IS_ALIGNED(r->dst + (start - r->src),
+					   CHUNK_SZ) ? CHUNK_THP : 0) |
+		    (cls.movable ? CHUNK_MOVABLE : 0) |
+		    (overlaps_pinned(m, start, end) ? CHUNK_PINNED : 0);
+	count_add(&m->cnt.populated, cls.populated * PAGE_SZ - ch->counted * PAGE_SZ);
+	count_add(&m->cnt.skipped, (n - cls.populated) * PAGE_SZ);
+	if (ch->flags & CHUNK_PINNED)
+		count_add(&m->cnt.pinned_skipped, cls.populated * PAGE_SZ);
+	store_release(&ch->cls_state, CLS_READY);
+	return 0;
+}
+
+/* One chunk's hand-over in progress: where it is, and how it goes. */
+struct xfer {
+	struct plan_region *r;
+	size_t pos, end;	/* page indexes of r: next wanted, limit */
+	uint64_t from;		/* where page 0 of r is read here */
+	bool moving;		/* MOVE; cleared when the kernel refuses */
+	bool whole;		/* no page was there before us (THP intact) */
+	bool one;		/* page by page, see on_enoent() */
+	bool may_wait;		/* false: the caller reads events */
+	unsigned int delay;	/* backoff, see on_enoent() */
+	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
+};
+
+enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
+
+/* The wanted run at x->pos, published first (fills.h): one ioctl. */
+static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
+		    size_t *len, size_t *done)
+{
+	struct plan_region *r = x->r;
+	uint64_t dst = r->dst + x->pos * PAGE_SZ;
+	uint64_t src = x->from + x->pos * PAGE_SZ;
+	unsigned int fill;
+	int ret;
+
+	fill = fills_begin(&m->fills, dst, r->dst + run_end * PAGE_SZ);
+	/* Published, then the discard bits once more. */
+	if (!plan_next_run(r, &x->pos, run_end, &run_end)) {
+		fills_end(&m->fills, fill);
+		*len = *done = 0;
+		return 0;
+	}
+	dst = r->dst + x->pos * PAGE_SZ;
+	src = x->from + x->pos * PAGE_SZ;
+	*len = x->one ? PAGE_SZ : (run_end - x->pos) * PAGE_SZ;
+	if (x->moving)
+		ret = uffd_move(m->uffd, dst, src, *len,
+				UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, done);
+	else
+		ret = uffd_copy(m->uffd, dst, (void *)(uintptr_t)src, *len, 0,
+				done);
+	fills_end(&m->fills, fill);
+	*done = ALIGN_DOWN(*done, PAGE_SZ);
+	count_add(x->moving ? &m->cnt.moved : &m->cnt.copied, *done);
+	x->pos += *done / PAGE_SZ;
+	if (x->moving && *done)
+		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
+	return ret;
+}
+
+/*
+ * No progress and an event pending in the target. The discarding thread
+ * lifts the block only once it runs again after the event was read, and a
+ * madvise loop blocks again microseconds later: retry in a short spin to
+ * hit that window, then wait for reads (or let the reader read them).
+ */
+static enum step on_eagain(struct mover *m, struct xfer *x, uint64_t seen)
+{
+	count_add(&m->cnt.eagain, 1);
+	if (!x->spin_until)
+		x->spin_until = now_ns() + EAGAIN_SPIN_NS;
+	if (now_ns() < x->spin_until)
+		return STEP_NEXT;
+	x->spin_until = 0;
+	if (!x->may_wait)
+		return STEP_RETURN_EAGAIN;
+	core_wait_events_read(m, seen);
+	return STEP_NEXT;
+}
+
+/* COPY found no VMA at x->pos: a discard, or not yet known. */
+static enum step on_enoent(struct mover *m, struct xfer *x, size_t len)
+{
+	/* Before its commit (or before we read its GO) a target unregisters
+	 * only to give the guest back, or an event tells why: no page there
+	 * is a discard. Its messages and events decide; try again meanwhile. */
+	if (!mover_committed(m)) {
+		if (!x->may_wait)
+			return STEP_RETURN_EAGAIN;
+		usleep(x->delay);
+		x->delay = MIN(x->delay * 2, BACKOFF_MAX_US);
+		return STEP_NEXT;
+	}
+	/* A run across two of the target's mappings (an mprotect() split
+	 * guest RAM) is refused whole: go page by page, and only a page
+	 * refused alone is not mapped any more (its UNMAP event says so). */
+	if (len > PAGE_SZ) {
+		x->one = true;
+		return STEP_NEXT;
+	}
+	plan_discard(&m->plan, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);
+	x->pos++;
+	return STEP_NEXT;
+}
+
+/* MOVE refused: pinned or shared after all (EBUSY), or cross-mm (EINVAL).
+ * The rest of the chunk is copied. */
+static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
+{
+	if (ret == -EINVAL && !m->same_mm)
+		core_decide(m, PRIM_COPY, UFFDMOVE_WHY_CROSS_MM);
+	if (ret == -EBUSY) {
+		count_add(&m->cnt.move_ebusy, 1);
+		if (m->mode == UFFDMOVE_MODE_MOVE)
+			core_record_move_failure(m, x->from + x->pos * PAGE_SZ);
+	}
+	x->moving = false;
+	return STEP_NEXT;
+}
+
+/* What the ioctl's answer means for the rest of the chunk. */
+static enum step on_result(struct mover *m, struct xfer *x, int ret,
+			   size_t len, size_t done, uint64_t seen)
+{
+	switch (ret) {
+	case 0:
+		x->delay = BACKOFF_MIN_US;
+		x->spin_until = 0;
+		x->one = false;
+		return STEP_NEXT;
+	case -EEXIST:	/* a racing fault put this page there */
+		uffd_wake(m->uffd, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);
+		x->pos++;
+		x->whole = false;
+		return STEP_NEXT;
+	case -EAGAIN:
+		/* With progress it only stopped early (the next page is
+		 * there: EEXIST next time). */
+		return done ? STEP_NEXT : on_eagain(m, x, seen);
+	case -ENOENT:
+		if (!x->moving)
+			return on_enoent(m, x, len);
+		break;
+	case -ESRCH:
+		mover_fail(m, -ESRCH, "target process exited during the handoff");
+		return STEP_FAIL;
+	}
+	if (x->moving && (ret == -EBUSY || ret == -EINVAL))
+		return on_move_refused(m, x, ret);
+	mover_fail(m, ret, "%s of 0x%llx+%zu into the target failed: %s",
+		   x->moving ? "UFFDIO_MOVE" : "UFFDIO_COPY",
+		   (unsigned long long)(x->r->dst + x->pos * PAGE_SZ), len,
+		   strerror(-ret));
+	return STEP_FAIL;
+}
+
+/*
+ * Hand over the wanted pages [x->pos, x->end) with one ioctl per run.
+ * 0, -EAGAIN (x->pos says where to go on), or the fatal -errno.
+ */
+static int transfer(struct mover *m, struct xfer *x)
+{
+	size_t run_end, len, done;
+	int ret;
+
+	x->delay = BACKOFF_MIN_US;
+	while (!mover_stopping(m) &&
+	       plan_next_run(x->r, &x->pos, x->end, &run_end)) {
+		uint64_t seen = load_acquire(&m->events_read);
+
+		ret = fill_run(m, x, run_end, &len, &done);
+		if (!len)
+			continue;
+		switch (on_result(m, x, ret, len, done, seen)) {
+		case STEP_NEXT:
+			continue;
+		case STEP_RETURN_EAGAIN:
+			return -EAGAIN;
+		case STEP_FAIL:
+			return mover_fatal(m);
+		}
+	}
+	return mover_fatal(m);
+}
+
+/*
+ * The chunk is in: count it, and tell the target which THP chunks arrived
+ * as 4 KiB pages so that it collapses them again.
+ */
+static void chunk_done(struct mover *m, size_t c, const struct xfer *x,
+		       size_t first)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	struct plan_region *r = x->r;
+
+	if (ch->flags & CHUNK_THP) {
+		/* A PMD moved whole stays huge. */
+		bool pmd = x->moving && x->whole;
+
+		count_add(pmd ? &m->cnt.thp_moved : &m->cnt.thp_copied, 1);
+		/* Collapsing would allocate what the target discarded. */
+		if (!pmd && r->thp && !plan_any_discarded(r, first, x->end))
+			mover_outbox_add(m, r->dst + first * PAGE_SZ, CHUNK_SZ);
+	}
+	store_release(&ch->state, CHUNK_DONE);
+	count_add(&m->cnt.chunks_done, 1);
+}
+
+int mover_push_chunk(struct mover *m, size_t c, bool reader)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	struct xfer x = { .r = plan_region_of(&m->plan, c), .may_wait = !reader };
+	uint64_t start, end;
+	size_t first;
+	int ret;
+
+	classify(m, c);
+	plan_chunk_range(&m->plan, c, &start, &end);
+	first = (start - x.r->src) / PAGE_SZ;
+	x.pos = first + ch->resume;
+	x.end = (end - x.r->src) / PAGE_SZ;
+	x.from = x.r->src;
+	x.moving = core_wants_move(m, ch);
+	x.whole = !ch->resume;
+	ret = transfer(m, &x);
+	if (ret == -EAGAIN) {
+		/* Give the chunk back, to go on where it stopped once the
+		 * events are read: no page is handed over twice. */
+		ch->resume = (uint16_t)(x.pos - first);
+		store_release(&ch->state, CHUNK_PENDING);
+		core_make_urgent(m, c);
+	}
+	if (!ret)
+		chunk_done(m, c, &x, first);
+	return ret;
+}
+
+/* Resolve a page the source has no data for (hole or discarded). */
+static int fault_zero(struct mover *m, struct plan_region *r, size_t pg)
+{
+	uint64_t dst = r->dst + pg * PAGE_SZ;
+	size_t done;
+	int ret = uffd_zeropage(m->uffd, dst, PAGE_SZ, &done);
+
+	if (ret == -EEXIST)
+		return uffd_wake(m->uffd, dst, PAGE_SZ);
+	if (ret)
+		return ret;
+	count_add(&m->cnt.zeroed, PAGE_SZ);
+	if (!bit_test(r->discarded, pg))
+		count_sub(&m->cnt.skipped, PAGE_SZ);
+	return 0;
+}
+
+int mover_fault(struct mover *m, uint64_t addr)
+{
+	uint64_t dst = ALIGN_DOWN(addr, PAGE_SZ);
+	long c = plan_find(&m->plan, dst);
+	struct plan_region *r;
+	struct chunk *ch;
+	size_t pg, done;
+	int ret;
+
+	if (c < 0)	/* not ours: let the thread retry */
+		return uffd_wake(m->uffd, dst, PAGE_SZ);
+	ch = &m->plan.chunks[c];
+	r = plan_region_of(&m->plan, (size_t)c);
+	pg = (dst - r->dst) / PAGE_SZ;
+	classify(m, (size_t)c);
+
+	if (!plan_page_wanted(r, pg))
+		ret = fault_zero(m, r, pg);
+	else if (load_acquire(&ch->state) == CHUNK_DONE)
+		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	else if (core_wants_move(m, ch)) {
+		/* Moving a whole chunk costs microseconds and keeps a THP
+		 * whole. A chunk a pusher holds is finished soon, and its
+		 * MOVE wakes this thread; the caller keeps the fault and
+		 * goes on reading events, which the pusher may need. */
+		if (!core_claim(m, (size_t)c))
+			return -EAGAIN;
+		ret = mover_push_chunk(m, (size_t)c, true);
+		if (!ret)
+			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	} else {
+		/* Copy just this page so the thread runs at once; the rest
+		 * of its chunk is pushed next. Published first (fills.h). */
+		unsigned int fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
+
+		ret = plan_page_wanted(r, pg) ?
+		      uffd_copy(m->uffd, dst,
+				(void *)(uintptr_t)(r->src + pg * PAGE_SZ),
+				PAGE_SZ, 0, &done) : -ENODATA;
+		fills_end(&m->fills, fill);
+		if (ret == -ENODATA)	/* discarded just now */
+			ret = fault_zero(m, r, pg);
+		else if (ret == -EEXIST)
+			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+		else if (!ret)
+			count_add(&m->cnt.copied, PAGE_SZ);
+		if (!ret && load_acquire(&ch->state) == CHUNK_PENDING)
+			core_make_urgent(m, (size_t)c);
+	}
+	if (ret == -ENOENT)	/* unregistered or unmapped meanwhile: the */
+		ret = 0;	/* thread retries without us */
+	if (!ret)
+		count_add(&m->cnt.faults, 1);
+	return ret;
+}

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The source's run, shared by run.c (threads, the fault loop) and
+ * run_talk.c (messages with the target, deadlines, how the run ends).
+ */
+#ifndef UFFDMOVE_RUN_H
+#define UFFDMOVE_RUN_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mover.h"
+#include "ring.h"
+#include "source.h"
+
+#define PROGRESS_EVERY_NS	(20 * 1000 * 1000ULL)
+#define PROGRESS_CB_BYTES	(64ULL << 20)
+
+/* A fault that could not be resolved yet, and when it was read. */
+struct waiting {
+	uint64_t addr;
+	uint64_t t_read;
+};
+
+struct run {
+	struct uffdmove_source *s;
+	struct ring ring;
+	pthread_t *pushers;
+	size_t npushers, started, exited;
+	bool needs_commit;
+	bool done_sent, fin;
+	bool query;		/* the target asked for counters */
+	bool target_aborted;	/* it said ABORT before committing */
+	uint64_t early_faults;	/* served before its commit */
+	uint64_t done_sent_ns;
+	uint64_t next_progress_ns, next_cb_bytes;
+	struct waiting *waiting;	/* faults to try again, see wait_fault */
+	size_t nwaiting, waiting_cap;
+};
+
+
+static inline bool committed(const struct run *run)
+{
+	return mover_committed(&run->s->m);
+}
+
+/* run.c */
+void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st);
+
+/* run_talk.c */
+void periodic(struct run *run, bool force);
+int handle_socket(struct run *run);
+int try_send_done(struct run *run);
+void answer_query(struct run *run);
+int check_deadlines(struct run *run);
+int end_failed(struct run *run, int ret);
+
+#endif /* UFFDMOVE_RUN_H */

@@ -54,152 +54,6 @@ void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
 	st->elapsed_ns = (s->t_end ? s->t_end : now_ns()) - s->t_start;
 }
 
-/* A target event other than a fault. */
-static int handle_event(struct run *run, const struct uffd_msg *msg,
-			uint64_t since)
-{
-	struct mover *m = &run->s->m;
-	uint64_t start, end;
-
-	switch (msg->event) {
-	case UFFD_EVENT_REMOVE:
-	case UFFD_EVENT_UNMAP:
-		/*
-		 * Balloon, MADV_DONTNEED or munmap: those pages are never
-		 * filled again; later faults read zeros. The kernel lets the
-		 * discard zap as soon as this event was read, so a fill that
-		 * started before this marking may land behind the zap: it
-		 * cannot be undone from here, only counted (fills.h). The
-		 * target's uffdmove_target_discard() has no such window.
-		 */
-		start = msg->arg.remove.start;
-		end = msg->arg.remove.end;
-		mover_discarded(m, start, end, since);
-		return 0;
-	case UFFD_EVENT_REMAP:
-		return mover_fail(m, -EPROTO,
-				  "the target mremap()ed guest RAM 0x%llx+%llu to 0x%llx during the handoff, which libuffdmove does not follow; the session ends",
-				  (unsigned long long)msg->arg.remap.from,
-				  (unsigned long long)msg->arg.remap.len,
-				  (unsigned long long)msg->arg.remap.to);
-	default:
-		return mover_fail(m, -EPROTO,
-				  "unexpected userfaultfd event %u from the target",
-				  msg->event);
-	}
-}
-
-/*
- * Keep a fault for later: an event is pending (EAGAIN), or another thread
- * holds its chunk. Never dropped: its thread sleeps until someone wakes it.
- */
-static int wait_fault(struct run *run, uint64_t addr, uint64_t t_read)
-{
-	if (run->nwaiting == run->waiting_cap) {
-		size_t cap = run->waiting_cap ? 2 * run->waiting_cap : 64;
-		void *p = realloc(run->waiting, cap * sizeof(*run->waiting));
-
-		if (!p)
-			return mover_fail(&run->s->m, -ENOMEM,
-					  "out of memory for waiting faults");
-		run->waiting = p;
-		run->waiting_cap = cap;
-	}
-	run->waiting[run->nwaiting++] = (struct waiting){ addr, t_read };
-	return 0;
-}
-
-static int serve_fault(struct run *run, uint64_t addr, uint64_t t_read)
-{
-	struct mover *m = &run->s->m;
-	int ret = mover_fault(m, addr);
-
-	if (ret == -EAGAIN) {
-		mover_fault_deferred(m);
-		return wait_fault(run, addr, t_read);
-	}
-	if (ret)
-		return mover_fail(m, ret, "resolving a fault at 0x%llx: %s",
-				  (unsigned long long)addr, strerror(-ret));
-	mover_fault_served(m, t_read);
-	if (!committed(run))	/* the rule: no touch before the commit */
-		run->early_faults++;
-	return 0;
-}
-
-/* Non-fault events first: a pending REMOVE makes every COPY fail with
- * EAGAIN until it is read, and must mark its range before any fault in
- * it is resolved. */
-static int handle_msgs(struct run *run, const struct uffd_msg *msgs, size_t n,
-		       uint64_t t_read, uint64_t since)
-{
-	size_t i;
-	int ret;
-
-	if (n)
-		mover_events_read(&run->s->m);
-	for (i = 0; i < n; i++) {
-		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-			continue;
-		ret = handle_event(run, &msgs[i], since);
-		if (ret)
-			return ret;
-	}
-	for (i = 0; i < n; i++) {
-		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		ret = serve_fault(run, msgs[i].arg.pagefault.address, t_read);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
-/* Read every pending event now: that is what EAGAIN waits for. Returns
- * how many messages were read, or the session's end. */
-static int drain_uffd(struct run *run)
-{
-	struct uffd_msg batch[MSGS_MAX];
-	ssize_t got;
-	int ret, total = 0;
-
-	for (;;) {
-		uint64_t since = now_ns();
-
-		got = read(mover_uffd(&run->s->m), batch, sizeof(batch));
-		if (got <= 0)
-			break;
-		ret = handle_msgs(run, batch,
-				  (size_t)got / sizeof(struct uffd_msg),
-				  now_ns(), since);
-		if (ret)
-			return ret;
-		total += (int)(got / (ssize_t)sizeof(struct uffd_msg));
-	}
-	return total;
-}
-
-/* Faults kept for later: read what is pending, then try them again. */
-static int retry_faults(struct run *run)
-{
-	struct waiting *w = run->waiting;
-	size_t i, n = run->nwaiting;
-	int ret;
-
-	if (!n)
-		return 0;
-	/* Those still blocked go to a fresh list. */
-	run->waiting = NULL;
-	run->nwaiting = run->waiting_cap = 0;
-	ret = drain_uffd(run);
-	if (!ret)
-		usleep(20);
-	for (i = 0; i < n && ret >= 0; i++)
-		ret = serve_fault(run, w[i].addr, w[i].t_read);
-	free(w);
-	return ret < 0 ? ret : 0;
-}
-
 static int start_pushers(struct run *run, size_t n)
 {
 	size_t i;
@@ -248,7 +102,7 @@ static int push_inline(struct run *run)
 		/* The chunk went back to the front of the queue. Read what
 		 * blocks it and try again at once: a target that discards
 		 * in a loop re-arms its next REMOVE within microseconds. */
-		ret = drain_uffd(run);
+		ret = faults_drain(&run->faults);
 		if (ret < 0)
 			return ret;
 	}
@@ -277,7 +131,7 @@ static int fault_loop(struct run *run)
 		timeout = inline_push && !mover_finished(m) &&
 			  (!run->needs_commit ||
 			   mover_committed(m)) ? 0 :
-			  run->nwaiting ? 0 :
+			  run->faults.nwaiting ? 0 :
 			  mover_finished(m) && !run->done_sent ? 1 :
 			  (int)(PROGRESS_EVERY_NS / 1000000);
 		ret = ring_wait(&run->ring, msgs, MSGS_MAX, &ev,
@@ -290,10 +144,10 @@ static int fault_loop(struct run *run)
 		if (ev.sock || (ev.nmsgs && !mover_committed(m)))
 			ret = handle_socket(run);
 		if (!ret)
-			ret = handle_msgs(run, msgs, ev.nmsgs, now_ns(),
-					  ev.read_since_ns);
+			ret = faults_handle(&run->faults, msgs, ev.nmsgs,
+					    now_ns(), ev.read_since_ns);
 		if (!ret)
-			ret = retry_faults(run);
+			ret = faults_retry(&run->faults);
 		if (!ret && inline_push)
 			ret = push_inline(run);
 		if (!ret)
@@ -339,6 +193,7 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 	err_clear(&s->err);
 	run.needs_commit = mover_primitive(&s->m) != UFFDMOVE_PRIM_COPY;
 	run.next_cb_bytes = PROGRESS_CB_BYTES;
+	faults_init(&run.faults, &s->m);
 	ret = ring_init(&run.ring, mover_uffd(&s->m), s->sock, s->efd);
 	if (ret) {
 		ret = mover_fail(&s->m, ret,
@@ -354,7 +209,7 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 		ret = fault_loop(&run);
 	}
 	stop_pushers(&run);
-	free(run.waiting);
+	faults_fini(&run.faults);
 out:
 	ring_fini(&run.ring);
 	if (!s->t_end)

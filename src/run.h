@@ -10,18 +10,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "faults.h"
 #include "mover.h"
 #include "ring.h"
 #include "source.h"
 
 #define PROGRESS_EVERY_NS	(20 * 1000 * 1000ULL)
 #define PROGRESS_CB_BYTES	(64ULL << 20)
-
-/* A fault that could not be resolved yet, and when it was read. */
-struct waiting {
-	uint64_t addr;
-	uint64_t t_read;
-};
 
 struct run {
 	struct uffdmove_source *s;
@@ -32,13 +27,10 @@ struct run {
 	bool done_sent, fin;
 	bool query;		/* the target asked for counters */
 	bool target_aborted;	/* it said ABORT before committing */
-	uint64_t early_faults;	/* served before its commit */
 	uint64_t done_sent_ns;
 	uint64_t next_progress_ns, next_cb_bytes;
-	struct waiting *waiting;	/* faults to try again, see wait_fault */
-	size_t nwaiting, waiting_cap;
+	struct faults faults;	/* see faults.h */
 };
-
 
 static inline bool committed(const struct run *run)
 {

@@ -260,7 +260,7 @@ static int end_touched(struct run *run)
 	shutdown(s->sock, SHUT_RDWR);
 	return err_set(&s->err, ECONNRESET,
 		       "%s; the target never committed, but it touched guest RAM %llu times before (its guest may have run): do not resume the old guest",
-		       mover_error(&s->m), (unsigned long long)run->early_faults);
+		       mover_error(&s->m), (unsigned long long)run->faults.early);
 }
 
 /*
@@ -277,7 +277,7 @@ int end_failed(struct run *run, int ret)
 
 	if (!committed(run))
 		settle_commit(run);
-	if (!committed(run) && run->early_faults && !run->target_aborted)
+	if (!committed(run) && run->faults.early && !run->target_aborted)
 		return end_touched(run);
 	if (!committed(run))
 		ret = -ECANCELED;

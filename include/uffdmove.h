@@ -131,6 +131,8 @@ struct uffdmove_region {
 #define UFFDMOVE_PRIM_NONE	0
 #define UFFDMOVE_PRIM_COPY	1
 #define UFFDMOVE_PRIM_MOVE	2
+#define UFFDMOVE_PRIM_PULL	3 /* the target read the pages and moved them
+				     into place itself: one copy, THP kept */
 
 /* Why MOVE was not used for a session (stats.move_unused_reason). */
 #define UFFDMOVE_WHY_USED		0 /* MOVE was used */
@@ -138,6 +140,17 @@ struct uffdmove_region {
 #define UFFDMOVE_WHY_NO_FEATURE		2 /* target did not negotiate MOVE */
 #define UFFDMOVE_WHY_CROSS_MM		3 /* kernel refuses cross-process MOVE */
 #define UFFDMOVE_WHY_NOT_MOVABLE	4 /* no page was exclusive and unpinned */
+
+/* Why the target did not pull (stats.pull_unused_reason). */
+#define UFFDMOVE_PULL_WHY_USED		0 /* it pulled */
+#define UFFDMOVE_PULL_WHY_OFF_TARGET	1 /* target opts.pull is OFF */
+#define UFFDMOVE_PULL_WHY_OFF_SOURCE	2 /* source opts.pull is OFF, or
+					     its mode is MOVE */
+#define UFFDMOVE_PULL_WHY_DENIED	3 /* the target may not read the
+					     source's memory (ptrace rules:
+					     uid, Yama, LSM, non-dumpable) */
+#define UFFDMOVE_PULL_WHY_NO_MOVE	4 /* no UFFD_FEATURE_MOVE here */
+#define UFFDMOVE_PULL_WHY_SAME_MM	5 /* one process: MOVE needs no copy */
 
 struct uffdmove_stats {
 	uint64_t bytes_total;	  /* sum of region lengths */
@@ -169,7 +182,14 @@ struct uffdmove_stats {
 	uint64_t bytes_discard_raced; /* raw discards (madvise) that a fill
 				     in flight may have refilled with stale
 				     data; see uffdmove(7), "Discards" */
-	uint64_t reserved[7];
+	uint64_t bytes_pulled;	  /* pull: read from the source by the
+				     target (also counted in bytes_moved or
+				     bytes_copied as they went into place) */
+	uint64_t bytes_released;  /* pull: freed by the source once they
+				     were in the target (MODE_AUTO) */
+	uint32_t pull_unused_reason; /* UFFDMOVE_PULL_WHY_* */
+	uint32_t reserved32;
+	uint64_t reserved[4];
 };
 
 /* ------------------------------------------------------------------- target */
@@ -186,11 +206,30 @@ struct uffdmove_target_opts {
 	uint32_t handshake_timeout_ms; /* 0: default (5000) */
 	uint32_t on_source_death; /* UFFDMOVE_ON_SOURCE_DEATH_* */
 	uint32_t collapse_thp;	/* 1 (default): MADV_COLLAPSE what was THP */
-	uint32_t reserved32;
-	uint64_t reserved[6];
+	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default) or _OFF */
+	uint32_t threads;	/* pull: threads that pull; 0: default (2) */
+	uint32_t fault_policy;	/* pull: UFFDMOVE_FAULT_* */
+	uint64_t reserved[5];
 };
 
 #define UFFDMOVE_UID_SELF UINT32_MAX
+
+/*
+ * Pull (both sides' opts.pull): with AUTO the new VMM reads the old one's
+ * memory itself where the kernel lets it (process_vm_readv: same uid and
+ * no Yama restriction, or CAP_SYS_PTRACE), moves it into place, and keeps
+ * its uffd to itself; the old VMM frees what arrived. OFF always pushes.
+ * Pull gives the target read access to the whole source process for the
+ * session: see uffdmove(7), "Pull".
+ */
+#define UFFDMOVE_PULL_AUTO	0
+#define UFFDMOVE_PULL_OFF	1
+
+/* How the pulling target serves a fault on a page not yet there. */
+#define UFFDMOVE_FAULT_CHUNK	0 /* pull its whole 2 MiB chunk first (THP
+				     kept; ~0.2 ms for a first touch) */
+#define UFFDMOVE_FAULT_PAGE	1 /* read and copy just the 4 KiB page
+				     (lowest latency; the chunk loses THP) */
 
 /**
  * uffdmove_target_opts_init - fill @opts with the defaults.
@@ -381,7 +420,9 @@ struct uffdmove_source_opts {
 	 * NULL. Runs on the thread that serves faults: keep it short. */
 	void (*progress)(const struct uffdmove_stats *st, void *arg);
 	void *progress_arg;
-	uint64_t reserved[6];
+	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default) or _OFF */
+	uint32_t reserved32;
+	uint64_t reserved[5];
 };
 
 /**

@@ -104,6 +104,14 @@ struct pm_scan_arg {
 #define MADV_COLLAPSE	25
 #endif
 
+#ifndef SO_PEERPIDFD		/* Linux 6.5: the peer as a pidfd */
+#define SO_PEERPIDFD 77
+#endif
+
+#ifndef PR_SET_PTRACER		/* Yama: who may ptrace (and read) us */
+#define PR_SET_PTRACER 0x59616d61
+#endif
+
 #ifndef PR_SET_THP_DISABLE
 #define PR_SET_THP_DISABLE 41
 #endif

@@ -14,6 +14,7 @@
 
 #include "classify.h"
 #include "pagemap.h"
+#include "pull.h"
 #include "target.h"
 #include "uffd.h"
 #include "util.h"
@@ -181,6 +182,12 @@ int target_orphan(struct uffdmove_target *t, int err, const char *why)
 	uint64_t got = t->st.bytes_moved + t->st.bytes_copied;
 	int ret;
 
+	/* Our pull threads leave the uffd to the keeper. */
+	if (t->pull) {
+		pull_stop(t);
+		pull_stats(t, &t->st);
+		got = t->st.bytes_moved + t->st.bytes_copied;
+	}
 	/* uffdmove_target_wait() keeps -ETIMEDOUT for its own timeout. */
 	if (err == -ETIMEDOUT)
 		err = -ECONNRESET;

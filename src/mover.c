@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "mover_core.h"
+#include "stage.h"
 #include "util.h"
 
 #define EVENTS_WAIT_US	200
@@ -26,6 +27,8 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 
 	memset(m, 0, sizeof(*m));
 	m->uffd = cfg->uffd;
+	m->uffd_borrowed = cfg->pull_pid != 0;
+	m->pidfd = cfg->pull_pid ? cfg->pull_pidfd : -1;
 	m->pm.fd = -1;
 	if (pthread_mutex_init(&m->lock, NULL))
 		return err_set(err, ENOMEM, "pthread_mutex_init failed");
@@ -51,11 +54,20 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 		m->prim = PRIM_COPY;
 		m->why_not_move = UFFDMOVE_WHY_NO_FEATURE;
 	}
+	m->pull = cfg->pull_pid != 0;
+	m->pid = cfg->pull_pid;
+	m->fault_policy = cfg->fault_policy;
+	if (m->pull && stages_init(&m->stages))
+		return err_set(err, ENOMEM, "staging: pthread_mutex_init failed");
 	if (plan_init(&m->plan, cfg->regions, cfg->nregions))
 		return err_set(err, ENOMEM, "out of memory for the plan");
-	ret = pm_open(&m->pm, 0);
+	ret = pm_open(&m->pm, m->pid);
 	if (!ret)
 		ret = count_populated(m);
+	if (ret && m->pull)
+		return err_set(err, -ret,
+			       "reading the source's page map (/proc/%d/pagemap): %s",
+			       (int)m->pid, strerror(-ret));
 	if (ret)
 		return err_set(err, -ret,
 			       "reading /proc/self/pagemap for guest RAM: %s",
@@ -65,9 +77,11 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 
 void mover_fini(struct mover *m)
 {
-	if (m->uffd >= 0)
+	if (m->uffd >= 0 && !m->uffd_borrowed)
 		close(m->uffd);
-	m->uffd = -1;
+	if (m->pidfd >= 0)
+		close(m->pidfd);
+	m->uffd = m->pidfd = -1;
 	if (!m->ready)
 		return;
 	pm_close(&m->pm);
@@ -75,9 +89,11 @@ void mover_fini(struct mover *m)
 	fills_fini(&m->fills);
 	pthread_cond_destroy(&m->events_cv);
 	pthread_mutex_destroy(&m->lock);
-	free(m->outbox);
+	ranges_fini(&m->outbox);
+	ranges_fini(&m->collapse);
+	stages_fini(&m->stages);
 	memset(m, 0, sizeof(*m));
-	m->uffd = -1;
+	m->uffd = m->pidfd = -1;
 }
 
 int mover_uffd(const struct mover *m)
@@ -107,6 +123,8 @@ bool mover_stopping(const struct mover *m)
 
 uint32_t mover_primitive(const struct mover *m)
 {
+	if (m->pull)
+		return UFFDMOVE_PRIM_PULL;
 	return load_acquire(&m->prim) == PRIM_COPY ? UFFDMOVE_PRIM_COPY :
 	       UFFDMOVE_PRIM_MOVE;
 }
@@ -334,6 +352,18 @@ void mover_fault_served(struct mover *m, uint64_t t_read)
 	hist_add(&m->lat, now_ns() - t_read);
 }
 
+void mover_count_arrived(struct mover *m, uint64_t start, uint64_t len,
+			 bool freeing)
+{
+	uint64_t bytes = 0;
+
+	if (pm_count_populated(&m->pm, start, len, &bytes))
+		bytes = len;	/* unknown: the range is an upper bound */
+	count_add(&m->cnt.pulled, bytes);
+	if (freeing)
+		count_add(&m->cnt.released, bytes);
+}
+
 void mover_fault_deferred(struct mover *m)
 {
 	count_add(&m->cnt.eagain, 1);
@@ -341,26 +371,10 @@ void mover_fault_deferred(struct mover *m)
 
 void mover_outbox_add(struct mover *m, uint64_t start, uint64_t len)
 {
-	struct wire_range *last;
-
 	pthread_mutex_lock(&m->lock);
-	last = m->outbox_n ? &m->outbox[m->outbox_n - 1] : NULL;
-	if (last && last->start + last->len == start) {
-		last->len += len;
-	} else {
-		if (m->outbox_n == m->outbox_cap) {
-			size_t cap = m->outbox_cap ? m->outbox_cap * 2 : 64;
-			void *p = realloc(m->outbox, cap * sizeof(*m->outbox));
-
-			if (!p) {	/* the target's final pass collapses it */
-				pthread_mutex_unlock(&m->lock);
-				return;
-			}
-			m->outbox = p;
-			m->outbox_cap = cap;
-		}
-		m->outbox[m->outbox_n++] = (struct wire_range){ start, len };
-	}
+	/* On -ENOMEM the range is lost to the peer: for THP the target's
+	 * final pass collapses it, for RELEASE the source frees it at exit. */
+	ranges_add(&m->outbox, start, len);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -369,11 +383,7 @@ size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap)
 	size_t n;
 
 	pthread_mutex_lock(&m->lock);
-	n = MIN(cap, m->outbox_n);
-	memcpy(out, m->outbox, n * sizeof(*out));
-	memmove(m->outbox, m->outbox + n,
-		(m->outbox_n - n) * sizeof(*m->outbox));
-	m->outbox_n -= n;
+	n = ranges_take(&m->outbox, out, cap);
 	pthread_mutex_unlock(&m->lock);
 	return n;
 }
@@ -383,9 +393,32 @@ bool mover_outbox_empty(struct mover *m)
 	bool empty;
 
 	pthread_mutex_lock(&m->lock);
-	empty = !m->outbox_n;
+	empty = !m->outbox.n;
 	pthread_mutex_unlock(&m->lock);
 	return empty;
+}
+
+/* A THP chunk arrived as small pages: the target collapses it again. */
+void core_thp_small(struct mover *m, uint64_t dst)
+{
+	if (!m->pull) {
+		mover_outbox_add(m, dst, CHUNK_SZ);
+		return;
+	}
+	pthread_mutex_lock(&m->lock);
+	ranges_add(&m->collapse, dst, CHUNK_SZ);
+	pthread_mutex_unlock(&m->lock);
+}
+
+size_t mover_take_collapse(struct mover *m, struct wire_range *out,
+			   size_t cap)
+{
+	size_t n;
+
+	pthread_mutex_lock(&m->lock);
+	n = ranges_take(&m->collapse, out, cap);
+	pthread_mutex_unlock(&m->lock);
+	return n;
 }
 
 static uint32_t primitive_used(const struct mover *m, uint32_t *why)
@@ -427,7 +460,9 @@ void mover_stats(const struct mover *m, struct uffdmove_stats *st)
 	st->move_ebusy = load_acquire(&c->move_ebusy);
 	st->pinned_skipped = load_acquire(&c->pinned_skipped);
 	st->eagain_retries = load_acquire(&c->eagain);
+	st->bytes_pulled = load_acquire(&c->pulled);
+	st->bytes_released = load_acquire(&c->released);
 	st->primitive = primitive_used(m, &st->move_unused_reason);
-	if (st->primitive == UFFDMOVE_PRIM_MOVE)
-		st->move_unused_reason = 0;
+	if (m->pull)
+		st->primitive = UFFDMOVE_PRIM_PULL;
 }

@@ -12,12 +12,15 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "error.h"
 #include "fills.h"
 #include "hist.h"
 #include "pagemap.h"
 #include "plan.h"
+#include "ranges.h"
+#include "stage.h"
 #include "uffdmove.h"
 #include "wire.h"
 
@@ -33,6 +36,8 @@ struct counters {		/* all updated with relaxed atomics */
 	uint64_t faults, thp_moved, thp_copied, move_ebusy, pinned_skipped;
 	uint64_t eagain;
 	uint64_t chunks_done;
+	uint64_t pulled;
+	uint64_t released;
 };
 
 struct pinned_range {
@@ -44,6 +49,12 @@ struct pinned_range {
 struct mover {
 	bool ready;			/* set up: mover_fini() has work */
 	int uffd;
+	bool uffd_borrowed;		/* pull: the target's, not ours */
+	bool pull;			/* filled by reading the source */
+	pid_t pid;			/* pull: the source */
+	int pidfd;			/* pull: the source, for sure */
+	uint32_t fault_policy;		/* pull: UFFDMOVE_FAULT_* */
+	struct stages stages;		/* pull: see stage.h */
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;
 	int prim;			/* enum prim_state, atomic */
@@ -62,8 +73,9 @@ struct mover {
 	pthread_mutex_t lock;		/* urgent queue, outbox, error */
 	size_t urgent[URGENT_MAX];
 	size_t urgent_head, urgent_tail;
-	struct wire_range *outbox;	/* completed THP chunks, coalesced */
-	size_t outbox_n, outbox_cap;
+	struct ranges outbox;		/* for the peer: THP chunks to collapse
+					   (push), ranges to free (pull) */
+	struct ranges collapse;		/* pull: THP chunks to collapse here */
 
 	uint64_t events_read;		/* atomic: bumped per read of events */
 	pthread_cond_t events_cv;	/* with lock: signals events_read */
@@ -76,7 +88,11 @@ struct mover {
 
 /* What a driver hands the core when a session starts. */
 struct mover_config {
-	int uffd;			/* the mover owns it from now on */
+	int uffd;			/* the mover owns it from now on,
+					   unless it pulls */
+	pid_t pull_pid;			/* pull from this source; 0: push */
+	int pull_pidfd;			/* its pidfd: the mover owns it */
+	uint32_t fault_policy;		/* pull: UFFDMOVE_FAULT_* */
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;			/* the target is this process */
 	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
@@ -106,8 +122,15 @@ bool mover_stopping(const struct mover *m);
 uint32_t mover_primitive(const struct mover *m);
 uint64_t mover_populated(const struct mover *m);
 
-/* Pushers: claim the next chunk (urgent first), or -1 when none is left. */
+/* Pushers and pullers: claim the next chunk (urgent first), or -1 when
+ * none is left. */
 long mover_next_chunk(struct mover *m);
+/*
+ * Pull a chunk this thread claimed: read it from the source into a
+ * staging slot, check the source is still the process we authenticated,
+ * and move it into place. Results as mover_push_chunk().
+ */
+int mover_pull_chunk(struct mover *m, size_t c, bool reader);
 /*
  * Hand over a chunk this thread claimed. 0, or a fatal -errno. The thread
  * that reads the uffd's events passes @reader: on EAGAIN (an event pending)
@@ -122,6 +145,11 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader);
  * -errno.
  */
 int mover_fault(struct mover *m, uint64_t addr);
+/* Pull, in the source: the target reported [start, start + len) arrived.
+ * Counts the bytes with data there as pulled (and as released when we are
+ * about to free them: @freeing). */
+void mover_count_arrived(struct mover *m, uint64_t start, uint64_t len,
+			 bool freeing);
 /* A fault read at @t_read was served / had to wait (latency, counters). */
 void mover_fault_served(struct mover *m, uint64_t t_read);
 void mover_fault_deferred(struct mover *m);
@@ -150,6 +178,9 @@ void mover_outbox_add(struct mover *m, uint64_t start, uint64_t len);
 /* Take up to @cap completed THP ranges from the outbox; returns count. */
 size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap);
 bool mover_outbox_empty(struct mover *m);
+/* Pull: THP chunks that arrived as small pages, to collapse here. */
+size_t mover_take_collapse(struct mover *m, struct wire_range *out,
+			   size_t cap);
 /* Snapshot of the counters as public stats (without elapsed time). */
 void mover_stats(const struct mover *m, struct uffdmove_stats *st);
 

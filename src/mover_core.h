@@ -8,6 +8,32 @@
 
 #include "mover.h"
 
+/* One chunk's hand-over in progress: where it is, and how it goes. */
+struct xfer {
+	struct plan_region *r;
+	size_t pos, end;	/* page indexes of r: next wanted, limit */
+	uint64_t from;		/* where page 0 of r is read here */
+	bool moving;		/* MOVE; cleared when the kernel refuses */
+	bool whole;		/* no page was there before us (THP intact) */
+	bool one;		/* page by page, see on_enoent() */
+	bool may_wait;		/* false: the caller reads events */
+	unsigned int delay;	/* backoff, see on_enoent() */
+	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
+};
+
+/* Hand over the wanted pages [x->pos, x->end): 0, -EAGAIN (x->pos says
+ * where to go on), or the fatal -errno. */
+int core_transfer(struct mover *m, struct xfer *x);
+/* The chunk is in: count it, and have THP chunks that arrived as small
+ * pages collapsed. */
+void core_chunk_done(struct mover *m, size_t c, const struct xfer *x,
+		     size_t first);
+/* Pull: read the source's page at @src into @buf (PAGE_SZ), and make sure
+ * it came from the source we authenticated. 0 or the fatal -errno. */
+int core_pull_page(struct mover *m, uint64_t src, void *buf);
+/* A page the source has no data for (hole or discarded): zero page. */
+int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg);
+
 /* Take chunk @c from PENDING to CLAIMED; false if another thread has it. */
 bool core_claim(struct mover *m, size_t c);
 /* Put chunk @c in front of the queue (a fault wants it, or it resumes). */
@@ -18,6 +44,10 @@ void core_decide(struct mover *m, int prim, uint32_t why);
 bool core_wants_move(const struct mover *m, const struct chunk *ch);
 /* Wait until events were read since @seen, or a short while. */
 void core_wait_events_read(struct mover *m, uint64_t seen);
+/* Classify chunk @c once; other threads wait for the one doing it. */
+void core_classify(struct mover *m, size_t c);
+/* A THP chunk arrived as small pages: collapse it (push: the target). */
+void core_thp_small(struct mover *m, uint64_t dst);
 /* MODE_MOVE: the kernel refused to move source page @src. */
 void core_record_move_failure(struct mover *m, uint64_t src);
 

@@ -34,8 +34,39 @@ static bool overlaps_pinned(const struct mover *m, uint64_t start,
 	return false;
 }
 
-/* Classify chunk @c once; other threads wait for the one doing it. */
-static int classify(struct mover *m, size_t c)
+/* The one thread that classifies chunk @c; false when it is done or
+ * another thread did it meanwhile (then it is done on return). */
+static bool classify_claim(struct chunk *ch)
+{
+	uint8_t expect = CLS_NEW;
+
+	if (load_acquire(&ch->cls_state) == CLS_READY)
+		return false;
+	if (__atomic_compare_exchange_n(&ch->cls_state, &expect, CLS_BUSY,
+					false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return true;
+	while (load_acquire(&ch->cls_state) != CLS_READY)
+		sched_yield();
+	return false;
+}
+
+/*
+ * Whether the chunk can arrive as one THP. Push: it is one in the source
+ * and may move as one PMD. Pull: every page has data, so the read into an
+ * aligned staging slot makes a THP there whatever the source had.
+ */
+static bool chunk_thp(const struct mover *m, const struct plan_region *r,
+		      uint64_t start, const struct chunk_class *cls, size_t n)
+{
+	if (!IS_ALIGNED(r->dst + (start - r->src), CHUNK_SZ))
+		return false;
+	if (m->pull)
+		return r->thp && n == CHUNK_PAGES && cls->populated == n;
+	return cls->thp;
+}
+
+void core_classify(struct mover *m, size_t c)
 {
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = plan_region_of(&m->plan, c);
@@ -43,58 +74,35 @@ static int classify(struct mover *m, size_t c)
 	struct chunk_class cls;
 	uint64_t start, end;
 	size_t i, n, first;
-	uint8_t expect = CLS_NEW;
-	int ret;
+	bool pinned;
 
-	if (load_acquire(&ch->cls_state) == CLS_READY)
-		return 0;
-	if (!__atomic_compare_exchange_n(&ch->cls_state, &expect, CLS_BUSY, false,
-					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		while (load_acquire(&ch->cls_state) != CLS_READY)
-			sched_yield();
-		return 0;
-	}
-
+	if (!classify_claim(ch))
+		return;
 	plan_chunk_range(&m->plan, c, &start, &end);
 	n = (end - start) / PAGE_SZ;
+	pinned = overlaps_pinned(m, start, end);
 	/* Exclusivity matters only while MOVE is still a candidate. */
-	ret = pm_flags(&m->pm, start, n,
-		       m->mode != UFFDMOVE_MODE_COPY &&
-		       load_acquire(&m->prim) != PRIM_COPY, flags);
-	if (ret) {
+	if (pm_flags(&m->pm, start, n, !m->pull &&
+		     m->mode != UFFDMOVE_MODE_COPY &&
+		     load_acquire(&m->prim) != PRIM_COPY, flags)) {
 		/* Unknown: copy everything, which is always correct. */
 		memset(flags, PG_PRESENT, n);
 	}
-	classify_chunk(flags, n, overlaps_pinned(m, start, end), &cls);
-
+	classify_chunk(flags, n, pinned, &cls);
 	first = (start - r->src) / PAGE_SZ;
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))
 			bit_set(r->populated, first + i);
-	ch->flags = (cls.thp && IS_ALIGNED(r->dst + (start - r->src),
-					   CHUNK_SZ) ? CHUNK_THP : 0) |
+	ch->flags = (chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
 		    (cls.movable ? CHUNK_MOVABLE : 0) |
-		    (overlaps_pinned(m, start, end) ? CHUNK_PINNED : 0);
-	count_add(&m->cnt.populated, cls.populated * PAGE_SZ - ch->counted * PAGE_SZ);
+		    (pinned ? CHUNK_PINNED : 0);
+	count_add(&m->cnt.populated,
+		  cls.populated * PAGE_SZ - ch->counted * PAGE_SZ);
 	count_add(&m->cnt.skipped, (n - cls.populated) * PAGE_SZ);
-	if (ch->flags & CHUNK_PINNED)
+	if (pinned)
 		count_add(&m->cnt.pinned_skipped, cls.populated * PAGE_SZ);
 	store_release(&ch->cls_state, CLS_READY);
-	return 0;
 }
-
-/* One chunk's hand-over in progress: where it is, and how it goes. */
-struct xfer {
-	struct plan_region *r;
-	size_t pos, end;	/* page indexes of r: next wanted, limit */
-	uint64_t from;		/* where page 0 of r is read here */
-	bool moving;		/* MOVE; cleared when the kernel refuses */
-	bool whole;		/* no page was there before us (THP intact) */
-	bool one;		/* page by page, see on_enoent() */
-	bool may_wait;		/* false: the caller reads events */
-	unsigned int delay;	/* backoff, see on_enoent() */
-	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
-};
 
 enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
 
@@ -229,11 +237,8 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 	return STEP_FAIL;
 }
 
-/*
- * Hand over the wanted pages [x->pos, x->end) with one ioctl per run.
- * 0, -EAGAIN (x->pos says where to go on), or the fatal -errno.
- */
-static int transfer(struct mover *m, struct xfer *x)
+/* One ioctl per run of wanted pages; see mover_core.h. */
+int core_transfer(struct mover *m, struct xfer *x)
 {
 	size_t run_end, len, done;
 	int ret;
@@ -262,8 +267,8 @@ static int transfer(struct mover *m, struct xfer *x)
  * The chunk is in: count it, and tell the target which THP chunks arrived
  * as 4 KiB pages so that it collapses them again.
  */
-static void chunk_done(struct mover *m, size_t c, const struct xfer *x,
-		       size_t first)
+void core_chunk_done(struct mover *m, size_t c, const struct xfer *x,
+		     size_t first)
 {
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = x->r;
@@ -275,7 +280,7 @@ static void chunk_done(struct mover *m, size_t c, const struct xfer *x,
 		count_add(pmd ? &m->cnt.thp_moved : &m->cnt.thp_copied, 1);
 		/* Collapsing would allocate what the target discarded. */
 		if (!pmd && r->thp && !plan_any_discarded(r, first, x->end))
-			mover_outbox_add(m, r->dst + first * PAGE_SZ, CHUNK_SZ);
+			core_thp_small(m, r->dst + first * PAGE_SZ);
 	}
 	store_release(&ch->state, CHUNK_DONE);
 	count_add(&m->cnt.chunks_done, 1);
@@ -289,7 +294,7 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 	size_t first;
 	int ret;
 
-	classify(m, c);
+	core_classify(m, c);
 	plan_chunk_range(&m->plan, c, &start, &end);
 	first = (start - x.r->src) / PAGE_SZ;
 	x.pos = first + ch->resume;
@@ -297,7 +302,7 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 	x.from = x.r->src;
 	x.moving = core_wants_move(m, ch);
 	x.whole = !ch->resume;
-	ret = transfer(m, &x);
+	ret = core_transfer(m, &x);
 	if (ret == -EAGAIN) {
 		/* Give the chunk back, to go on where it stopped once the
 		 * events are read: no page is handed over twice. */
@@ -306,12 +311,12 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 		core_make_urgent(m, c);
 	}
 	if (!ret)
-		chunk_done(m, c, &x, first);
+		core_chunk_done(m, c, &x, first);
 	return ret;
 }
 
 /* Resolve a page the source has no data for (hole or discarded). */
-static int fault_zero(struct mover *m, struct plan_region *r, size_t pg)
+int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg)
 {
 	uint64_t dst = r->dst + pg * PAGE_SZ;
 	size_t done;
@@ -327,13 +332,58 @@ static int fault_zero(struct mover *m, struct plan_region *r, size_t pg)
 	return 0;
 }
 
+/* Serve a fault by its whole chunk: MOVE keeps a THP whole (push), and a
+ * pulled chunk lands as one THP (pull, FAULT_CHUNK). */
+static bool fault_takes_chunk(const struct mover *m, const struct chunk *ch)
+{
+	if (m->pull)
+		return m->fault_policy == UFFDMOVE_FAULT_CHUNK;
+	return core_wants_move(m, ch);
+}
+
+/*
+ * Copy just the faulting page so its thread runs at once; the rest of its
+ * chunk goes next. Published first (fills.h). Pull reads the page from
+ * the source first.
+ */
+static int fault_page(struct mover *m, struct plan_region *r, size_t c,
+		      size_t pg)
+{
+	static __thread char page[PAGE_SZ] __attribute__((aligned(PAGE_SZ)));
+	uint64_t dst = r->dst + pg * PAGE_SZ, src = r->src + pg * PAGE_SZ;
+	const void *from = (const void *)(uintptr_t)src;
+	unsigned int fill;
+	size_t done;
+	int ret;
+
+	if (m->pull) {
+		ret = core_pull_page(m, src, page);
+		if (ret)
+			return ret;
+		from = page;
+	}
+	fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
+	ret = plan_page_wanted(r, pg) ?
+	      uffd_copy(m->uffd, dst, from, PAGE_SZ, 0, &done) : -ENODATA;
+	fills_end(&m->fills, fill);
+	if (ret == -ENODATA)	/* discarded just now */
+		ret = core_fault_zero(m, r, pg);
+	else if (ret == -EEXIST)
+		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	else if (!ret)
+		count_add(&m->cnt.copied, PAGE_SZ);
+	if (!ret && load_acquire(&m->plan.chunks[c].state) == CHUNK_PENDING)
+		core_make_urgent(m, c);
+	return ret;
+}
+
 int mover_fault(struct mover *m, uint64_t addr)
 {
 	uint64_t dst = ALIGN_DOWN(addr, PAGE_SZ);
 	long c = plan_find(&m->plan, dst);
 	struct plan_region *r;
 	struct chunk *ch;
-	size_t pg, done;
+	size_t pg;
 	int ret;
 
 	if (c < 0)	/* not ours: let the thread retry */
@@ -341,40 +391,24 @@ int mover_fault(struct mover *m, uint64_t addr)
 	ch = &m->plan.chunks[c];
 	r = plan_region_of(&m->plan, (size_t)c);
 	pg = (dst - r->dst) / PAGE_SZ;
-	classify(m, (size_t)c);
+	core_classify(m, (size_t)c);
 
-	if (!plan_page_wanted(r, pg))
-		ret = fault_zero(m, r, pg);
-	else if (load_acquire(&ch->state) == CHUNK_DONE)
+	if (!plan_page_wanted(r, pg)) {
+		ret = core_fault_zero(m, r, pg);
+	} else if (load_acquire(&ch->state) == CHUNK_DONE) {
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-	else if (core_wants_move(m, ch)) {
-		/* Moving a whole chunk costs microseconds and keeps a THP
-		 * whole. A chunk a pusher holds is finished soon, and its
-		 * MOVE wakes this thread; the caller keeps the fault and
-		 * goes on reading events, which the pusher may need. */
+	} else if (fault_takes_chunk(m, ch)) {
+		/* A chunk another thread holds is finished soon, and its
+		 * fill wakes this thread; the caller keeps the fault and
+		 * goes on reading events, which that thread may need. */
 		if (!core_claim(m, (size_t)c))
 			return -EAGAIN;
-		ret = mover_push_chunk(m, (size_t)c, true);
+		ret = m->pull ? mover_pull_chunk(m, (size_t)c, true) :
+				mover_push_chunk(m, (size_t)c, true);
 		if (!ret)
 			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 	} else {
-		/* Copy just this page so the thread runs at once; the rest
-		 * of its chunk is pushed next. Published first (fills.h). */
-		unsigned int fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
-
-		ret = plan_page_wanted(r, pg) ?
-		      uffd_copy(m->uffd, dst,
-				(void *)(uintptr_t)(r->src + pg * PAGE_SZ),
-				PAGE_SZ, 0, &done) : -ENODATA;
-		fills_end(&m->fills, fill);
-		if (ret == -ENODATA)	/* discarded just now */
-			ret = fault_zero(m, r, pg);
-		else if (ret == -EEXIST)
-			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-		else if (!ret)
-			count_add(&m->cnt.copied, PAGE_SZ);
-		if (!ret && load_acquire(&ch->state) == CHUNK_PENDING)
-			core_make_urgent(m, (size_t)c);
+		ret = fault_page(m, r, (size_t)c, pg);
 	}
 	if (ret == -ENOENT)	/* unregistered or unmapped meanwhile: the */
 		ret = 0;	/* thread retries without us */

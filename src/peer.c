@@ -3,9 +3,12 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "peer.h"
 #include "util.h"
 
@@ -33,6 +36,19 @@ int peer_cred(int sock, pid_t *pid, uid_t *uid)
 	*pid = cred.pid;
 	*uid = cred.uid;
 	return 0;
+}
+
+int peer_pidfd(int sock, bool is_peer, pid_t pid)
+{
+	socklen_t len = sizeof(int);
+	int fd = -1;
+
+	if (!is_peer || getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &fd, &len))
+		fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return -errno;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return fd;
 }
 
 static int wait_for(int sock, short events, int timeout_ms)

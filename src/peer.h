@@ -3,6 +3,7 @@
 #ifndef UFFDMOVE_PEER_H
 #define UFFDMOVE_PEER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -13,6 +14,10 @@
 int peer_check_socket(int sock);
 /* The peer's credentials; -errno from getsockopt. */
 int peer_cred(int sock, pid_t *pid, uid_t *uid);
+/* A pidfd (close-on-exec) for process @pid. When it is the socket's peer
+ * (@is_peer), from SO_PEERPIDFD where the kernel has it: no pid reuse is
+ * possible then. Else pidfd_open(), which the caller must prove. */
+int peer_pidfd(int sock, bool is_peer, pid_t pid);
 /* Send one message with an optional fd (-1: none). @timeout_ms < 0 blocks;
  * 0 never waits (-EAGAIN). -ECONNRESET when the peer is gone. */
 int peer_send(int sock, const void *buf, size_t len, int fd, int timeout_ms);

@@ -51,6 +51,12 @@ static void *pusher_main(void *arg)
 void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
 {
 	mover_stats(&s->m, st);
+	st->pull_unused_reason = s->pulling ? UFFDMOVE_PULL_WHY_USED :
+				 s->pull_why;
+	if (s->pulling) {
+		st->primitive = UFFDMOVE_PRIM_PULL;
+		st->move_unused_reason = UFFDMOVE_WHY_USED;
+	}
 	st->elapsed_ns = (s->t_end ? s->t_end : now_ns()) - s->t_start;
 }
 
@@ -161,6 +167,27 @@ static int fault_loop(struct run *run)
 	return 0;
 }
 
+static int run_push(struct run *run)
+{
+	struct uffdmove_source *s = run->s;
+	int ret;
+
+	ret = ring_init(&run->ring, mover_uffd(&s->m), s->sock, s->efd);
+	if (ret)
+		return mover_fail(&s->m, ret,
+				  "io_uring_queue_init: %s (is io_uring disabled?)",
+				  strerror(-ret));
+	ret = start_pushers(run, s->opts.threads > 1 ? s->opts.threads - 1 : 0);
+	if (ret)
+		ret = mover_fail(&s->m, ret, "starting mover threads: %s",
+				 strerror(-ret));
+	else
+		ret = fault_loop(run);
+	stop_pushers(run);
+	ring_fini(&run->ring);
+	return ret;
+}
+
 /* Every byte is in the target; only MODE_MOVE's promise or a raw
  * discard that raced a fill is left to report. */
 static int end_complete(struct uffdmove_source *s)
@@ -194,24 +221,13 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 	run.needs_commit = mover_primitive(&s->m) != UFFDMOVE_PRIM_COPY;
 	run.next_cb_bytes = PROGRESS_CB_BYTES;
 	faults_init(&run.faults, &s->m);
-	ret = ring_init(&run.ring, mover_uffd(&s->m), s->sock, s->efd);
-	if (ret) {
-		ret = mover_fail(&s->m, ret,
-				 "io_uring_queue_init: %s (is io_uring disabled?)",
-				 strerror(-ret));
-		goto out;
-	}
-	ret = start_pushers(&run, s->opts.threads > 1 ? s->opts.threads - 1 : 0);
-	if (ret) {
-		ret = mover_fail(&s->m, ret, "starting mover threads: %s",
-				 strerror(-ret));
+	if (s->pulling) {
+		ret = source_serve_pull(&run);
+		source_revoke_reader();
 	} else {
-		ret = fault_loop(&run);
+		ret = run_push(&run);
 	}
-	stop_pushers(&run);
 	faults_fini(&run.faults);
-out:
-	ring_fini(&run.ring);
 	if (!s->t_end)
 		s->t_end = now_ns();
 	if (ret)

@@ -28,6 +28,7 @@ struct run {
 	bool query;		/* the target asked for counters */
 	bool target_aborted;	/* it said ABORT before committing */
 	uint64_t done_sent_ns;
+	uint64_t heard_ns;	/* the target's last message */
 	uint64_t next_progress_ns, next_cb_bytes;
 	struct faults faults;	/* see faults.h */
 };

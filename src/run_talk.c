@@ -54,11 +54,12 @@ void periodic(struct run *run, bool force)
 	stats_now(s, &msg.stats);
 	/* A target reads only once it committed: before, messages would
 	 * fill the socket and leave no room for an ABORT. */
-	if (mover_committed(&s->m)) {
+	if (mover_committed(&s->m) && !s->pulling) {
 		session_send(s->sock, &msg, -1, 0);	/* idempotent: drop if full */
 		flush_ranges(run, 0);
 	}
-	handled = msg.stats.bytes_moved + msg.stats.bytes_copied;
+	handled = msg.stats.bytes_moved + msg.stats.bytes_copied +
+		  msg.stats.bytes_pulled;
 	if (s->opts.progress && (force || handled >= run->next_cb_bytes)) {
 		s->opts.progress(&msg.stats, s->opts.progress_arg);
 		run->next_cb_bytes = handled + PROGRESS_CB_BYTES;
@@ -88,7 +89,10 @@ static int target_gone(struct run *run)
 static int handle_message(struct run *run, const struct wire_msg *msg)
 {
 	struct mover *m = &run->s->m;
+	int ret = run->s->pulling ? source_pull_message(run, msg) : 1;
 
+	if (ret <= 0)
+		return ret;
 	switch (msg->type) {
 	case WIRE_GO:
 		mover_commit(m);
@@ -141,6 +145,7 @@ int handle_socket(struct run *run)
 		if (ret)
 			return mover_fail(&s->m, ret, "socket: %s",
 					  strerror(-ret));
+		run->heard_ns = now_ns();
 		ret = handle_message(run, &msg);
 		if (ret)
 			return ret;
@@ -240,6 +245,12 @@ int check_deadlines(struct run *run)
 		return mover_fail(&s->m, -ETIMEDOUT,
 				  "the target did not confirm DONE within %u ms",
 				  s->opts.peer_timeout_ms);
+	/* Pulling, it reports arrivals every few ms until FIN. */
+	if (s->pulling && committed(run) &&
+	    now - MAX(run->heard_ns, s->t_start) > limit)
+		return mover_fail(&s->m, -ETIMEDOUT,
+				  "the target, pulling, did not confirm the end within %u ms of its last report",
+				  s->opts.peer_timeout_ms);
 	return 0;
 }
 
@@ -298,7 +309,8 @@ int end_failed(struct run *run, int ret)
 			       cause);
 	return err_set(&s->err, -ret,
 		       "%s (handed over %llu of %llu populated bytes)", cause,
-		       (unsigned long long)(st.bytes_moved + st.bytes_copied),
+		       (unsigned long long)(st.bytes_moved + st.bytes_copied +
+					    st.bytes_pulled),
 		       (unsigned long long)st.bytes_populated);
 }
 

@@ -174,7 +174,7 @@ static int check_uffd(struct uffdmove_source *s, int fd,
 }
 
 /* Is the target this very process? Look for its cookie in our memory. */
-static bool same_mm(const struct wire_msg *h)
+bool source_same_mm(const struct wire_msg *h)
 {
 	uint64_t v = 0;
 	struct iovec local = { &v, sizeof(v) };
@@ -188,7 +188,7 @@ static bool same_mm(const struct wire_msg *h)
 }
 
 /* Match every region of ours to one of the target's, by name. */
-static int match_regions(struct uffdmove_source *s, const struct wire_msg *h,
+int source_match_regions(struct uffdmove_source *s, const struct wire_msg *h,
 			 struct plan_input *in)
 {
 	uint32_t i, j;
@@ -256,7 +256,7 @@ static int check_move_mode(struct uffdmove_source *s, bool same_mm)
 }
 
 /* Undo setup_mover(), so that a failed accept can be retried cleanly. */
-static void teardown_mover(struct uffdmove_source *s)
+void source_teardown_mover(struct uffdmove_source *s)
 {
 	if (s->mover_ready)
 		mover_fini(&s->m);
@@ -287,17 +287,26 @@ static int setup_mover(struct uffdmove_source *s, int uffd, bool same_mm,
 	return ret;
 }
 
+/* How many fds a message may carry: HELLO its uffd, unless it asks to
+ * pull (then the uffd stays with the target). */
+static size_t fds_expected(const struct wire_msg *m)
+{
+	return m->type == WIRE_HELLO && !(m->hello.flags & WIRE_HELLO_PULL);
+}
+
 /*
- * HELLO, with the target's uffd: *@uffd and @hello on success. On failure
- * *@answer says whether the target may still read a REJECT.
+ * HELLO from the target (or, after we offered to be pulled, its PULL):
+ * @hello, and *@uffd when it brought one (else -1). On failure *@answer
+ * says whether the target may still read a REJECT.
  */
-static int recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
-		      int *uffd, bool *answer)
+int source_recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
+		      int *uffd, bool *answer, bool pull_offered)
 {
 	char buf[WIRE_MSG_MAX + 1], why[160];
 	int fds[PEER_FDS_MAX], len, ret;
 	size_t nfds = 0;
 
+	*uffd = -1;
 	*answer = true;
 	len = peer_recv(s->sock, buf, sizeof(buf), fds, &nfds,
 			(int)s->opts.handshake_timeout_ms);
@@ -306,31 +315,43 @@ static int recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
 			       WIRE_MSG_MAX);
 	*answer = len >= 0;
 	if (len == -ETIMEDOUT)
-		return err_set(&s->err, ETIMEDOUT, "no HELLO within %u ms",
-			       s->opts.handshake_timeout_ms);
+		return err_set(&s->err, ETIMEDOUT, "no %s within %u ms",
+			       pull_offered ? "answer to our offer to be pulled" :
+			       "HELLO", s->opts.handshake_timeout_ms);
 	if (len < 0)
 		return err_set(&s->err, -len, "receiving HELLO: %s",
 			       strerror(-len));
-	if (!len || nfds != 1) {
+	ret = len ? wire_decode(buf, (size_t)len, hello, why, sizeof(why)) :
+		    err_format(why, sizeof(why), EPROTO, "an empty message");
+	if (!ret && hello->type == WIRE_ABORT && pull_offered)
+		return err_set(&s->err, ECANCELED,
+			       "the target gave up the handshake (%s); nothing was handed over, every byte of the guest is intact here",
+			       hello->reason.text);
+	if (!ret && hello->type == WIRE_PULL && !pull_offered)
+		ret = err_format(why, sizeof(why), EPROTO,
+				 "PULL, but we did not offer it");
+	else if (!ret && hello->type != WIRE_HELLO && hello->type != WIRE_PULL)
+		ret = err_format(why, sizeof(why), EPROTO,
+				 "expected HELLO, got %s",
+				 wire_type_name(hello->type));
+	else if (!ret && pull_offered && hello->type == WIRE_HELLO &&
+		 (hello->hello.flags & WIRE_HELLO_PULL))
+		ret = err_format(why, sizeof(why), EPROTO,
+				 "a second HELLO asking to pull");
+	else if (!ret && nfds != fds_expected(hello))
+		ret = err_format(why, sizeof(why), EPROTO,
+				 "HELLO must carry %s, it carried %s",
+				 fds_expected(hello) ? "exactly one fd" : "no fd",
+				 nfds > PEER_FDS_MAX ? "too many" :
+				 nfds > 1 ? "more than one" :
+				 nfds ? "one" : "none");
+	if (ret) {
 		if (nfds <= PEER_FDS_MAX)
 			peer_close_fds(fds, nfds);
-		return len ? err_set(&s->err, EPROTO,
-				     "HELLO must carry exactly one fd, it carried %s",
-				     nfds > PEER_FDS_MAX ? "too many" :
-				     nfds ? "more than one" : "none") :
-			     err_set(&s->err, EPROTO, "HELLO is an empty message");
+		return err_set(&s->err, -ret, "bad HELLO: %s", why);
 	}
-	ret = wire_decode(buf, (size_t)len, hello, why, sizeof(why));
-	if (!ret && hello->type != WIRE_HELLO)
-		ret = err_set(&s->err, EPROTO, "expected HELLO, got %s",
-			      wire_type_name(hello->type));
-	else if (ret)
-		ret = err_set(&s->err, -ret, "bad HELLO: %s", why);
-	if (ret) {
-		close(fds[0]);
-		return ret;
-	}
-	*uffd = fds[0];
+	if (nfds)
+		*uffd = fds[0];
 	return 0;
 }
 
@@ -345,10 +366,10 @@ static int take_hello(struct uffdmove_source *s, const struct wire_msg *hello,
 
 	ret = check_uffd(s, uffd, hello);
 	if (!ret)
-		ret = match_regions(s, hello, in);
+		ret = source_match_regions(s, hello, in);
 	if (ret)
 		goto fail;
-	one_mm = same_mm(hello);
+	one_mm = source_same_mm(hello);
 	ret = check_move_mode(s, one_mm);
 	if (ret)
 		goto fail;
@@ -365,9 +386,35 @@ fail:
 	return ret;
 }
 
-UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
+static int answer_push(struct uffdmove_source *s)
 {
 	struct wire_msg ans = { .type = WIRE_ACCEPT };
+	int ret;
+
+	ans.accept.primitive = mover_primitive(&s->m);
+	ans.accept.populated = mover_populated(&s->m);
+	ret = session_send(s->sock, &ans, -1,
+			   (int)s->opts.handshake_timeout_ms);
+	return ret ? err_set(&s->err, -ret, "sending ACCEPT: %s",
+			     strerror(-ret)) : 0;
+}
+
+/* Is [start, start + len) inside one of our regions? */
+bool source_owns(const struct uffdmove_source *s, uint64_t start,
+		 uint64_t len)
+{
+	size_t i;
+
+	for (i = 0; i < s->nregions; i++)
+		if (start >= s->regions[i].addr && len &&
+		    start + len <= s->regions[i].addr + s->regions[i].len &&
+		    start + len > start)
+			return true;
+	return false;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
+{
 	struct wire_msg *hello;
 	bool answer;
 	int uffd = -1, ret;
@@ -386,21 +433,18 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	hello = malloc(sizeof(*hello));
 	if (!hello)
 		return reject(s, err_set(&s->err, ENOMEM, "out of memory"));
-	ret = recv_hello(s, hello, &uffd, &answer);
-	if (!ret)
+	ret = source_recv_hello(s, hello, &uffd, &answer, false);
+	s->pull_why = UFFDMOVE_PULL_WHY_OFF_TARGET;
+	if (!ret && uffd < 0)
+		ret = source_offer_pull(s, hello, pid, &uffd);
+	if (!ret && !s->pulling)
 		ret = take_hello(s, hello, uffd);
 	free(hello);
+	if (!ret && !s->pulling)
+		ret = answer_push(s);
 	if (ret) {
-		teardown_mover(s);
+		source_teardown_mover(s);
 		return answer ? reject(s, ret) : ret;
-	}
-	ans.accept.primitive = mover_primitive(&s->m);
-	ans.accept.populated = mover_populated(&s->m);
-	ret = session_send(sock, &ans, -1, (int)s->opts.handshake_timeout_ms);
-	if (ret) {
-		teardown_mover(s);
-		return reject(s, err_set(&s->err, -ret, "sending ACCEPT: %s",
-					 strerror(-ret)));
 	}
 	s->t_start = now_ns();
 	s->state = SRC_ACCEPTED;
@@ -416,7 +460,9 @@ UFFDMOVE_EXPORT void uffdmove_source_free(struct uffdmove_source *s)
 {
 	if (!s)
 		return;
-	teardown_mover(s);
+	if (s->pulling)
+		source_revoke_reader();
+	source_teardown_mover(s);
 	if (s->efd >= 0)
 		close(s->efd);
 	free(s->pinned);

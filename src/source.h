@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "error.h"
 #include "mover.h"
@@ -29,9 +30,38 @@ struct uffdmove_source {
 	bool cancel;		/* atomic: uffdmove_source_cancel() */
 	uint64_t features;	/* what the target negotiated */
 	bool mover_ready;
+	bool pulling;		/* the target reads us (source_pull.c) */
+	uint32_t pull_why;	/* UFFDMOVE_PULL_WHY_* */
+	uint64_t cookie;	/* pull: read by the target to prove access */
 	struct mover m;
 	uint64_t t_start, t_end;
 	struct err_buf err;
 };
+
+/* source.c: the handshake's steps that pull shares with push. */
+struct wire_msg;
+struct plan_input;
+int source_recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
+		      int *uffd, bool *answer, bool pull_offered);
+int source_match_regions(struct uffdmove_source *s, const struct wire_msg *h,
+			 struct plan_input *in);
+bool source_same_mm(const struct wire_msg *h);
+void source_teardown_mover(struct uffdmove_source *s);
+bool source_owns(const struct uffdmove_source *s, uint64_t start,
+		 uint64_t len);
+
+/* source_pull.c */
+struct run;
+/*
+ * HELLO asked to pull: offer it (or decline), then take the target's
+ * answer. 0 with s->pulling set, or 0 with *@uffd from the target's second
+ * HELLO (in @hello) to push instead, or the error.
+ */
+int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
+		      pid_t target, int *uffd);
+void source_revoke_reader(void);
+/* A message only pull knows: 0 handled, 1 not pull's, or the end. */
+int source_pull_message(struct run *run, const struct wire_msg *msg);
+int source_serve_pull(struct run *run);
 
 #endif /* UFFDMOVE_SOURCE_H */

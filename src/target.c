@@ -20,6 +20,7 @@
 #include "pagemap.h"
 #include "peer.h"
 #include "probe.h"
+#include "pull.h"
 #include "session.h"
 #include "uffd.h"
 #include "target.h"
@@ -107,9 +108,17 @@ static int check_opts(struct uffdmove_target *t)
 		ret = err_set(&t->err, EINVAL,
 			      "options: collapse_thp %u, must be 0 or 1",
 			      t->opts.collapse_thp);
-	if (!ret && t->opts.reserved32)
+	if (!ret && t->opts.pull > UFFDMOVE_PULL_OFF)
+		ret = err_set(&t->err, EINVAL, "options: unknown pull %u",
+			      t->opts.pull);
+	if (!ret && t->opts.threads > 16)
 		ret = err_set(&t->err, EINVAL,
-			      "options: reserved32 is not zero; initialise options with uffdmove_target_opts_init()");
+			      "options: %u pull threads, at most 16",
+			      t->opts.threads);
+	if (!ret && t->opts.fault_policy > UFFDMOVE_FAULT_PAGE)
+		ret = err_set(&t->err, EINVAL,
+			      "options: unknown fault_policy %u",
+			      t->opts.fault_policy);
 	return ret;
 }
 
@@ -210,6 +219,7 @@ fail:
 /* The source refused or the handshake failed: give everything back. */
 int target_release(struct uffdmove_target *t, int ret)
 {
+	pull_free(t);
 	target_unregister_all(t, t->nregions);
 	target_close_uffd(t);
 	t->state = TGT_CLOSED;
@@ -271,6 +281,10 @@ UFFDMOVE_EXPORT int uffdmove_target_stats(const struct uffdmove_target *t,
 	if (!t || !st)
 		return -EINVAL;
 	*st = t->st;
+	if (t->pull && t->state == TGT_RUNNING)
+		pull_stats((struct uffdmove_target *)t, st);
+	st->pull_unused_reason = t->pull ? UFFDMOVE_PULL_WHY_USED :
+				 t->pull_why;
 	st->thp_collapsed = t->thp_collapsed;
 	st->bytes_discarded += t->discards.bytes;
 	if (t->t_start)
@@ -288,11 +302,13 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	if (!t)
 		return;
 	keeper_stop(t);
+	pull_stop(t);
 	if (t->state == TGT_ORPHANED && t->uffd >= 0 && keeper_poison_missing(t)) {
 		/* Closing the last uffd would let blocked threads read
 		 * zeros where guest data was: keep it open on purpose. */
 		t->uffd = -1;
 	}
+	pull_free(t);
 	target_close_uffd(t);
 	if (t->epfd >= 0)
 		close(t->epfd);

@@ -2,7 +2,7 @@
 /*
  * The new VMM's handle, shared by the files that make up its side:
  * target.c (the handle, guest RAM registration, discards),
- * target_session.c (handshake, commit, DONE), keeper.c (the keeper
+ * target_session.c (handshake, commit, DONE), pull.c (pulling), keeper.c (the keeper
  * thread and what happens after the source's death) and thp.c (huge pages
  * back after DONE). See doc/design.md.
  */
@@ -49,6 +49,8 @@ struct uffdmove_target {
 	bool done_seen;			/* DONE read (maybe before commit) */
 	uint64_t expected;		/* populated bytes, from ACCEPT */
 	struct discards discards;	/* see uffdmove_target_discard() */
+	struct pull *pull;		/* we pull: see pull.c */
+	uint32_t pull_why;		/* UFFDMOVE_PULL_WHY_* */
 	struct err_buf err;
 };
 
@@ -57,6 +59,13 @@ struct uffdmove_target {
 int target_release(struct uffdmove_target *t, int ret);
 void target_unregister_all(struct uffdmove_target *t, size_t n);
 void target_close_uffd(struct uffdmove_target *t);
+
+/* target_session.c: HELLO (asking to pull or not), and the answer to it
+ * (ACCEPT in @m, else the error). */
+struct wire_msg;
+void target_build_hello(struct uffdmove_target *t, struct wire_msg *m,
+			bool pull);
+int target_await_answer(struct uffdmove_target *t, struct wire_msg *m);
 
 /* thp.c: which regions want THP, and the chunks to collapse after DONE. */
 bool thp_vma_wants(uint64_t addr, uint32_t thp_mode);

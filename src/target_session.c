@@ -9,9 +9,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "pagemap.h"
 #include "peer.h"
+#include "pull.h"
 #include "session.h"
 #include "target.h"
 #include "util.h"
@@ -20,11 +22,14 @@
 #define QUERY_TIMEOUT_MS	1000
 
 /* HELLO: our regions, features and the cookie that tells one mm. */
-static void build_hello(struct uffdmove_target *t, struct wire_msg *m)
+void target_build_hello(struct uffdmove_target *t, struct wire_msg *m,
+			bool pull)
 {
 	size_t i;
 
+	memset(m, 0, sizeof(*m));
 	m->type = WIRE_HELLO;
+	m->hello.flags = pull ? WIRE_HELLO_PULL : 0;
 	m->hello.features = t->features;
 	m->hello.n_regions = (uint32_t)t->nregions;
 	if (getrandom(&t->mm_cookie, sizeof(t->mm_cookie), 0) !=
@@ -46,7 +51,7 @@ static void build_hello(struct uffdmove_target *t, struct wire_msg *m)
 }
 
 /* The source's answer to HELLO: 0 for ACCEPT (in @m), else the error. */
-static int await_answer(struct uffdmove_target *t, struct wire_msg *m)
+int target_await_answer(struct uffdmove_target *t, struct wire_msg *m)
 {
 	char why[160];
 	int ret;
@@ -73,11 +78,23 @@ static int await_answer(struct uffdmove_target *t, struct wire_msg *m)
 	return 0;
 }
 
+/* The handshake failed here: a source still waiting for our answer
+ * learns it at once instead of at its deadline (best effort). */
+static void give_up(struct uffdmove_target *t)
+{
+	struct wire_msg m = { .type = WIRE_ABORT };
+
+	m.reason.errnum = ECANCELED;
+	str_copy(m.reason.text, sizeof(m.reason.text), t->err.msg);
+	session_send(t->sock, &m, -1, 0);
+}
+
 UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 					    int sock)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.fd = sock };
 	struct wire_msg *m;
+	bool pull;
 	pid_t pid;
 	int ret;
 
@@ -96,22 +113,32 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 	if (!m)
 		return target_release(t, err_set(&t->err, ENOMEM,
 						 "out of memory"));
-	build_hello(t, m);
-	ret = session_send(sock, m, t->uffd,
+	pull = pull_wanted(t);
+	target_build_hello(t, m, pull);
+	ret = session_send(sock, m, pull ? -1 : t->uffd,
 			   (int)t->opts.handshake_timeout_ms);
 	if (ret)
 		ret = err_set(&t->err, -ret, "sending HELLO: %s",
 			      strerror(-ret));
 	else
-		ret = await_answer(t, m);
+		ret = target_await_answer(t, m);
+	if (pull && !ret)
+		ret = pull_answer(t, m, pid);
+	else if (!ret && (m->accept.primitive == UFFDMOVE_PRIM_NONE ||
+			  m->accept.primitive == UFFDMOVE_PRIM_PULL))
+		ret = err_set(&t->err, EPROTO,
+			      "the source answered our uffd with primitive %u",
+			      m->accept.primitive);
 	if (!ret)
 		t->expected = m->accept.populated;
 	free(m);
 	if (!ret && epoll_ctl(t->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
 		ret = err_set(&t->err, errno, "epoll_ctl: %s",
 			      strerror(errno));
-	if (ret)
+	if (ret) {
+		give_up(t);
 		return target_release(t, ret);
+	}
 	t->state = TGT_ACCEPTED;
 	return 0;
 }
@@ -183,7 +210,7 @@ static int check_done(struct uffdmove_target *t)
 	/* DONE's count misses discards the source read after sending it.
 	 * Any discard that emptied a page before our count was read by the
 	 * source before it zapped: a count asked for now has it. */
-	if (query_stats(t) == 0 &&
+	if (!t->pull && query_stats(t) == 0 &&
 	    here + t->st.bytes_discarded + t->discards.bytes >=
 	    t->st.bytes_populated)
 		return 1;
@@ -199,9 +226,12 @@ static int finish(struct uffdmove_target *t)
 
 	t->t_end = now_ns();
 	keeper_stop(t);
+	if (t->pull)
+		pull_finish(t);	/* THP to collapse, the last RELEASE */
 	target_unregister_all(t, t->nregions);
 	session_send(t->sock, &fin, -1, 1000);	/* the source may leave now */
 	target_close_uffd(t);
+	pull_free(t);
 	t->state = TGT_DONE;
 	if (t->st.bytes_discard_raced)
 		err_set(&t->err, 0,
@@ -258,7 +288,8 @@ static int read_messages(struct uffdmove_target *t)
 				      "the source went away");
 		switch (m.type) {
 		case WIRE_PROGRESS:
-			t->st = m.stats;
+			if (!t->pull)	/* pulling, our own counters count */
+				t->st = m.stats;
 			break;
 		case WIRE_RANGE_DONE:
 			for (i = 0; i < m.ranges.n; i++)
@@ -317,8 +348,31 @@ static int commit(struct uffdmove_target *t)
 	}
 	t->state = TGT_RUNNING;
 	t->t_start = now_ns();
-	keeper_start(t);
-	return 0;
+	if (!t->pull) {
+		keeper_start(t);
+		return 0;
+	}
+	/* Pulling, our own fault thread reads the uffd from now on. */
+	ret = pull_start(t);
+	return ret ? target_orphan(t, ret, "starting the pull threads") : 0;
+}
+
+/* Pulling: every chunk in (1, with the final counters), not yet (0), or
+ * the pull failed: the source died, or we may no longer read it. */
+static int pull_progress(struct uffdmove_target *t)
+{
+	int ret = pull_state(t);
+
+	/* A source that died reads as a hang-up, as it does when pushing. */
+	if (ret == -ESRCH)
+		ret = -ECONNRESET;
+	if (ret < 0)
+		return target_orphan(t, ret, pull_error(t));
+	if (ret == 1) {
+		pull_stop(t);
+		pull_stats(t, &t->st);
+	}
+	return ret;
 }
 
 UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
@@ -344,6 +398,8 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 			       "no handoff in progress (call uffdmove_target_handoff() first)");
 	}
 	ret = t->done_seen ? 1 : read_messages(t);
+	if (t->pull && ret == 0)
+		ret = pull_progress(t);
 	if (ret == 1)
 		ret = check_done(t);
 	return ret == 1 ? finish(t) : ret;

@@ -33,9 +33,12 @@ static const size_t stats_words[] = {
 	offsetof(struct uffdmove_stats, eagain_retries),
 	offsetof(struct uffdmove_stats, elapsed_ns),
 	offsetof(struct uffdmove_stats, bytes_discard_raced),
+	offsetof(struct uffdmove_stats, bytes_pulled),
+	offsetof(struct uffdmove_stats, bytes_released),
 };
 #define STATS_LEN	(WIRE_STATS_WORDS * 8)
-_Static_assert(ARRAY_SIZE(stats_words) + 1 <= WIRE_STATS_WORDS,
+#define STATS_PACKED	2	/* primitive, reasons: two u32 per word */
+_Static_assert(ARRAY_SIZE(stats_words) + STATS_PACKED <= WIRE_STATS_WORDS,
 	       "stats do not fit the wire");
 
 /* Cursor over a byte buffer; the codec reads and writes only through it. */
@@ -90,7 +93,7 @@ static size_t body_len(const struct wire_msg *m)
 	case WIRE_HELLO:
 		return 32 + (size_t)m->hello.n_regions * REGION_LEN;
 	case WIRE_ACCEPT:
-		return 16;
+		return 40 + (size_t)m->accept.n_src * 8;
 	case WIRE_REJECT:
 	case WIRE_ABORT:
 		return 8 + WIRE_TEXT_MAX;
@@ -98,6 +101,7 @@ static size_t body_len(const struct wire_msg *m)
 	case WIRE_DONE:
 		return STATS_LEN;
 	case WIRE_RANGE_DONE:
+	case WIRE_RELEASE:
 		return 8 + (size_t)m->ranges.n * 16;
 	default:
 		return 0;
@@ -116,7 +120,8 @@ static void put_stats(struct cur *c, const struct uffdmove_stats *st)
 		put_u64(c, v);
 	}
 	put_u64(c, st->primitive | (uint64_t)st->move_unused_reason << 32);
-	for (i++; i < WIRE_STATS_WORDS; i++)
+	put_u64(c, st->pull_unused_reason);
+	for (i += STATS_PACKED; i < WIRE_STATS_WORDS; i++)
 		put_u64(c, 0);
 }
 
@@ -130,7 +135,10 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 		return -EINVAL;
 	if (m->type == WIRE_HELLO && m->hello.n_regions > UFFDMOVE_REGIONS_MAX)
 		return -EINVAL;
-	if (m->type == WIRE_RANGE_DONE && m->ranges.n > WIRE_RANGES_MAX)
+	if ((m->type == WIRE_RANGE_DONE || m->type == WIRE_RELEASE) &&
+	    m->ranges.n > WIRE_RANGES_MAX)
+		return -EINVAL;
+	if (m->type == WIRE_ACCEPT && m->accept.n_src > UFFDMOVE_REGIONS_MAX)
 		return -EINVAL;
 	len = HDR_LEN + body_len(m);
 	if (len > cap)
@@ -145,7 +153,7 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 	case WIRE_HELLO:
 		put_u64(&c, m->hello.features);
 		put_u32(&c, m->hello.n_regions);
-		put_u32(&c, 0);
+		put_u32(&c, m->hello.flags);
 		put_u64(&c, m->hello.mm_cookie_addr);
 		put_u64(&c, m->hello.mm_cookie);
 		for (i = 0; i < m->hello.n_regions; i++) {
@@ -164,8 +172,14 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 		break;
 	case WIRE_ACCEPT:
 		put_u32(&c, m->accept.primitive);
-		put_u32(&c, 0);
+		put_u32(&c, m->accept.n_src);
 		put_u64(&c, m->accept.populated);
+		put_u64(&c, m->accept.cookie_addr);
+		put_u64(&c, m->accept.cookie);
+		put_u32(&c, m->accept.pid);
+		put_u32(&c, 0);
+		for (i = 0; i < m->accept.n_src; i++)
+			put_u64(&c, m->accept.src[i]);
 		break;
 	case WIRE_REJECT:
 	case WIRE_ABORT: {
@@ -183,6 +197,7 @@ int wire_encode(const struct wire_msg *m, void *buf, size_t cap)
 		put_stats(&c, &m->stats);
 		break;
 	case WIRE_RANGE_DONE:
+	case WIRE_RELEASE:
 		put_u32(&c, m->ranges.n);
 		put_u32(&c, 0);
 		for (i = 0; i < m->ranges.n; i++) {
@@ -229,9 +244,10 @@ static int decode_hello(struct cur *c, struct wire_msg *m, char *why,
 
 	m->hello.features = get_u64(c);
 	n = get_u32(c);
-	if (get_u32(c))
-		return fail(why, why_len, EPROTO,
-			    "HELLO: reserved word is not zero");
+	m->hello.flags = get_u32(c);
+	if (m->hello.flags & ~WIRE_HELLO_PULL)
+		return fail(why, why_len, EPROTO, "HELLO: unknown flags 0x%x",
+			    m->hello.flags);
 	m->hello.mm_cookie_addr = get_u64(c);
 	m->hello.mm_cookie = get_u64(c);
 	if (n == 0 || n > UFFDMOVE_REGIONS_MAX)
@@ -308,6 +324,78 @@ static void get_stats(struct cur *c, struct uffdmove_stats *st)
 	last = get_u64(c);
 	st->primitive = (uint32_t)last;
 	st->move_unused_reason = (uint32_t)(last >> 32);
+	st->pull_unused_reason = (uint32_t)get_u64(c);
+}
+
+static int decode_ranges(struct cur *c, struct wire_msg *m, char *why,
+			 size_t why_len)
+{
+	const char *name = wire_type_name(m->type);
+	uint32_t i;
+
+	if (c->left < 8)
+		return fail(why, why_len, EPROTO, "%s: %zu bytes is too short",
+			    name, c->left);
+	m->ranges.n = get_u32(c);
+	if (get_u32(c))
+		return fail(why, why_len, EPROTO,
+			    "%s: reserved word is not zero", name);
+	if (m->ranges.n > WIRE_RANGES_MAX ||
+	    c->left != (size_t)m->ranges.n * 16)
+		return fail(why, why_len, EPROTO, "%s: %u ranges in %zu bytes",
+			    name, m->ranges.n, c->left);
+	for (i = 0; i < m->ranges.n; i++) {
+		m->ranges.ranges[i].start = get_u64(c);
+		m->ranges.ranges[i].len = get_u64(c);
+		if (m->ranges.ranges[i].start + m->ranges.ranges[i].len <
+		    m->ranges.ranges[i].start)
+			return fail(why, why_len, EPROTO,
+				    "%s: range %u wraps around", name, i);
+	}
+	return 0;
+}
+
+static int decode_accept(struct cur *c, struct wire_msg *m, char *why,
+			 size_t why_len)
+{
+	uint32_t i, prim;
+
+	if (c->left < 40)
+		return fail(why, why_len, EPROTO,
+			    "ACCEPT: %zu bytes is too short", c->left);
+	prim = m->accept.primitive = get_u32(c);
+	m->accept.n_src = get_u32(c);
+	m->accept.populated = get_u64(c);
+	m->accept.cookie_addr = get_u64(c);
+	m->accept.cookie = get_u64(c);
+	m->accept.pid = get_u32(c);
+	if (get_u32(c))
+		return fail(why, why_len, EPROTO,
+			    "ACCEPT: reserved word is not zero");
+	if ((prim == UFFDMOVE_PRIM_PULL) != (m->accept.pid != 0) ||
+	    m->accept.pid > INT32_MAX)
+		return fail(why, why_len, EPROTO,
+			    "ACCEPT: pid %u for primitive %u", m->accept.pid,
+			    prim);
+	if (prim > UFFDMOVE_PRIM_PULL)
+		return fail(why, why_len, EPROTO,
+			    "ACCEPT: unknown primitive %u", prim);
+	if ((prim == UFFDMOVE_PRIM_PULL) != (m->accept.n_src != 0) ||
+	    m->accept.n_src > UFFDMOVE_REGIONS_MAX ||
+	    c->left != (size_t)m->accept.n_src * 8)
+		return fail(why, why_len, EPROTO,
+			    "ACCEPT: %u source addresses in %zu bytes for primitive %u",
+			    m->accept.n_src, c->left, prim);
+	/* NONE declines a pull; its cookie word says why (PULL_WHY_*). */
+	if (prim != UFFDMOVE_PRIM_PULL &&
+	    (m->accept.cookie_addr ||
+	     (prim != UFFDMOVE_PRIM_NONE && m->accept.cookie) ||
+	     m->accept.cookie > UFFDMOVE_PULL_WHY_SAME_MM))
+		return fail(why, why_len, EPROTO,
+			    "ACCEPT: a cookie without PULL");
+	for (i = 0; i < m->accept.n_src; i++)
+		m->accept.src[i] = get_u64(c);
+	return 0;
 }
 
 int wire_decode(const void *buf, size_t len, struct wire_msg *m,
@@ -352,25 +440,10 @@ int wire_decode(const void *buf, size_t len, struct wire_msg *m,
 				    "HELLO: %zu bytes is too short", len);
 		return decode_hello(&c, m, why, why_len);
 	}
-	if (type == WIRE_RANGE_DONE) {
-		if (c.left < 8)
-			return fail(why, why_len, EPROTO,
-				    "RANGE_DONE: %zu bytes is too short", len);
-		m->ranges.n = get_u32(&c);
-		if (get_u32(&c))
-			return fail(why, why_len, EPROTO,
-				    "RANGE_DONE: reserved word is not zero");
-		if (m->ranges.n > WIRE_RANGES_MAX ||
-		    c.left != (size_t)m->ranges.n * 16)
-			return fail(why, why_len, EPROTO,
-				    "RANGE_DONE: %u ranges in %zu bytes",
-				    m->ranges.n, c.left);
-		for (i = 0; i < m->ranges.n; i++) {
-			m->ranges.ranges[i].start = get_u64(&c);
-			m->ranges.ranges[i].len = get_u64(&c);
-		}
-		return 0;
-	}
+	if (type == WIRE_RANGE_DONE || type == WIRE_RELEASE)
+		return decode_ranges(&c, m, why, why_len);
+	if (type == WIRE_ACCEPT)
+		return decode_accept(&c, m, why, why_len);
 
 	expect = body_len(m);
 	if (c.left != expect)
@@ -378,18 +451,6 @@ int wire_decode(const void *buf, size_t len, struct wire_msg *m,
 			    "%s: body of %zu bytes, expected %zu",
 			    wire_type_name(type), c.left, expect);
 	switch (type) {
-	case WIRE_ACCEPT:
-		m->accept.primitive = get_u32(&c);
-		if (get_u32(&c))
-			return fail(why, why_len, EPROTO,
-				    "ACCEPT: reserved word is not zero");
-		m->accept.populated = get_u64(&c);
-		if (m->accept.primitive != UFFDMOVE_PRIM_COPY &&
-		    m->accept.primitive != UFFDMOVE_PRIM_MOVE)
-			return fail(why, why_len, EPROTO,
-				    "ACCEPT: unknown primitive %u",
-				    m->accept.primitive);
-		break;
 	case WIRE_REJECT:
 	case WIRE_ABORT:
 		m->reason.errnum = get_u32(&c);
@@ -407,7 +468,8 @@ int wire_decode(const void *buf, size_t len, struct wire_msg *m,
 	case WIRE_PROGRESS:
 	case WIRE_DONE:
 		get_stats(&c, &m->stats);
-		for (i = ARRAY_SIZE(stats_words) + 1; i < WIRE_STATS_WORDS; i++)
+		for (i = ARRAY_SIZE(stats_words) + STATS_PACKED;
+		     i < WIRE_STATS_WORDS; i++)
 			if (get_u64(&c))
 				return fail(why, why_len, EPROTO,
 					    "%s: reserved stats word %u is not zero",
@@ -432,6 +494,8 @@ const char *wire_type_name(uint32_t type)
 		[WIRE_FIN] = "FIN",
 		[WIRE_ABORT] = "ABORT",
 		[WIRE_QUERY] = "QUERY",
+		[WIRE_PULL] = "PULL",
+		[WIRE_RELEASE] = "RELEASE",
 	};
 
 	if (type >= ARRAY_SIZE(names) || !names[type])

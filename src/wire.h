@@ -5,10 +5,16 @@
  * pure functions over bytes: no fds, no sockets, so they can be fuzzed.
  *
  *	header	magic u32, version u16, type u16, length u32, reserved u32
- *	HELLO	features u64, n_regions u32, reserved u32,
+ *	HELLO	features u64, n_regions u32, flags u32,
  *		mm_cookie_addr u64, mm_cookie u64, regions[n]
- *	ACCEPT	primitive u32, reserved u32, populated u64 (bytes with data
- *		in the source: what the target must hold at DONE)
+ *		(flags PULL: the target asks to pull; no uffd comes with it)
+ *	ACCEPT	primitive u32, n_src u32, populated u64 (bytes with data
+ *		in the source: what the target must hold at DONE),
+ *		cookie_addr u64, cookie u64, pid u32, reserved u32,
+ *		src[n_src] u64
+ *		(PULL: where to read the cookie that proves who we are, our
+ *		pid (SO_PEERCRED names a socketpair's creator, not us), and
+ *		each HELLO region's address here, in HELLO's order)
  *	REJECT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
  *	GO	(empty)			target committed: the guest runs
  *	PROGRESS, DONE	stats		source's counters
@@ -17,6 +23,11 @@
  *	ABORT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
  *	QUERY	(empty)			target: counters now, please (after
  *					DONE the answer is DONE again)
+ *	PULL	(empty)			target read the cookie: it pulls
+ *	RELEASE	n u32, reserved u32, ranges[n]	source ranges now in the
+ *					target (pull): free them
+ * Pull (doc/design.md, "Pull"): HELLO(PULL) -> ACCEPT(PULL) -> PULL; or
+ * the target cannot read us and sends HELLO again with its uffd (push).
  */
 #ifndef UFFDMOVE_WIRE_H
 #define UFFDMOVE_WIRE_H
@@ -27,7 +38,7 @@
 #include "uffdmove.h"
 
 #define WIRE_MAGIC	0x564d4655u	/* "UFMV" */
-#define WIRE_VERSION	2
+#define WIRE_VERSION	3
 #define WIRE_TEXT_MAX	192
 #define WIRE_RANGES_MAX	64
 #define WIRE_STATS_WORDS 24
@@ -43,10 +54,13 @@ enum wire_type {
 	WIRE_FIN,
 	WIRE_ABORT,
 	WIRE_QUERY,
-	WIRE_TYPE_MAX = WIRE_QUERY,
+	WIRE_PULL,
+	WIRE_RELEASE,
+	WIRE_TYPE_MAX = WIRE_RELEASE,
 };
 
 #define WIRE_REGION_THP	(1u << 0)
+#define WIRE_HELLO_PULL	(1u << 0)
 
 struct wire_region {
 	char name[UFFDMOVE_NAME_MAX + 1];
@@ -68,6 +82,7 @@ struct wire_msg {
 		struct {
 			uint64_t features;
 			uint32_t n_regions;
+			uint32_t flags;		/* WIRE_HELLO_* */
 			/* A random value at an address of the target's: the
 			 * source finds it in its own memory only when both
 			 * are one process (SO_PEERCRED cannot tell: a
@@ -78,14 +93,18 @@ struct wire_msg {
 		} hello;
 		struct {
 			uint32_t primitive;
+			uint32_t n_src;		/* PULL: one per region */
 			uint64_t populated;
+			uint64_t cookie_addr, cookie;	/* PULL */
+			uint32_t pid;			/* PULL */
+			uint64_t src[UFFDMOVE_REGIONS_MAX];
 		} accept;
 		struct {		/* REJECT and ABORT */
 			uint32_t errnum;
 			char text[WIRE_TEXT_MAX];
 		} reason;
 		struct uffdmove_stats stats;	/* PROGRESS and DONE */
-		struct {
+		struct {		/* RANGE_DONE and RELEASE */
 			uint32_t n;
 			struct wire_range ranges[WIRE_RANGES_MAX];
 		} ranges;

@@ -41,12 +41,15 @@ static void *killer_main(void *arg)
 	char a[32];
 
 	while (!LOAD(k->stop)) {
+		uint64_t got;
+
 		uffdmove_source_stats(k->s, &st);
-		if (st.bytes_moved + st.bytes_copied >= k->threshold) {
+		got = st.bytes_moved + st.bytes_copied + st.bytes_pulled;
+
+		if (got >= k->threshold) {
 			say("old VMM (pid %d): --kill-source-at %d: %s handed over, killing myself with SIGKILL",
 			    (int)getpid(), k->percent,
-			    fmt_bytes(a, sizeof(a),
-				      st.bytes_moved + st.bytes_copied));
+			    fmt_bytes(a, sizeof(a), got));
 			raise(SIGKILL);
 		}
 		usleep(50);

@@ -19,7 +19,7 @@ const char *const mode_names[] = { "auto", "copy", "move" };
 enum {
 	O_MEM = 256, O_VCPUS, O_THP, O_POPULATE, O_MODE, O_THREADS,
 	O_SAME, O_KILL, O_DEATH, O_JSON, O_WARMUP, O_SEED, O_NEWBIN,
-	O_ROLE, O_SOCKFD,
+	O_ROLE, O_SOCKFD, O_PULL,
 };
 
 static const struct option longopts[] = {
@@ -28,6 +28,7 @@ static const struct option longopts[] = {
 	{ "thp", required_argument, NULL, O_THP },
 	{ "populate", required_argument, NULL, O_POPULATE },
 	{ "mode", required_argument, NULL, O_MODE },
+	{ "pull", required_argument, NULL, O_PULL },
 	{ "threads", required_argument, NULL, O_THREADS },
 	{ "same-process", no_argument, NULL, O_SAME },
 	{ "kill-source-at", required_argument, NULL, O_KILL },
@@ -63,7 +64,12 @@ static void usage(FILE *f, const char *argv0)
 "  --mode auto|copy|move  how the source hands pages over: move where the\n"
 "                       kernel allows and copy otherwise (auto, default),\n"
 "                       always copy, or move or fail\n"
-"  --threads N          source mover threads (default: the library's, 2)\n"
+"  --pull auto|off      auto (default): the new VMM reads the old one's\n"
+"                       memory and moves it into place itself where the\n"
+"                       kernel lets it (one copy, THP kept, the old VMM\n"
+"                       frees what arrived); off: the old VMM pushes\n"
+"  --threads N          mover threads of the side that moves pages\n"
+"                       (default: the library's, 2)\n"
 "  --same-process       hand over within one process (source and target in\n"
 "                       one VMM, source in a thread): UFFDIO_MOVE really\n"
 "                       moves there; by default the new VMM is a new,\n"
@@ -209,6 +215,11 @@ static int parse_word(int c, const char *arg, struct options *o)
 					arg);
 		o->mode = u;
 		return 0;
+	case O_PULL:
+		if (strcmp(arg, "auto") && strcmp(arg, "off"))
+			return complain("--pull %s: want auto or off\n", arg);
+		o->pull = !strcmp(arg, "auto");
+		return 0;
 	case O_DEATH:
 		if (!strcmp(arg, "block"))
 			o->on_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
@@ -242,6 +253,11 @@ static int parse_one(int c, const char *arg, struct options *o)
 		return 0;
 	case O_THP:
 	case O_MODE:
+	case O_PULL:
+		if (strcmp(arg, "auto") && strcmp(arg, "off"))
+			return complain("--pull %s: want auto or off\n", arg);
+		o->pull = !strcmp(arg, "auto");
+		return 0;
 	case O_DEATH:
 	case O_ROLE:
 		return parse_word(c, arg, o);
@@ -257,7 +273,7 @@ int parse_options(int argc, char **argv, struct options *o)
 
 	*o = (struct options){
 		.mem = 1ULL << 30, .vcpus = 2, .thp = true, .populate = 75,
-		.mode = UFFDMOVE_MODE_AUTO, .kill_at = -1,
+		.mode = UFFDMOVE_MODE_AUTO, .kill_at = -1, .pull = true,
 		.on_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK, .warmup_ms = 300,
 		.seed = 1, .role = ROLE_MAIN, .sock_fd = -1,
 	};

@@ -56,10 +56,13 @@ int handoff_end_new(const struct options *o, uint8_t *ram,
 	if (t) {
 		uffdmove_target_opts_init(&topts);
 		topts.on_source_death = o->on_death;
+		topts.pull = o->pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
+		topts.threads = o->threads;
 		return uffdmove_target_new(t, &region, 1, &topts);
 	}
 	uffdmove_source_opts_init(&sopts);
 	sopts.mode = o->mode;
+	sopts.pull = o->pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
 	if (o->threads)
 		sopts.threads = o->threads;
 	return uffdmove_source_new(s, &region, 1, &sopts);

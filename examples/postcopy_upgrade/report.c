@@ -141,6 +141,35 @@ static const char *why_copy(uint32_t why)
 	}
 }
 
+static const char *why_no_pull(uint32_t why)
+{
+	switch (why) {
+	case UFFDMOVE_PULL_WHY_OFF_TARGET:
+	case UFFDMOVE_PULL_WHY_OFF_SOURCE:
+		return "--pull off or --mode move";
+	case UFFDMOVE_PULL_WHY_DENIED:
+		return "the new VMM may not read the old one's memory";
+	case UFFDMOVE_PULL_WHY_NO_MOVE:
+		return "the kernel has no UFFDIO_MOVE";
+	case UFFDMOVE_PULL_WHY_SAME_MM:
+		return "one process: MOVE needs no copy";
+	default:
+		return "";
+	}
+}
+
+static const char *prim_name(const struct uffdmove_stats *st)
+{
+	switch (st->primitive) {
+	case UFFDMOVE_PRIM_PULL:
+		return "pull";
+	case UFFDMOVE_PRIM_MOVE:
+		return "move";
+	default:
+		return "copy";
+	}
+}
+
 static void json_str(const char *key, const char *s, bool last)
 {
 	const unsigned char *c;
@@ -195,11 +224,13 @@ static void json_setup(const struct report *r)
 	json_str("on_source_death",
 		 r->o->on_death == UFFDMOVE_ON_SOURCE_DEATH_POISON ?
 		 "poison" : "block", false);
-	json_str("primitive", !r->have_stats ? NULL :
-		 st->primitive == UFFDMOVE_PRIM_MOVE ? "move" : "copy", false);
+	json_str("primitive", !r->have_stats ? NULL : prim_name(st), false);
 	json_str("move_unused_reason",
-		 r->have_stats && st->primitive != UFFDMOVE_PRIM_MOVE ?
+		 r->have_stats && st->primitive == UFFDMOVE_PRIM_COPY ?
 		 why_copy(st->move_unused_reason) : NULL, false);
+	json_str("pull_unused_reason",
+		 r->have_stats && st->primitive != UFFDMOVE_PRIM_PULL ?
+		 why_no_pull(st->pull_unused_reason) : NULL, false);
 }
 
 /* The handoff's times and the library's counters. */
@@ -220,6 +251,7 @@ static void json_handoff(const struct report *r)
 	json_u64("bytes_populated", st->bytes_populated);
 	json_u64("bytes_moved", st->bytes_moved);
 	json_u64("bytes_copied", st->bytes_copied);
+	json_u64("bytes_pulled", st->bytes_pulled);
 	json_u64("bytes_zeroed", st->bytes_zeroed);
 	json_u64("bytes_skipped", st->bytes_skipped);
 	json_u64("bytes_discarded", st->bytes_discarded);
@@ -267,11 +299,38 @@ static void json_outcome(const struct report *r)
 
 /* ------------------------------------------------------------------ text */
 
+/* Which way each byte went: the primitive, and why not a better one. */
+static void text_path(const struct report *r)
+{
+	const struct uffdmove_stats *st = &r->st;
+	char a[32], b[32], c[32];
+
+	printf("  handoff            %s, --mode %s: pages went by %s",
+	       r->same_process ? "within one process" :
+	       "to an exec'ed new process", mode_names[r->o->mode],
+	       prim_name(st));
+	if (st->primitive == UFFDMOVE_PRIM_COPY)
+		printf(" (%s%s%s)", why_copy(st->move_unused_reason),
+		       st->pull_unused_reason ? "; no pull: " : "",
+		       why_no_pull(st->pull_unused_reason));
+	else if (st->primitive == UFFDMOVE_PRIM_MOVE &&
+		 st->pull_unused_reason != UFFDMOVE_PULL_WHY_SAME_MM)
+		printf(" (no pull: %s)", why_no_pull(st->pull_unused_reason));
+	printf("\n");
+	printf("  bytes              %s moved (%" PRIu64 " THP whole), %s copied, %s zero pages",
+	       fmt_bytes(a, sizeof(a), st->bytes_moved), st->thp_moved,
+	       fmt_bytes(b, sizeof(b), st->bytes_copied),
+	       fmt_bytes(c, sizeof(c), st->bytes_zeroed));
+	if (st->primitive == UFFDMOVE_PRIM_PULL)
+		printf("; %s read from the old VMM", fmt_bytes(a, sizeof(a),
+		       st->bytes_pulled));
+	printf("\n");
+}
+
 /* The guest, the way pages went over, and how long it took. */
 static void text_handoff(const struct report *r)
 {
 	const struct uffdmove_stats *st = &r->st;
-	bool move = st->primitive == UFFDMOVE_PRIM_MOVE;
 	uint64_t got = st->bytes_moved + st->bytes_copied;
 	char a[32], b[32];
 
@@ -281,13 +340,7 @@ static void text_handoff(const struct report *r)
 	       fmt_bytes(b, sizeof(b), r->populated), r->o->thp ? "on" : "off",
 	       r->o->vcpus);
 	if (r->have_stats)
-		printf("  handoff            %s, --mode %s: pages went by %s%s%s%s\n",
-		       r->same_process ? "within one process" :
-		       "to an exec'ed new process",
-		       mode_names[r->o->mode], move ? "MOVE" : "COPY",
-		       move ? "" : " (",
-		       move ? "" : why_copy(st->move_unused_reason),
-		       move ? "" : ")");
+		text_path(r);
 	if (r->resume_ns && r->pause_ns)
 		printf("  guest downtime     %.3f ms (vCPUs paused in the old VMM -> resumed in the new)\n",
 		       (double)(r->resume_ns - r->pause_ns) / 1e6);

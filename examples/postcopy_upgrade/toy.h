@@ -61,7 +61,8 @@ struct options {
 	bool thp;
 	unsigned int populate;	/* percent */
 	uint32_t mode;		/* enum uffdmove_mode */
-	unsigned int threads;	/* source mover threads; 0: library default */
+	unsigned int threads;	/* mover threads; 0: library default */
+	bool pull;		/* let the new VMM pull (UFFDMOVE_PULL_AUTO) */
 	bool same_process;
 	int kill_at;		/* percent; -1: never */
 	uint32_t on_death;	/* UFFDMOVE_ON_SOURCE_DEATH_* */

@@ -425,6 +425,7 @@ static int second_hello(struct t_ctx *ctx)
 	if (pid == 0) {
 		struct guest dst = layout;
 		struct uffdmove_region rd[1];
+		struct uffdmove_target_opts to;
 		struct uffdmove_target *t;
 		struct wire_msg *m = calloc(1, sizeof(*m));
 		unsigned char buf[WIRE_MSG_MAX];
@@ -434,7 +435,10 @@ static int second_hello(struct t_ctx *ctx)
 		close(sv[0]);
 		guest_map(&dst);
 		guest_regions(&dst, rd);
-		if (uffdmove_target_new(&t, rd, 1, NULL) ||
+		/* Pushed: a second HELLO while the source serves our uffd. */
+		uffdmove_target_opts_init(&to);
+		to.pull = UFFDMOVE_PULL_OFF;
+		if (uffdmove_target_new(&t, rd, 1, &to) ||
 		    uffdmove_target_handoff(t, sv[1]))
 			_exit(60);
 		m->type = WIRE_HELLO;

@@ -50,8 +50,9 @@ static void sleep_us(unsigned int us)
 	nanosleep(&ts, NULL);
 }
 
-static struct uffdmove_target *target_setup(struct guest *d, int sock,
-					    uint32_t handshake_ms, int *ret)
+static struct uffdmove_target *target_setup_pull(struct guest *d, int sock,
+						 uint32_t handshake_ms,
+						 uint32_t pull, int *ret)
 {
 	struct uffdmove_region r[1];
 	struct uffdmove_target_opts o;
@@ -62,10 +63,18 @@ static struct uffdmove_target *target_setup(struct guest *d, int sock,
 	guest_regions(d, r);
 	uffdmove_target_opts_init(&o);
 	o.handshake_timeout_ms = handshake_ms;
+	o.pull = pull;
 	if (uffdmove_target_new(&t, r, 1, &o))
 		_exit(50);
 	*ret = uffdmove_target_handoff(t, sock);
 	return t;
+}
+
+static struct uffdmove_target *target_setup(struct guest *d, int sock,
+					    uint32_t handshake_ms, int *ret)
+{
+	return target_setup_pull(d, sock, handshake_ms, UFFDMOVE_PULL_AUTO,
+				 ret);
 }
 
 /* The new VMM that gives up before its commit, then waits to be killed. */
@@ -172,8 +181,12 @@ static int end_before_commit(struct t_ctx *ctx, uint32_t mode)
 			quitter(sv[1], how, us);
 		if (how == END_LATE)
 			sleep_us(100000);	/* its 1 ms deadline passes */
-		s = source_setup(&g, sv[0], mode);
-		ret = uffdmove_source_run(s);
+		s = source_setup(&g, -1, mode);
+		/* Pulled, the handshake itself learns that the target gave
+		 * up; pushed, the run does. Either way: -ECANCELED. */
+		ret = uffdmove_source_accept(s, sv[0]);
+		if (!ret)
+			ret = uffdmove_source_run(s);
 		printf("    %-11s at %5u us: %d %s\n", ending_name[how], us, ret,
 		       uffdmove_source_error(s));
 		T_CHECK(ret == -ECANCELED, "%s at %u us: run returned %d: %s",
@@ -342,7 +355,11 @@ static int touch_before_commit(struct t_ctx *ctx)
 	pid = fork_target(sv);
 	if (pid == 0) {
 		struct guest d;
-		struct uffdmove_target *t = target_setup(&d, sv[1], 0, &ret);
+		/* Pushed: the source serves faults, so it sees the touch.
+		 * Pulling, a touch before the commit only waits for it. */
+		struct uffdmove_target *t =
+			target_setup_pull(&d, sv[1], 0, UFFDMOVE_PULL_OFF,
+					  &ret);
 		pthread_t tid;
 
 		if (ret || pthread_create(&tid, NULL, touch_all, &d))

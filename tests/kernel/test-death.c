@@ -257,6 +257,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 	guest_regions(&g, r);
 	for (i = 0; i < ITERATIONS; i++) {
 		unsigned int kill_us = (unsigned int)(rand_r(&seed) % 60000);
+		struct uffdmove_source_opts so;
 		struct uffdmove_source *s;
 		struct uffdmove_stats st;
 		int sv[2], fds, ret;
@@ -285,7 +286,10 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 			_exit(0);
 		}
 		close(sv[1]);
-		T_CHECK(uffdmove_source_new(&s, r, 1, NULL) == 0, "source_new");
+		/* MODE_COPY's promise, pulled or pushed: we stay intact. */
+		uffdmove_source_opts_init(&so);
+		so.mode = UFFDMOVE_MODE_COPY;
+		T_CHECK(uffdmove_source_new(&s, r, 1, &so) == 0, "source_new");
 		T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
 			uffdmove_source_error(s));
 		if (fork() == 0) {	/* the killer */

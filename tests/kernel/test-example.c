@@ -265,11 +265,16 @@ static int same_process_json(struct t_ctx *ctx)
 	return T_PASS;
 }
 
-/* The old VMM dies halfway: a clear error, nothing claimed. */
-static int killed_source(struct t_ctx *ctx, const char *policy)
+/*
+ * The old VMM dies halfway: a clear error, nothing claimed. Pushed, it
+ * dies at half of what it handed over. Pulled, it learns of arrivals every
+ * few ms, so it dies early in a larger guest to die mid-pull.
+ */
+static int killed_source(struct t_ctx *ctx, const char *policy, bool pull)
 {
 	const char *const args[] = {
-		"--kill-source-at", "50", "--mem", "64M",
+		"--kill-source-at", pull ? "10" : "50",
+		"--mem", pull ? "256M" : "64M", "--pull", pull ? "auto" : "off",
 		"--on-source-death", policy, NULL
 	};
 	struct run r;
@@ -294,14 +299,19 @@ static int killed_source(struct t_ctx *ctx, const char *policy)
 
 static int killed_source_block(struct t_ctx *ctx)
 {
-	return killed_source(ctx, "block");
+	return killed_source(ctx, "block", false);
 }
 
 static int killed_source_poison(struct t_ctx *ctx)
 {
 	if (!ctx->caps->poison)
 		return t_case_skip(ctx, "kernel offers no UFFDIO_POISON");
-	return killed_source(ctx, "poison");
+	return killed_source(ctx, "poison", false);
+}
+
+static int killed_puller_source(struct t_ctx *ctx)
+{
+	return killed_source(ctx, "block", true);
 }
 
 int main(int argc, char **argv)
@@ -311,6 +321,7 @@ int main(int argc, char **argv)
 		{ "same-process-json", same_process_json },
 		{ "kill-source-block", killed_source_block },
 		{ "kill-source-poison", killed_source_poison },
+		{ "kill-source-mid-pull", killed_puller_source },
 	};
 	struct uffdmove_caps caps;
 	struct t_ctx ctx = { .caps = &caps };

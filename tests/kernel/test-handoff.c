@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
  * Cross-process handoff, the library's main job: a forked target (new VMM)
- * hands its uffd to the source (old VMM) and runs guest threads that read
- * and write guest RAM while it streams in; kernel-mode faults (read/write
- * syscalls into missing pages) ride along. Every byte is checked in the
- * target at the end, and the source's memory is intact (COPY).
+ * runs guest threads that read and write guest RAM while it streams in;
+ * kernel-mode faults (read/write syscalls into missing pages) ride along.
+ * Both ways are run: the target pulls (the default where it may read the
+ * source: one copy, THP kept, the source frees what arrived), and the
+ * source pushes through the target's uffd (COPY, its memory intact).
+ * Every byte is checked in the target at the end.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -76,7 +78,34 @@ out:
 	return ret;
 }
 
-static int target_main(int sock)
+/* Pulled: one copy into staging and a MOVE, so THP arrives whole and
+ * nothing needs collapsing. */
+static int check_pulled(const struct guest *g, const struct uffdmove_stats *st)
+{
+	uint64_t huge = t_anon_huge_bytes_range(0, g->addr[1], g->spec[1].len);
+
+	if (st->primitive != UFFDMOVE_PRIM_PULL || st->pull_unused_reason) {
+		fprintf(stderr, "FAIL: primitive %u, pull_unused_reason %u\n",
+			st->primitive, st->pull_unused_reason);
+		return 1;
+	}
+	if (st->bytes_pulled < st->bytes_populated ||
+	    st->bytes_moved + st->bytes_copied < st->bytes_populated) {
+		fprintf(stderr, "FAIL: pulled %" PRIu64 ", in place %" PRIu64
+			" of %" PRIu64 " populated\n", st->bytes_pulled,
+			st->bytes_moved + st->bytes_copied,
+			st->bytes_populated);
+		return 1;
+	}
+	if (huge < g->spec[1].len * 99 / 100 || st->thp_collapsed) {
+		fprintf(stderr, "FAIL: THP region %" PRIu64 " KiB huge, %" PRIu64
+			" chunks collapsed\n", huge >> 10, st->thp_collapsed);
+		return 1;
+	}
+	return 0;
+}
+
+static int target_main(int sock, bool pull)
 {
 	struct guest g = layout();
 	struct uffdmove_region regions[GUEST_REGIONS_MAX];
@@ -118,6 +147,8 @@ static int target_main(int sock)
 		return 1;
 	}
 	uffdmove_target_stats(t, &st);
+	if (pull && check_pulled(&g, &st))
+		return 1;
 	printf("target: %" PRIu64 " reads and %" PRIu64 " writes during the handoff, %" PRIu64 " THP collapsed, AnonHugePages %" PRIu64 " KiB\n",
 	       w.reads, w.writes, st.thp_collapsed,
 	       t_anon_huge_bytes_range(0, g.addr[1], g.spec[1].len) >> 10);
@@ -131,10 +162,56 @@ static int target_main(int sock)
 	return 0;
 }
 
-static int cross_process_copy(struct t_ctx *ctx)
+/* The source's stats of a pushed (COPY) session. */
+static int check_pushed(struct t_ctx *ctx, struct guest *g,
+			const struct uffdmove_stats *st, uint64_t before)
+{
+	T_CHECK(st->primitive == UFFDMOVE_PRIM_COPY, "primitive %u",
+		st->primitive);
+	T_CHECK(st->pull_unused_reason == UFFDMOVE_PULL_WHY_OFF_SOURCE,
+		"pull_unused_reason %u", st->pull_unused_reason);
+	if (!ctx->caps->cross_process_move)
+		T_CHECK(st->bytes_moved == 0 &&
+			st->move_unused_reason == (ctx->caps->move ?
+						   UFFDMOVE_WHY_CROSS_MM :
+						   UFFDMOVE_WHY_NO_FEATURE),
+			"cross-process session says why it copied (%u)",
+			st->move_unused_reason);
+	T_CHECK(st->bytes_copied == st->bytes_populated,
+		"copied %" PRIu64 " != populated %" PRIu64, st->bytes_copied,
+		st->bytes_populated);
+	T_CHECK(st->bytes_copied + st->bytes_zeroed + st->bytes_skipped ==
+		guest_total_bytes(g), "stats do not add up to the regions");
+	T_CHECK(st->faults > 0, "no fault was served");
+	T_CHECK(st->thp_copied == g->spec[1].len / T_HPAGE || before == 0,
+		"thp_copied %" PRIu64, st->thp_copied);
+	return T_PASS;
+}
+
+/* The source's view of a pull: every populated byte reported arrived and
+ * was freed here; what is left of guest RAM in this process is nothing. */
+static int check_released(struct guest *g, const struct uffdmove_stats *st)
+{
+	uint64_t left = 0;
+	size_t r;
+
+	T_CHECK(st->primitive == UFFDMOVE_PRIM_PULL, "primitive %u",
+		st->primitive);
+	T_CHECK(st->bytes_released >= st->bytes_populated,
+		"released %" PRIu64 " of %" PRIu64, st->bytes_released,
+		st->bytes_populated);
+	for (r = 0; r < g->n; r++)
+		left += t_resident_bytes(g->addr[r], g->spec[r].len);
+	T_CHECK(left == 0, "%" PRIu64 " bytes of guest RAM still resident",
+		left);
+	return T_PASS;
+}
+
+static int cross_process(struct t_ctx *ctx, bool pull)
 {
 	struct guest g = layout();
 	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts so;
 	struct uffdmove_source *s;
 	struct uffdmove_stats st;
 	char why[256];
@@ -156,10 +233,12 @@ static int cross_process_copy(struct t_ctx *ctx)
 	if (pid == 0) {
 		t_child(120);
 		close(sv[0]);
-		_exit(target_main(sv[1]));
+		_exit(target_main(sv[1], pull));
 	}
 	close(sv[1]);
-	T_CHECK(uffdmove_source_new(&s, regions, g.n, NULL) == 0, "source_new");
+	uffdmove_source_opts_init(&so);
+	so.pull = pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
+	T_CHECK(uffdmove_source_new(&s, regions, g.n, &so) == 0, "source_new");
 	ret = uffdmove_source_accept(s, sv[0]);
 	T_CHECK(ret == 0, "accept: %s", uffdmove_source_error(s));
 	ret = uffdmove_source_run(s);
@@ -176,25 +255,16 @@ static int cross_process_copy(struct t_ctx *ctx)
 	status = t_wait(pid);
 	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		"target failed (status 0x%x)", status);
-	T_CHECK(st.primitive == UFFDMOVE_PRIM_COPY, "primitive %u", st.primitive);
-	if (!ctx->caps->cross_process_move)
-		T_CHECK(st.bytes_moved == 0 &&
-			st.move_unused_reason == (ctx->caps->move ?
-						  UFFDMOVE_WHY_CROSS_MM :
-						  UFFDMOVE_WHY_NO_FEATURE),
-			"cross-process session says why it copied (%u)",
-			st.move_unused_reason);
 	T_CHECK(st.bytes_populated == guest_populated_bytes(&g),
 		"populated %" PRIu64 " != %" PRIu64, st.bytes_populated,
 		guest_populated_bytes(&g));
-	T_CHECK(st.bytes_copied == st.bytes_populated,
-		"copied %" PRIu64 " != populated %" PRIu64, st.bytes_copied,
-		st.bytes_populated);
-	T_CHECK(st.bytes_copied + st.bytes_zeroed + st.bytes_skipped ==
-		guest_total_bytes(&g), "stats do not add up to the regions");
-	T_CHECK(st.faults > 0, "no fault was served");
-	T_CHECK(st.thp_copied == g.spec[1].len / T_HPAGE || before == 0,
-		"thp_copied %" PRIu64, st.thp_copied);
+	ret = pull ? check_released(&g, &st) : check_pushed(ctx, &g, &st,
+							     before);
+	if (ret != T_PASS || pull) {
+		uffdmove_source_free(s);
+		guest_unmap(&g);
+		return ret;
+	}
 	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
 		"source memory changed in COPY mode: %s", why);
 	uffdmove_source_free(s);
@@ -203,9 +273,20 @@ static int cross_process_copy(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+static int cross_process_pull(struct t_ctx *ctx)
+{
+	return cross_process(ctx, true);
+}
+
+static int cross_process_copy(struct t_ctx *ctx)
+{
+	return cross_process(ctx, false);
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
+		{ "cross-process-pull", cross_process_pull },
 		{ "cross-process-copy", cross_process_copy },
 	};
 	struct uffdmove_caps caps;

@@ -529,6 +529,22 @@ struct flood_result {
 	char msg[256];
 };
 
+/* A real target that pushes: the hostile sources here answer its HELLO
+ * as a pushing source would, with a uffd in hand. */
+static int push_target_new(struct uffdmove_target **t,
+			   const struct uffdmove_region *r,
+			   const struct uffdmove_target_opts *base)
+{
+	struct uffdmove_target_opts o;
+
+	if (base)
+		o = *base;
+	else
+		uffdmove_target_opts_init(&o);
+	o.pull = UFFDMOVE_PULL_OFF;
+	return uffdmove_target_new(t, r, 1, &o);
+}
+
 /* The real target, alone in its process so its RSS is its own. */
 static int flood_target(int sock, int out)
 {
@@ -537,7 +553,7 @@ static int flood_target(int sock, int out)
 	struct uffdmove_target *t;
 
 	r.addr = t_map(FLOOD_LEN, true);
-	if (uffdmove_target_new(&t, &r, 1, NULL))
+	if (push_target_new(&t, &r, NULL))
 		return PEER_SETUP;
 	if (uffdmove_target_handoff(t, sock)) {
 		fprintf(stderr, "  flood target: %s\n",
@@ -696,7 +712,7 @@ static int liar_target(int sock, int out)
 	void *val = NULL;
 
 	r.addr = t_map(LIAR_LEN, false);
-	if (uffdmove_target_new(&t, &r, 1, NULL) ||
+	if (push_target_new(&t, &r, NULL) ||
 	    uffdmove_target_handoff(t, sock))
 		return PEER_SETUP;
 	res.ret = uffdmove_target_wait(t, 5000);
@@ -800,7 +816,7 @@ static int discard_poisoned(struct t_ctx *ctx)
 	r.addr = t_map(LIAR_LEN, false);
 	uffdmove_target_opts_init(&o);
 	o.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_POISON;
-	T_CHECK(uffdmove_target_new(&t, &r, 1, &o) == 0, "target_new: %s",
+	T_CHECK(push_target_new(&t, &r, &o) == 0, "target_new: %s",
 		uffdmove_new_error());
 	T_CHECK(uffdmove_target_handoff(t, sv[1]) == 0, "handoff: %s",
 		uffdmove_target_error(t));

@@ -253,6 +253,30 @@ uint64_t t_pagemap(const void *addr)
 	return entry;
 }
 
+uint64_t t_resident_bytes(const void *addr, size_t len)
+{
+	size_t n = len / T_PAGE, i;
+	uint64_t *entries, total = 0;
+	ssize_t got;
+	int fd;
+
+	entries = calloc(n ? n : 1, sizeof(*entries));
+	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (!entries || fd < 0)
+		t_die("t_resident_bytes: %s", strerror(errno));
+	got = pread(fd, entries, n * sizeof(*entries),
+		    (off_t)((uintptr_t)addr / T_PAGE * sizeof(*entries)));
+	if (got != (ssize_t)(n * sizeof(*entries)))
+		t_die("pagemap of %p+%zu: %s", addr, len,
+		      got < 0 ? strerror(errno) : "short read");
+	for (i = 0; i < n; i++)
+		if (entries[i] >> 63)	/* present */
+			total += T_PAGE;
+	close(fd);
+	free(entries);
+	return total;
+}
+
 int t_seqpacket_pair(int sv[2])
 {
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)

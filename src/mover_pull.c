@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The pull fill path of the transfer core, run in the new VMM: read a
+ * chunk's pages from the source with process_vm_readv() into a staging
+ * slot of our own, then UFFDIO_MOVE them into guest RAM within this mm.
+ * One copy, and a dense chunk read into a 2 MiB aligned THP slot moves as
+ * one PMD. The source's memory is only read: what it frees is its own
+ * decision (doc/design.md, "Pull").
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "mover_core.h"
+#include "stage.h"
+#include "util.h"
+
+#define RUNS_MAX	(CHUNK_PAGES / 2)	/* alternating pages and holes */
+
+/*
+ * The source may have died while we read, and a pid is reused: data read
+ * counts only if the process behind the pidfd is still alive after the
+ * read. Its exit makes the pidfd readable.
+ */
+static int source_alive(struct mover *m)
+{
+	struct pollfd pfd = { .fd = m->pidfd, .events = POLLIN };
+
+	if (poll(&pfd, 1, 0) == 0)
+		return 0;
+	return mover_fail(m, -ESRCH,
+			  "the source (pid %d) exited during the handoff",
+			  (int)m->pid);
+}
+
+static int read_failed(struct mover *m, int err, uint64_t src, size_t len)
+{
+	if (err == ESRCH)
+		return mover_fail(m, -ESRCH,
+				  "the source (pid %d) exited during the handoff",
+				  (int)m->pid);
+	if (err == EPERM)
+		return mover_fail(m, -EPERM,
+				  "the source (pid %d) no longer lets us read its memory (did it become non-dumpable, or change its ptracer?)",
+				  (int)m->pid);
+	return mover_fail(m, -(err ? err : EFAULT),
+			  "reading the source's 0x%llx+%zu: %s",
+			  (unsigned long long)src, len,
+			  err ? strerror(err) : "short read (unmapped there?)");
+}
+
+/* Read the source's @n ranges into ours, all or nothing; the bytes read. */
+static int read_source(struct mover *m, const struct iovec *local,
+		       const struct iovec *remote, size_t n, size_t bytes)
+{
+	ssize_t got = process_vm_readv(m->pid, local, n, remote, n, 0);
+
+	if (got != (ssize_t)bytes)
+		return read_failed(m, got < 0 ? errno : 0,
+				   (uintptr_t)remote[0].iov_base, bytes);
+	count_add(&m->cnt.pulled, bytes);
+	return source_alive(m);
+}
+
+int core_pull_page(struct mover *m, uint64_t src, void *buf)
+{
+	struct iovec local = { buf, PAGE_SZ };
+	struct iovec remote = { (void *)(uintptr_t)src, PAGE_SZ };
+
+	return read_source(m, &local, &remote, 1, PAGE_SZ);
+}
+
+/* Read the wanted pages [x->pos, x->end) into @mem, which stands for the
+ * chunk's first page @first; one system call. */
+static int stage_chunk(struct mover *m, const struct xfer *x, size_t first,
+		       char *mem)
+{
+	static __thread struct iovec local[RUNS_MAX], remote[RUNS_MAX];
+	size_t pos = x->pos, run_end, n = 0, bytes = 0;
+
+	while (plan_next_run(x->r, &pos, x->end, &run_end)) {
+		size_t len = (run_end - pos) * PAGE_SZ;
+
+		local[n] = (struct iovec){ mem + (pos - first) * PAGE_SZ, len };
+		remote[n] = (struct iovec){
+			(void *)(uintptr_t)(x->r->src + pos * PAGE_SZ), len
+		};
+		bytes += len;
+		pos = run_end;
+		if (++n == RUNS_MAX)
+			break;
+	}
+	return n ? read_source(m, local, remote, n, bytes) : 0;
+}
+
+int mover_pull_chunk(struct mover *m, size_t c, bool reader)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	struct xfer x = { .r = plan_region_of(&m->plan, c), .may_wait = !reader };
+	struct stage *st;
+	uint64_t start, end;
+	size_t first;
+	char *mem;
+	int ret;
+
+	core_classify(m, c);
+	plan_chunk_range(&m->plan, c, &start, &end);
+	first = (start - x.r->src) / PAGE_SZ;
+	x.pos = first + ch->resume;
+	x.end = (end - x.r->src) / PAGE_SZ;
+	x.moving = true;	/* within our own mm: always allowed */
+	x.whole = !ch->resume;
+	st = stage_get(&m->stages);
+	if (!st)
+		return mover_fail(m, -ENOMEM, "no staging memory for pulling");
+	mem = stage_mem(st, ch->flags & CHUNK_THP);
+	x.from = (uintptr_t)mem - first * PAGE_SZ;
+	ret = stage_chunk(m, &x, first, mem);
+	if (!ret)
+		ret = core_transfer(m, &x);
+	/* Pages a MOVE did not take (a fault or a discard got there first,
+	 * or we stopped early) must not linger in the slot. */
+	stage_clear(mem);
+	stage_put(&m->stages, st);
+	if (ret == -EAGAIN) {
+		/* Read again from where it stopped once events are read: the
+		 * source's memory has not changed. */
+		ch->resume = (uint16_t)(x.pos - first);
+		store_release(&ch->state, CHUNK_PENDING);
+		core_make_urgent(m, c);
+	}
+	if (ret)
+		return ret;
+	core_chunk_done(m, c, &x, first);
+	/* The source may free it now (it decides: MODE_COPY keeps all). */
+	mover_outbox_add(m, start, end - start);
+	return 0;
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The new VMM pulls (doc/design.md, "Pull"): the handshake's pull branch,
+ * and the driver that runs the transfer core in this process, with pullers
+ * and a fault thread of our own. The uffd never leaves us.
+ */
+#ifndef UFFDMOVE_PULL_H
+#define UFFDMOVE_PULL_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "uffdmove.h"
+
+struct uffdmove_target;
+struct wire_msg;
+
+/* Whether to ask to pull (else t->pull_why says why not). */
+bool pull_wanted(struct uffdmove_target *t);
+/*
+ * The source answered our HELLO(PULL) with @ans; @peer is the socket's
+ * peer. Prove we can read the source and set the pull up (0, PULL sent),
+ * or fall back to push: HELLO with our uffd, and its ACCEPT in @ans.
+ * 0 or the handshake's error.
+ */
+int pull_answer(struct uffdmove_target *t, struct wire_msg *ans, pid_t peer);
+/* From the commit: pullers and the fault thread run. 0 or -errno. */
+int pull_start(struct uffdmove_target *t);
+/* Threads stop and leave the uffd alone; safe to call again. */
+void pull_stop(struct uffdmove_target *t);
+/* Every chunk is in (1), not yet (0), or the pull's fatal -errno. */
+int pull_state(struct uffdmove_target *t);
+/* What failed, when pull_state() is negative. */
+const char *pull_error(struct uffdmove_target *t);
+/* Counters now, as target stats. */
+void pull_stats(struct uffdmove_target *t, struct uffdmove_stats *st);
+/* THP chunks that arrived as small pages go to the collapse list; the
+ * last ranges go to the source. */
+void pull_finish(struct uffdmove_target *t);
+void pull_free(struct uffdmove_target *t);
+
+#endif /* UFFDMOVE_PULL_H */

@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The old VMM while the new one pulls (doc/design.md, "Pull"): offer our
+ * memory for reading, let the target prove it can read it, then wait for
+ * its commit and free what it reports as arrived. Nothing here writes
+ * guest RAM before the commit, so an abort stays lossless.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "compat.h"
+#include "mover.h"
+#include "run.h"
+#include "session.h"
+#include "source.h"
+#include "util.h"
+#include "wire.h"
+
+/* Why we will not be pulled, or UFFDMOVE_PULL_WHY_USED. */
+static uint32_t pull_refused(const struct uffdmove_source *s,
+			     const struct wire_msg *hello)
+{
+	if (s->opts.pull == UFFDMOVE_PULL_OFF ||
+	    s->opts.mode == UFFDMOVE_MODE_MOVE)
+		return UFFDMOVE_PULL_WHY_OFF_SOURCE;
+	if (source_same_mm(hello))
+		return UFFDMOVE_PULL_WHY_SAME_MM;
+	return UFFDMOVE_PULL_WHY_USED;
+}
+
+/*
+ * Under Yama ptrace_scope 1 only a declared ptracer may read us: the
+ * authenticated target, for this session. Without Yama the call fails
+ * with EINVAL and changes nothing.
+ */
+static void grant_reader(pid_t target)
+{
+	prctl(PR_SET_PTRACER, (unsigned long)target, 0, 0, 0);
+}
+
+void source_revoke_reader(void)
+{
+	prctl(PR_SET_PTRACER, 0UL, 0, 0, 0);
+}
+
+/* ACCEPT(PULL): where our regions are, and the cookie to prove it. */
+static int offer(struct uffdmove_source *s, const struct wire_msg *hello,
+		 const struct plan_input *in)
+{
+	struct wire_msg ans = { .type = WIRE_ACCEPT };
+	uint32_t i, j;
+
+	if (getrandom(&s->cookie, sizeof(s->cookie), 0) != sizeof(s->cookie))
+		s->cookie = now_ns() ^ (uintptr_t)s;
+	s->cookie |= 1;
+	ans.accept.primitive = UFFDMOVE_PRIM_PULL;
+	ans.accept.n_src = hello->hello.n_regions;
+	ans.accept.populated = mover_populated(&s->m);
+	ans.accept.cookie_addr = (uintptr_t)&s->cookie;
+	ans.accept.cookie = s->cookie;
+	ans.accept.pid = (uint32_t)getpid();
+	/* In the order of HELLO's regions: the target's view. */
+	for (i = 0; i < hello->hello.n_regions; i++)
+		for (j = 0; j < s->nregions; j++)
+			if (in[j].dst == hello->hello.regions[i].addr)
+				ans.accept.src[i] = in[j].src;
+	return session_send(s->sock, &ans, -1,
+			    (int)s->opts.handshake_timeout_ms);
+}
+
+/* ACCEPT(NONE): send your uffd instead, and why. */
+static int decline(struct uffdmove_source *s, uint32_t why)
+{
+	struct wire_msg ans = { .type = WIRE_ACCEPT };
+
+	ans.accept.primitive = UFFDMOVE_PRIM_NONE;
+	ans.accept.cookie = why;
+	return session_send(s->sock, &ans, -1,
+			    (int)s->opts.handshake_timeout_ms);
+}
+
+static int setup_pull_mover(struct uffdmove_source *s,
+			    const struct plan_input *in)
+{
+	struct mover_config cfg = {
+		.uffd = -1,
+		.mode = s->opts.mode,
+		.regions = in,
+		.nregions = s->nregions,
+	};
+	int ret = mover_setup(&s->m, &cfg, &s->err);
+
+	s->mover_ready = true;
+	return ret;
+}
+
+int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
+		      pid_t target, int *uffd)
+{
+	struct plan_input in[UFFDMOVE_REGIONS_MAX];
+	uint32_t why = pull_refused(s, hello);
+	bool answer;
+	int ret;
+
+	if (!why) {
+		ret = source_match_regions(s, hello, in);
+		if (!ret)
+			ret = setup_pull_mover(s, in);
+		if (ret)
+			return ret;
+		grant_reader(target);
+		ret = offer(s, hello, in);
+	} else {
+		ret = decline(s, why);
+	}
+	if (ret)
+		return err_set(&s->err, -ret, "sending ACCEPT: %s",
+			       strerror(-ret));
+	/* PULL, or the target cannot read us: HELLO again, with its uffd. */
+	ret = source_recv_hello(s, hello, uffd, &answer, !why);
+	if (ret || *uffd >= 0) {
+		source_revoke_reader();
+		source_teardown_mover(s);
+		s->pull_why = why ? why : UFFDMOVE_PULL_WHY_DENIED;
+		return ret;
+	}
+	s->pulling = true;
+	return 0;
+}
+
+/* RELEASE: the target holds these ranges (our addresses) now. */
+static int release(struct run *run, const struct wire_msg *msg)
+{
+	struct uffdmove_source *s = run->s;
+	uint32_t i;
+
+	if (!committed(run))
+		return mover_fail(&s->m, -EPROTO,
+				  "the target sent RELEASE before committing");
+	for (i = 0; i < msg->ranges.n; i++) {
+		const struct wire_range *r = &msg->ranges.ranges[i];
+
+		if (!source_owns(s, r->start, r->len))
+			return mover_fail(&s->m, -EPROTO,
+					  "RELEASE 0x%llx+%llu is not inside one region",
+					  (unsigned long long)r->start,
+					  (unsigned long long)r->len);
+		mover_count_arrived(&s->m, r->start, r->len, s->opts.mode !=
+				    UFFDMOVE_MODE_COPY);
+		if (s->opts.mode == UFFDMOVE_MODE_COPY)
+			continue;	/* its promise: we stay intact */
+		if (madvise((void *)(uintptr_t)r->start, r->len,
+			    MADV_DONTNEED))
+			return mover_fail(&s->m, -errno,
+					  "freeing 0x%llx+%llu: %s",
+					  (unsigned long long)r->start,
+					  (unsigned long long)r->len,
+					  strerror(errno));
+	}
+	return 0;
+}
+
+int source_pull_message(struct run *run, const struct wire_msg *msg)
+{
+	switch (msg->type) {
+	case WIRE_RELEASE:
+		return release(run, msg);
+	case WIRE_FIN:
+		if (!committed(run))
+			return mover_fail(&run->s->m, -EPROTO,
+					  "the target sent FIN before GO");
+		run->fin = true;
+		return 0;
+	default:
+		return 1;	/* not pull's: the common rules apply */
+	}
+}
+
+/*
+ * The run while the target pulls: nothing to serve, only its messages to
+ * follow until FIN, with the same deadlines and cancel as a push.
+ */
+int source_serve_pull(struct run *run)
+{
+	struct uffdmove_source *s = run->s;
+	struct pollfd pfd[2] = {
+		{ .fd = s->sock, .events = POLLIN },
+		{ .fd = s->efd, .events = POLLIN },
+	};
+	uint64_t val;
+	int ret;
+
+	while (!run->fin) {
+		if (poll(pfd, 2, (int)(PROGRESS_EVERY_NS / 1000000)) < 0 &&
+		    errno != EINTR)
+			return mover_fail(&s->m, -errno, "poll: %s",
+					  strerror(errno));
+		if (pfd[1].revents && read(s->efd, &val, sizeof(val)) < 0) {
+			/* drained by someone else: nothing to do */
+		}
+		ret = handle_socket(run);
+		if (!ret)
+			ret = check_deadlines(run);
+		if (!ret && run->query)
+			answer_query(run);
+		if (ret)
+			return ret;
+		periodic(run, false);
+	}
+	periodic(run, true);
+	return 0;
+}

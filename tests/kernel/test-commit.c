@@ -127,24 +127,6 @@ static struct uffdmove_source *source_setup(struct guest *g, int sock,
 	return s;
 }
 
-static pid_t fork_target(int sv[2])
-{
-	pid_t pid;
-
-	if (t_seqpacket_pair(sv))
-		t_die("socketpair");
-	pid = fork();
-	if (pid < 0)
-		t_die("fork");
-	if (pid == 0) {
-		t_child(30);
-		close(sv[0]);
-	} else {
-		close(sv[1]);
-	}
-	return pid;
-}
-
 static void reap(pid_t pid, int sock)
 {
 	kill(pid, SIGKILL);
@@ -166,7 +148,7 @@ static int end_before_commit(struct t_ctx *ctx, uint32_t mode)
 		unsigned int us = (unsigned int)(rand_r(&seed) % 80000);
 		struct uffdmove_source *s;
 		int sv[2], ret;
-		pid_t pid = fork_target(sv);
+		pid_t pid = t_fork_peer(sv, 30);
 
 		if (pid == 0)
 			quitter(sv[1], how, us);
@@ -209,7 +191,7 @@ static int no_confirmation(struct t_ctx *ctx)
 	pid_t pid;
 
 	source_guest(&g);
-	pid = fork_target(sv);
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
 		struct uffdmove_target *t = target_setup(&d, sv[1], 0, &ret);
@@ -266,7 +248,7 @@ static int cancel_crosses_commit(struct t_ctx *ctx)
 		pid_t pid;
 
 		T_CHECK(pipe(pfd) == 0, "pipe");
-		pid = fork_target(sv);
+		pid = t_fork_peer(sv, 30);
 		if (pid == 0) {
 			struct guest d;
 			struct uffdmove_target *t;
@@ -339,7 +321,7 @@ static int touch_before_commit(struct t_ctx *ctx)
 	pid_t pid;
 
 	source_guest(&g);
-	pid = fork_target(sv);
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
 		struct uffdmove_target *t = target_setup(&d, sv[1], 0, &ret);
@@ -379,7 +361,7 @@ static int cancel_before_run(struct t_ctx *ctx)
 	pid_t pid;
 
 	source_guest(&g);
-	pid = fork_target(sv);
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
 		struct uffdmove_target *t = target_setup(&d, sv[1], 0, &ret);
@@ -418,13 +400,6 @@ int main(void)
 		{ "cancel-before-run", cancel_before_run },
 		{ "touch-before-commit", touch_before_commit },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	t_watchdog(110);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 110,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

@@ -143,21 +143,16 @@ static int target_side(unsigned int kill_us, uint32_t policy)
 	pid_t src;
 
 	/* The guest's page IDs are region 0 pages: t_verify uses seed,p. */
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-	src = fork();
-	if (src == 0) {
-		t_child(60);
-		close(sv[1]);
-		source_process(sv[0], UFFDMOVE_MODE_AUTO);
-	}
-	close(sv[0]);
+	src = t_fork_peer(sv, 60);
+	if (src == 0)
+		source_process(sv[1], UFFDMOVE_MODE_AUTO);
 	sigaction(SIGBUS, &sa, NULL);
 	guest_map(&g);
 	guest_regions(&g, r);
 	uffdmove_target_opts_init(&o);
 	o.on_source_death = policy;
 	T_CHECK(uffdmove_target_new(&t, r, 1, &o) == 0, "target_new");
-	ret = uffdmove_target_handoff(t, sv[1]);
+	ret = uffdmove_target_handoff(t, sv[0]);
 	T_CHECK(ret == 0, "handoff: %s", uffdmove_target_error(t));
 	uffdmove_target_process(t);
 	w1.g = &g;
@@ -262,17 +257,13 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 		int sv[2], fds, ret;
 		pid_t pid;
 
-		T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-		fds = t_count_fds();
-		pid = fork();
+		pid = t_fork_peer(sv, 60);
 		if (pid == 0) {
 			struct guest d = layout;
 			struct uffdmove_region rd[1];
 			struct uffdmove_target *t;
 			struct guest_workers w;
 
-			t_child(60);
-			close(sv[0]);
 			guest_map(&d);
 			guest_regions(&d, rd);
 			if (uffdmove_target_new(&t, rd, 1, NULL) ||
@@ -284,7 +275,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 			pause();
 			_exit(0);
 		}
-		close(sv[1]);
+		fds = t_count_fds();	/* with our end of the pair */
 		T_CHECK(uffdmove_source_new(&s, r, 1, NULL) == 0, "source_new");
 		T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
 			uffdmove_source_error(s));
@@ -310,7 +301,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 		t_wait(pid);
 		while (waitpid(-1, NULL, 0) > 0)
 			;
-		T_CHECK(t_count_fds() == fds - 2, "fd leak: %d -> %d", fds - 2,
+		T_CHECK(t_count_fds() == fds - 1, "fd leak: %d -> %d", fds - 1,
 			t_count_fds());
 		T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
 			"iteration %u: COPY source changed: %s", i, why);
@@ -519,13 +510,6 @@ int main(void)
 		{ "unmap-mid-handoff", unmap_mid_handoff },
 		{ "mremap-mid-handoff", mremap_mid_handoff },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	t_watchdog(280);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 280,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

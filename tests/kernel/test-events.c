@@ -473,13 +473,6 @@ int main(void)
 		{ "split-mappings", split_mappings },
 		{ "discard-then-reuse", discard_then_reuse },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	t_watchdog(100);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 100,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

@@ -312,16 +312,10 @@ int main(int argc, char **argv)
 		{ "kill-source-block", killed_source_block },
 		{ "kill-source-poison", killed_source_poison },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
 	const char *exe = argc > 1 ? argv[1] : getenv("POSTCOPY_UPGRADE");
 
-	t_watchdog(110);
 	if (!exe || access(exe, X_OK))
 		t_skip("examples/postcopy_upgrade not built (-Dexamples=false?)");
-	ctx.priv = (void *)exe;
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 110, T_NEED_KERNEL_FAULTS,
+		      (void *)exe);
 }

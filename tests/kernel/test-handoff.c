@@ -150,15 +150,9 @@ static int cross_process_copy(struct t_ctx *ctx)
 		madvise(g.map[r], g.maplen[r], MADV_DONTFORK);
 	before = t_anon_huge_bytes_range(0, g.addr[1], g.spec[1].len);
 	guest_regions(&g, regions);
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-	pid = fork();
-	T_CHECK(pid >= 0, "fork");
-	if (pid == 0) {
-		t_child(120);
-		close(sv[0]);
+	pid = t_fork_peer(sv, 120);
+	if (pid == 0)
 		_exit(target_main(sv[1]));
-	}
-	close(sv[1]);
 	T_CHECK(uffdmove_source_new(&s, regions, g.n, NULL) == 0, "source_new");
 	ret = uffdmove_source_accept(s, sv[0]);
 	T_CHECK(ret == 0, "accept: %s", uffdmove_source_error(s));
@@ -208,12 +202,6 @@ int main(void)
 	static const struct t_case cases[] = {
 		{ "cross-process-copy", cross_process_copy },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	t_watchdog(240);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 240,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

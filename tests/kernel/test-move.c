@@ -363,12 +363,6 @@ int main(void)
 		{ "cow-shared-copies", cow_shared },
 		{ "mode-copy-keeps-source", mode_copy },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	t_watchdog(240);
-	t_probe(&caps);
-	t_require_move(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 240,
+		      T_NEED_MOVE | T_NEED_KERNEL_FAULTS, NULL);
 }

@@ -509,11 +509,5 @@ static const struct t_case cases[] = {
 
 int main(void)
 {
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	t_watchdog(50);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 50, T_NEED_UFFD, NULL);
 }

@@ -188,25 +188,6 @@ static FILE *open_proc(pid_t pid, const char *name)
 	return fopen(path, "re");
 }
 
-uint64_t t_anon_huge_bytes(pid_t pid)
-{
-	unsigned long long kb;
-	uint64_t total = 0;
-	char line[256];
-	FILE *f;
-
-	f = open_proc(pid, "smaps_rollup");
-	if (!f)
-		t_die("t_anon_huge_bytes: smaps_rollup of %d: %s", (int)pid,
-		      strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1)
-			total += kb * 1024;
-	}
-	fclose(f);
-	return total;
-}
-
 uint64_t t_anon_huge_bytes_range(pid_t pid, void *addr, size_t len)
 {
 	uintptr_t lo = (uintptr_t)addr, hi = lo + len;

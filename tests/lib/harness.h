@@ -76,8 +76,6 @@ int t_verify(const void *p, size_t len, uint64_t seed, uint64_t first_page,
 	     size_t *bad_off);
 bool t_is_zero(const void *p, size_t len);
 
-/* AnonHugePages of /proc/PID/smaps_rollup in bytes (@pid 0 = self). */
-uint64_t t_anon_huge_bytes(pid_t pid);
 /* AnonHugePages in bytes of the VMAs overlapping [addr, addr+len), from
  * /proc/PID/smaps (@pid 0 = self). */
 uint64_t t_anon_huge_bytes_range(pid_t pid, void *addr, size_t len);

@@ -63,6 +63,16 @@ void guest_fill(struct guest *g)
 					    page_id(r, p));
 }
 
+void guest_map_source(struct guest *g)
+{
+	size_t r;
+
+	guest_map(g);
+	guest_fill(g);
+	for (r = 0; r < g->n; r++)
+		madvise(g->map[r], g->maplen[r], MADV_DONTFORK);
+}
+
 uint64_t guest_total_bytes(const struct guest *g)
 {
 	uint64_t sum = 0;
@@ -129,13 +139,16 @@ static int check_page(const struct guest *g, size_t r, size_t p,
 	return 0;
 }
 
-int guest_verify(const struct guest *g, char *why, size_t why_len)
+/* Every page; with @markers, word 0 of a page a worker wrote is its marker. */
+static int check_all(const struct guest *g, bool markers, char *why,
+		     size_t why_len)
 {
 	size_t r, p;
 
 	for (r = 0; r < g->n; r++)
 		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
 			if (check_page(g, r, p,
+				       markers &&
 				       __atomic_load_n(&g->written[r][p],
 						       __ATOMIC_ACQUIRE),
 				       false, why, why_len))
@@ -143,15 +156,14 @@ int guest_verify(const struct guest *g, char *why, size_t why_len)
 	return 0;
 }
 
+int guest_verify(const struct guest *g, char *why, size_t why_len)
+{
+	return check_all(g, true, why, why_len);
+}
+
 int guest_verify_source(const struct guest *g, char *why, size_t why_len)
 {
-	size_t r, p;
-
-	for (r = 0; r < g->n; r++)
-		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
-			if (check_page(g, r, p, false, false, why, why_len))
-				return -1;
-	return 0;
+	return check_all(g, false, why, why_len);
 }
 
 static uint64_t xorshift(uint64_t *s)

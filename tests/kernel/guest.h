@@ -40,6 +40,12 @@ void guest_map(struct guest *g);
 void guest_unmap(struct guest *g);
 /* Source side: write the pattern into every page that is not a hole. */
 void guest_fill(struct guest *g);
+/*
+ * The old VMM's guest: mapped, filled, and kept out of forked children
+ * (MADV_DONTFORK): a real new VMM is exec'ed, a forked target would
+ * COW-share the source's pages.
+ */
+void guest_map_source(struct guest *g);
 bool guest_is_hole(const struct guest *g, size_t r, size_t page);
 uint64_t guest_populated_bytes(const struct guest *g);
 uint64_t guest_total_bytes(const struct guest *g);

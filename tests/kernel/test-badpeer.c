@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -402,9 +401,7 @@ static int second_hello(struct t_ctx *ctx)
 	int sv[2], ret, status, fds;
 	pid_t pid;
 
-	guest_map(&src);
-	guest_fill(&src);
-	madvise(src.map[0], src.maplen[0], MADV_DONTFORK);
+	guest_map_source(&src);
 	guest_regions(&src, rs);
 	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,14 +100,6 @@ static _Noreturn void quitter(int sock, enum ending how, unsigned int us)
 	_exit(0);
 }
 
-/* The old VMM's guest, kept out of the forked targets (no COW sharing). */
-static void source_guest(struct guest *g)
-{
-	guest_map(g);
-	guest_fill(g);
-	madvise(g->map[0], g->maplen[0], MADV_DONTFORK);
-}
-
 static struct uffdmove_source *source_setup(struct guest *g, int sock,
 					    uint32_t mode)
 {
@@ -142,7 +133,7 @@ static int end_before_commit(struct t_ctx *ctx, uint32_t mode)
 	unsigned int i, seed = 4242 + mode;
 	char why[256];
 
-	source_guest(&g);
+	guest_map_source(&g);
 	for (i = 0; i < ITERATIONS; i++) {
 		enum ending how = (enum ending)(i % END_KINDS);
 		unsigned int us = (unsigned int)(rand_r(&seed) % 80000);
@@ -190,7 +181,7 @@ static int no_confirmation(struct t_ctx *ctx)
 	int sv[2], ret;
 	pid_t pid;
 
-	source_guest(&g);
+	guest_map_source(&g);
 	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
@@ -239,7 +230,7 @@ static int cancel_crosses_commit(struct t_ctx *ctx)
 	unsigned int i, seed = 99, before = 0, after = 0;
 	char why[256];
 
-	source_guest(&g);
+	guest_map_source(&g);
 	for (i = 0; i < ITERATIONS; i++) {
 		unsigned int us = (unsigned int)(rand_r(&seed) % 3000);
 		unsigned int them = (unsigned int)(rand_r(&seed) % 3000);
@@ -320,7 +311,7 @@ static int touch_before_commit(struct t_ctx *ctx)
 	int sv[2], ret, status;
 	pid_t pid;
 
-	source_guest(&g);
+	guest_map_source(&g);
 	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
@@ -360,7 +351,7 @@ static int cancel_before_run(struct t_ctx *ctx)
 	int sv[2], ret, status;
 	pid_t pid;
 
-	source_guest(&g);
+	guest_map_source(&g);
 	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;

@@ -51,9 +51,7 @@ static _Noreturn void source_process(int sock, uint32_t mode)
 	struct uffdmove_source_opts o;
 	struct uffdmove_source *s;
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	guest_map_source(&g);
 	guest_regions(&g, r);
 	uffdmove_source_opts_init(&o);
 	o.mode = mode;
@@ -246,9 +244,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 	struct uffdmove_region r[1];
 	char why[256];
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	guest_map_source(&g);
 	guest_regions(&g, r);
 	for (i = 0; i < ITERATIONS; i++) {
 		unsigned int kill_us = (unsigned int)(rand_r(&seed) % 60000);

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -142,12 +141,7 @@ static int cross_process_copy(struct t_ctx *ctx)
 	uint64_t before;
 	pid_t pid;
 
-	guest_map(&g);
-	guest_fill(&g);
-	/* A forked child would COW-share the source's pages; a real new VMM
-	 * is exec'ed. */
-	for (size_t r = 0; r < g.n; r++)
-		madvise(g.map[r], g.maplen[r], MADV_DONTFORK);
+	guest_map_source(&g);
 	before = t_anon_huge_bytes_range(0, g.addr[1], g.spec[1].len);
 	guest_regions(&g, regions);
 	pid = t_fork_peer(sv, 120);

@@ -451,10 +451,7 @@ static int accept_retry_no_leak(struct t_ctx *ctx)
 	int sv[2], sv2[2], fds, ret, status;
 	pid_t pid;
 
-	guest_map(&g);
-	guest_fill(&g);
-	/* The targets need none of it, and a fork would COW-share it. */
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	guest_map_source(&g);
 	guest_regions(&g, r);
 	pid = fork_peer(sv, hello_and_leave);
 	/* Once it is gone, no answer can reach it. */

@@ -319,6 +319,13 @@ static void expect_bad_(const uint8_t *b, size_t len, int err,
 	}
 }
 
+/* @b cut or padded to @len bytes, its header agreeing: refused likewise. */
+#define expect_bad_len(b, len, err, what1, what2)			\
+	do {								\
+		put32(b, H_LEN, (uint32_t)(len));			\
+		expect_bad(b, len, err, what1, what2);			\
+	} while (0)
+
 /* The decoder accepts @b. */
 #define expect_ok(b, len) expect_ok_(b, len, __FILE__, __LINE__)
 
@@ -342,6 +349,15 @@ static size_t hello_bytes(uint8_t *b, unsigned int n)
 	struct wire_msg m;
 
 	hello(&m, n);
+	return encode(&m, b);
+}
+
+/* Encode the simple() message of @type into @b and return its length. */
+static size_t simple_bytes(uint8_t *b, uint32_t type)
+{
+	struct wire_msg m;
+
+	simple(&m, type);
 	return encode(&m, b);
 }
 
@@ -545,11 +561,9 @@ static void test_type_names(void **state)
 static void test_bad_header(void **state)
 {
 	uint8_t b[BUF_MAX], x[BUF_MAX];
-	struct wire_msg m;
 	size_t len;
 
-	simple(&m, WIRE_GO);
-	len = encode(&m, b);
+	len = simple_bytes(b, WIRE_GO);
 
 	/* short header */
 	expect_bad(b, 0, EPROTO, "shorter", "header");
@@ -658,8 +672,7 @@ static void test_why_buffer(void **state)
 	char why[8];
 	size_t len;
 
-	simple(&m, WIRE_GO);
-	len = encode(&m, b);
+	len = simple_bytes(b, WIRE_GO);
 	put32(b, H_MAGIC, 0);
 	/* no buffer at all */
 	assert_int_equal(decode(b, len, &m, NULL, 0), -EPROTO);
@@ -691,17 +704,14 @@ static void test_hello_framing(void **state)
 
 	/* shorter than the fixed part */
 	memcpy(x, b, len);
-	put32(x, H_LEN, HDR + 31);
-	expect_bad(x, HDR + 31, EPROTO, "HELLO", "short");
-	put32(x, H_LEN, HDR);
-	expect_bad(x, HDR, EPROTO, "HELLO", "short");
+	expect_bad_len(x, HDR + 31, EPROTO, "HELLO", "short");
+	expect_bad_len(x, HDR, EPROTO, "HELLO", "short");
 
 	/* 0 regions, with and without a table */
 	memcpy(x, b, len);
 	put32(x, HELLO_N, 0);
 	expect_bad(x, len, EPROTO, "HELLO", "region count");
-	put32(x, H_LEN, HDR + 32);
-	expect_bad(x, HDR + 32, EPROTO, "HELLO", "region count");
+	expect_bad_len(x, HDR + 32, EPROTO, "HELLO", "region count");
 
 	/* 65 regions with a table of 65 valid ones */
 	len = hello_bytes(b, UFFDMOVE_REGIONS_MAX);
@@ -711,8 +721,7 @@ static void test_hello_framing(void **state)
 	put64(x, len + R_ADDR, get64(x, reg_off(UFFDMOVE_REGIONS_MAX - 1,
 						 R_ADDR)) + (1ULL << 30));
 	put32(x, HELLO_N, UFFDMOVE_REGIONS_MAX + 1);
-	put32(x, H_LEN, (uint32_t)(len + REG_LEN));
-	expect_bad(x, len + REG_LEN, EPROTO, "HELLO", "region count");
+	expect_bad_len(x, len + REG_LEN, EPROTO, "HELLO", "region count");
 	/* a count whose table would not fit any message */
 	len = hello_bytes(b, 1);
 	memcpy(x, b, len);
@@ -730,10 +739,8 @@ static void test_hello_framing(void **state)
 	expect_bad(x, len, EPROTO, "HELLO", "region table");
 	memcpy(x, b, len);
 	memset(x + len, 0, 32);
-	put32(x, H_LEN, (uint32_t)len + 32);
-	expect_bad(x, len + 32, EPROTO, "HELLO", "region table");
-	put32(x, H_LEN, (uint32_t)len - 1);
-	expect_bad(x, len - 1, EPROTO, "HELLO", "region table");
+	expect_bad_len(x, len + 32, EPROTO, "HELLO", "region table");
+	expect_bad_len(x, len - 1, EPROTO, "HELLO", "region table");
 }
 
 static void test_hello_names(void **state)
@@ -906,11 +913,9 @@ static void test_hello_overlap_dup(void **state)
 static void test_accept(void **state)
 {
 	uint8_t b[BUF_MAX], x[BUF_MAX];
-	struct wire_msg m;
 	size_t len;
 
-	simple(&m, WIRE_ACCEPT);
-	len = encode(&m, b);
+	len = simple_bytes(b, WIRE_ACCEPT);
 
 	memcpy(x, b, len);
 	put32(x, BODY, UFFDMOVE_PRIM_NONE);
@@ -926,13 +931,10 @@ static void test_accept(void **state)
 
 	/* body length */
 	memcpy(x, b, len);
-	put32(x, H_LEN, (uint32_t)len - 1);
-	expect_bad(x, len - 1, EPROTO, "ACCEPT", "body");
-	put32(x, H_LEN, HDR + 4);
-	expect_bad(x, HDR + 4, EPROTO, "ACCEPT", "body");
+	expect_bad_len(x, len - 1, EPROTO, "ACCEPT", "body");
+	expect_bad_len(x, HDR + 4, EPROTO, "ACCEPT", "body");
 	x[len] = 0;
-	put32(x, H_LEN, (uint32_t)len + 1);
-	expect_bad(x, len + 1, EPROTO, "ACCEPT", "body");
+	expect_bad_len(x, len + 1, EPROTO, "ACCEPT", "body");
 }
 
 static void test_reject_abort(void **state)
@@ -946,8 +948,7 @@ static void test_reject_abort(void **state)
 	for (t = 0; t < 2; t++) {
 		const char *name = wire_type_name(types[t]);
 
-		simple(&m, types[t]);
-		len = encode(&m, b);
+		len = simple_bytes(b, types[t]);
 
 		memcpy(x, b, len);
 		put32(x, BODY, 0);
@@ -965,13 +966,10 @@ static void test_reject_abort(void **state)
 
 		/* body length */
 		memcpy(x, b, len);
-		put32(x, H_LEN, (uint32_t)len - 1);
-		expect_bad(x, len - 1, EPROTO, name, "body");
+		expect_bad_len(x, len - 1, EPROTO, name, "body");
 		x[len] = 0;
-		put32(x, H_LEN, (uint32_t)len + 1);
-		expect_bad(x, len + 1, EPROTO, name, "body");
-		put32(x, H_LEN, HDR + 8);
-		expect_bad(x, HDR + 8, EPROTO, name, "body");
+		expect_bad_len(x, len + 1, EPROTO, name, "body");
+		expect_bad_len(x, HDR + 8, EPROTO, name, "body");
 
 		/* the text need not be terminated: the decoder does it */
 		memcpy(x, b, len);
@@ -986,15 +984,13 @@ static void test_stats_msgs(void **state)
 {
 	static const uint32_t types[] = { WIRE_PROGRESS, WIRE_DONE };
 	uint8_t b[BUF_MAX], x[BUF_MAX];
-	struct wire_msg m;
 	unsigned int t, w;
 	size_t len;
 
 	for (t = 0; t < 2; t++) {
 		const char *name = wire_type_name(types[t]);
 
-		simple(&m, types[t]);
-		len = encode(&m, b);
+		len = simple_bytes(b, types[t]);
 
 		/* each reserved stats word, low and high bit */
 		for (w = 20; w < WIRE_STATS_WORDS; w++) {
@@ -1011,13 +1007,10 @@ static void test_stats_msgs(void **state)
 
 		/* body length: a word short, a word long, empty */
 		memcpy(x, b, len);
-		put32(x, H_LEN, (uint32_t)len - 8);
-		expect_bad(x, len - 8, EPROTO, name, "body");
+		expect_bad_len(x, len - 8, EPROTO, name, "body");
 		memset(x + len, 0, 8);
-		put32(x, H_LEN, (uint32_t)len + 8);
-		expect_bad(x, len + 8, EPROTO, name, "body");
-		put32(x, H_LEN, HDR);
-		expect_bad(x, HDR, EPROTO, name, "body");
+		expect_bad_len(x, len + 8, EPROTO, name, "body");
+		expect_bad_len(x, HDR, EPROTO, name, "body");
 	}
 }
 
@@ -1034,23 +1027,19 @@ static void test_range_done(void **state)
 	memcpy(x, b, len);
 	memset(x + len, 0, 16);
 	put32(x, BODY, WIRE_RANGES_MAX + 1);
-	put32(x, H_LEN, (uint32_t)len + 16);
-	expect_bad(x, len + 16, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, len + 16, EPROTO, "RANGE_DONE", "ranges");
 	put32(x, BODY, UINT32_MAX);
 	expect_bad(x, len + 16, EPROTO, "RANGE_DONE", "ranges");
 	put32(x, BODY, 0x10000001u);	/* * 16 wraps a u32 to 16 */
-	put32(x, H_LEN, HDR + 8 + 16);
-	expect_bad(x, HDR + 8 + 16, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, HDR + 8 + 16, EPROTO, "RANGE_DONE", "ranges");
 
 	/* count and size disagree */
 	memcpy(x, b, len);
 	put32(x, BODY, WIRE_RANGES_MAX - 1);
 	expect_bad(x, len, EPROTO, "RANGE_DONE", "ranges");
 	put32(x, BODY, 1);
-	put32(x, H_LEN, HDR + 8);
-	expect_bad(x, HDR + 8, EPROTO, "RANGE_DONE", "ranges");
-	put32(x, H_LEN, HDR + 8 + 8);
-	expect_bad(x, HDR + 8 + 8, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, HDR + 8, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, HDR + 8 + 8, EPROTO, "RANGE_DONE", "ranges");
 
 	/* reserved word */
 	memcpy(x, b, len);
@@ -1059,31 +1048,25 @@ static void test_range_done(void **state)
 
 	/* shorter than the count */
 	memcpy(x, b, len);
-	put32(x, H_LEN, HDR + 4);
-	expect_bad(x, HDR + 4, EPROTO, "RANGE_DONE", "short");
-	put32(x, H_LEN, HDR);
-	expect_bad(x, HDR, EPROTO, "RANGE_DONE", "short");
+	expect_bad_len(x, HDR + 4, EPROTO, "RANGE_DONE", "short");
+	expect_bad_len(x, HDR, EPROTO, "RANGE_DONE", "short");
 }
 
 static void test_empty_bodies(void **state)
 {
 	static const uint32_t types[] = { WIRE_GO, WIRE_FIN };
 	uint8_t b[BUF_MAX], x[BUF_MAX];
-	struct wire_msg m;
 	unsigned int t;
 	size_t len;
 
 	for (t = 0; t < 2; t++) {
 		const char *name = wire_type_name(types[t]);
 
-		simple(&m, types[t]);
-		len = encode(&m, b);
+		len = simple_bytes(b, types[t]);
 		memcpy(x, b, len);
 		memset(x + len, 0, 8);
-		put32(x, H_LEN, HDR + 1);
-		expect_bad(x, HDR + 1, EPROTO, name, "body");
-		put32(x, H_LEN, HDR + 8);
-		expect_bad(x, HDR + 8, EPROTO, name, "body");
+		expect_bad_len(x, HDR + 1, EPROTO, name, "body");
+		expect_bad_len(x, HDR + 8, EPROTO, name, "body");
 	}
 }
 

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,11 +88,17 @@ static struct guest_spec sparse(size_t len, size_t populated, bool thp)
 				    thp };
 }
 
-static struct group *add_group(const char *name, struct guest_spec g0)
+static struct group *add_group(struct guest_spec g0, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static struct group *add_group(struct guest_spec g0, const char *fmt, ...)
 {
 	struct group *g = &groups[ngroups++];
+	va_list ap;
 
-	snprintf(g->name, sizeof(g->name), "%s", name);
+	va_start(ap, fmt);
+	vsnprintf(g->name, sizeof(g->name), fmt, ap);
+	va_end(ap);
 	g->gs[0] = g0;
 	g->nguests = 1;
 	return g;
@@ -101,6 +108,11 @@ static void add_case(struct group *g, enum scenario sc, int guest,
 		     unsigned int threads, enum touch_mode touch)
 {
 	g->cases[g->ncases++] = (struct bcase){ sc, guest, threads, touch };
+}
+
+static const char *thp_name(bool thp)
+{
+	return thp ? "thp" : "4k";
 }
 
 static const char *size_name(size_t len)
@@ -127,29 +139,33 @@ static const char *size_name(size_t len)
 #define C_ALL		(C_MEMCPY | C_STOPCOPY | C_COPY1 | C_COPY2 | C_MOVE1 | \
 			 C_MOVE2)
 
+/* The libuffdmove cases of @which (COPY, MOVE; 1 and 2 threads), in order. */
+static void add_lib_cases(struct group *g, int guest, unsigned int which,
+			  enum touch_mode touch)
+{
+	if (which & C_COPY1)
+		add_case(g, SC_COPY, guest, 1, touch);
+	if (which & C_COPY2)
+		add_case(g, SC_COPY, guest, 2, touch);
+	if (which & C_MOVE1)
+		add_case(g, SC_MOVE, guest, 1, touch);
+	if (which & C_MOVE2)
+		add_case(g, SC_MOVE, guest, 2, touch);
+}
+
 /* Pushing, no guest activity: every handoff method against memcpy into
  * fresh memory, same guest. C_CLASSIC adds b3 with a guest that touches
  * every page. */
 static void push_group(size_t len, bool thp, unsigned int which)
 {
-	char name[64];
-	struct group *g;
+	struct group *g = add_group(dense(len, thp), "push-%s-%s",
+				    thp_name(thp), size_name(len));
 
-	snprintf(name, sizeof(name), "push-%s-%s", thp ? "thp" : "4k",
-		 size_name(len));
-	g = add_group(name, dense(len, thp));
 	if (which & C_MEMCPY)
 		add_case(g, SC_MEMCPY, 0, 1, TOUCH_NONE);
 	if (which & C_STOPCOPY)
 		add_case(g, SC_STOPCOPY, 0, 1, TOUCH_NONE);
-	if (which & C_COPY1)
-		add_case(g, SC_COPY, 0, 1, TOUCH_NONE);
-	if (which & C_COPY2)
-		add_case(g, SC_COPY, 0, 2, TOUCH_NONE);
-	if (which & C_MOVE1)
-		add_case(g, SC_MOVE, 0, 1, TOUCH_NONE);
-	if (which & C_MOVE2)
-		add_case(g, SC_MOVE, 0, 2, TOUCH_NONE);
+	add_lib_cases(g, 0, which, TOUCH_NONE);
 	if (which & C_CLASSIC)
 		add_case(g, SC_CLASSIC, 0, 1, TOUCH_ALL_SEQ);
 }
@@ -158,43 +174,24 @@ static void push_group(size_t len, bool thp, unsigned int which)
  * handoff pushes; b3-classic gets the same guest, without a push. */
 static void latency_group(size_t len, bool thp, unsigned int which)
 {
-	char name[64];
-	struct group *g;
+	struct group *g = add_group(dense(len, thp), "latency-%s-%s",
+				    thp_name(thp), size_name(len));
 
-	snprintf(name, sizeof(name), "latency-%s-%s", thp ? "thp" : "4k",
-		 size_name(len));
-	g = add_group(name, dense(len, thp));
 	add_case(g, SC_CLASSIC, 0, 1, TOUCH_RANDOM);
-	if (which & C_COPY1)
-		add_case(g, SC_COPY, 0, 1, TOUCH_RANDOM);
-	if (which & C_COPY2)
-		add_case(g, SC_COPY, 0, 2, TOUCH_RANDOM);
-	if (which & C_MOVE1)
-		add_case(g, SC_MOVE, 0, 1, TOUCH_RANDOM);
-	if (which & C_MOVE2)
-		add_case(g, SC_MOVE, 0, 2, TOUCH_RANDOM);
+	add_lib_cases(g, 0, which, TOUCH_RANDOM);
 }
 
 /* Sparse 16 GiB / 1 GiB populated against dense 1 GiB, interleaved. */
 static void sparse_group(bool thp, unsigned int which)
 {
-	char name[64];
-	struct group *g;
+	struct group *g = add_group(sparse(16 * GiB, GiB, thp),
+				    "sparse-%s-16G", thp_name(thp));
 	int i;
 
-	snprintf(name, sizeof(name), "sparse-%s-16G", thp ? "thp" : "4k");
-	g = add_group(name, sparse(16 * GiB, GiB, thp));
 	g->gs[1] = dense(GiB, thp);
 	g->nguests = 2;
 	for (i = 0; i < 2; i++) {
-		if (which & C_COPY1)
-			add_case(g, SC_COPY, i, 1, TOUCH_NONE);
-		if (which & C_COPY2)
-			add_case(g, SC_COPY, i, 2, TOUCH_NONE);
-		if (which & C_MOVE1)
-			add_case(g, SC_MOVE, i, 1, TOUCH_NONE);
-		if (which & C_MOVE2)
-			add_case(g, SC_MOVE, i, 2, TOUCH_NONE);
+		add_lib_cases(g, i, which, TOUCH_NONE);
 		if (which & C_STOPCOPY)
 			add_case(g, SC_STOPCOPY, i, 1, TOUCH_NONE);
 	}
@@ -394,7 +391,7 @@ static int guest_setup(struct guest *g, const struct guest_spec *s)
 		return -1;
 	guest_fill(g);
 	say("  guest %s %s %s: populated %s in %.2f s, AnonHugePages %llu MiB",
-	    s->layout, size_name(g->len), g->thp ? "thp" : "4k",
+	    s->layout, size_name(g->len), thp_name(g->thp),
 	    size_name(guest_populated(g)), (double)(now_ns() - t0) / 1e9,
 	    (unsigned long long)(anon_huge_bytes(g->src, g->len) >> 20));
 	return 0;

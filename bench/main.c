@@ -247,6 +247,12 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
+/* A member after the first: , "key": value */
+static void json_u64(const char *key, uint64_t v)
+{
+	printf(", \"%s\": %llu", key, (unsigned long long)v);
+}
+
 static void json_u32_array(const char *key, const uint32_t *v, uint32_t n)
 {
 	uint32_t i;
@@ -336,38 +342,39 @@ static void emit_record(const struct group *grp, const struct bcase *c,
 	       rep, order, r->ok ? "true" : "false");
 	json_str(r->error);
 	printf(", \"load1\": %.2f", loadavg1());
-	printf(", \"prepare_ns\": %llu, \"downtime_ns\": %llu, \"handoff_ns\": %llu, \"all_in_ns\": %llu, \"data_in_ns\": %llu, \"src_accept_ns\": %llu, \"src_run_ns\": %llu",
-	       (unsigned long long)r->prepare_ns,
-	       (unsigned long long)r->downtime_ns,
-	       (unsigned long long)r->handoff_ns,
-	       (unsigned long long)r->all_in_ns,
-	       (unsigned long long)r->data_in_ns,
-	       (unsigned long long)r->src_accept_ns,
-	       (unsigned long long)r->src_run_ns);
-	printf(", \"thp_src_bytes\": %llu, \"thp_dst_bytes\": %llu, \"verify_bad\": %llu, \"tgt_collapsed\": %llu, \"touch_checked\": %llu, \"touch_faulted\": %llu",
-	       (unsigned long long)r->thp_src_bytes,
-	       (unsigned long long)r->thp_dst_bytes,
-	       (unsigned long long)r->verify_bad,
-	       (unsigned long long)r->tgt_collapsed,
-	       (unsigned long long)r->touch_checked,
-	       (unsigned long long)r->touch_faulted);
-	if (c->sc == SC_COPY || c->sc == SC_MOVE)
-		printf(", \"stats\": {\"bytes_populated\": %llu, \"bytes_moved\": %llu, \"bytes_copied\": %llu, \"bytes_zeroed\": %llu, \"bytes_skipped\": %llu, \"faults\": %llu, \"fault_ns_p50\": %llu, \"fault_ns_p99\": %llu, \"fault_ns_max\": %llu, \"thp_moved\": %llu, \"thp_copied\": %llu, \"move_ebusy\": %llu, \"eagain_retries\": %llu, \"elapsed_ns\": %llu, \"primitive\": %u, \"move_unused_reason\": %u}",
-		       (unsigned long long)st->bytes_populated,
-		       (unsigned long long)st->bytes_moved,
-		       (unsigned long long)st->bytes_copied,
-		       (unsigned long long)st->bytes_zeroed,
-		       (unsigned long long)st->bytes_skipped,
-		       (unsigned long long)st->faults,
-		       (unsigned long long)st->fault_ns_p50,
-		       (unsigned long long)st->fault_ns_p99,
-		       (unsigned long long)st->fault_ns_max,
-		       (unsigned long long)st->thp_moved,
-		       (unsigned long long)st->thp_copied,
-		       (unsigned long long)st->move_ebusy,
-		       (unsigned long long)st->eagain_retries,
-		       (unsigned long long)st->elapsed_ns,
+	json_u64("prepare_ns", r->prepare_ns);
+	json_u64("downtime_ns", r->downtime_ns);
+	json_u64("handoff_ns", r->handoff_ns);
+	json_u64("all_in_ns", r->all_in_ns);
+	json_u64("data_in_ns", r->data_in_ns);
+	json_u64("src_accept_ns", r->src_accept_ns);
+	json_u64("src_run_ns", r->src_run_ns);
+	json_u64("thp_src_bytes", r->thp_src_bytes);
+	json_u64("thp_dst_bytes", r->thp_dst_bytes);
+	json_u64("verify_bad", r->verify_bad);
+	json_u64("tgt_collapsed", r->tgt_collapsed);
+	json_u64("touch_checked", r->touch_checked);
+	json_u64("touch_faulted", r->touch_faulted);
+	if (c->sc == SC_COPY || c->sc == SC_MOVE) {
+		/* the object's first member takes no comma */
+		printf(", \"stats\": {\"bytes_populated\": %llu",
+		       (unsigned long long)st->bytes_populated);
+		json_u64("bytes_moved", st->bytes_moved);
+		json_u64("bytes_copied", st->bytes_copied);
+		json_u64("bytes_zeroed", st->bytes_zeroed);
+		json_u64("bytes_skipped", st->bytes_skipped);
+		json_u64("faults", st->faults);
+		json_u64("fault_ns_p50", st->fault_ns_p50);
+		json_u64("fault_ns_p99", st->fault_ns_p99);
+		json_u64("fault_ns_max", st->fault_ns_max);
+		json_u64("thp_moved", st->thp_moved);
+		json_u64("thp_copied", st->thp_copied);
+		json_u64("move_ebusy", st->move_ebusy);
+		json_u64("eagain_retries", st->eagain_retries);
+		json_u64("elapsed_ns", st->elapsed_ns);
+		printf(", \"primitive\": %u, \"move_unused_reason\": %u}",
 		       st->primitive, st->move_unused_reason);
+	}
 	json_u32_array("samples", r->samples, r->nsamples);
 	json_u32_array("handler", r->handler, r->nhandler);
 	putchar('}');

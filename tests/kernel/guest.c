@@ -166,6 +166,12 @@ int guest_verify_source(const struct guest *g, char *why, size_t why_len)
 	return check_all(g, false, why, why_len);
 }
 
+int guest_verify_page(const struct guest *g, size_t r, size_t page,
+		      char *why, size_t why_len)
+{
+	return check_page(g, r, page, false, false, why, why_len);
+}
+
 static uint64_t xorshift(uint64_t *s)
 {
 	*s ^= *s << 13;

@@ -57,6 +57,10 @@ void guest_regions(const struct guest *g, struct uffdmove_region *out);
 int guest_verify(const struct guest *g, char *why, size_t why_len);
 /* Like guest_verify on the source after a COPY handoff: untouched. */
 int guest_verify_source(const struct guest *g, char *why, size_t why_len);
+/* Page @page of region @r as the source filled it: its pattern, or zero
+ * for a hole. 0, or -1 with a description in @why. */
+int guest_verify_page(const struct guest *g, size_t r, size_t page,
+		      char *why, size_t why_len);
 
 struct guest_workers {
 	struct guest *g;

@@ -96,25 +96,9 @@ static void *walker_main(void *arg)
 	for (i = 0; i < n; i++) {
 		size_t p = (w->start + i) % n;
 
-		if (guest_is_hole(w->g, 0, p)) {
-			if (!t_is_zero(w->g->addr[0] + p * T_PAGE, T_PAGE)) {
-				snprintf(w->why, sizeof(w->why),
-					 "hole page %zu is not zero", p);
-				w->bad = true;
-				return NULL;
-			}
-		} else {
-			size_t off;
-
-			if (t_verify(w->g->addr[0] + p * T_PAGE, T_PAGE,
-				     w->g->seed, p, &off)) {
-				snprintf(w->why, sizeof(w->why),
-					 "page %zu wrong at +%zu%s", p, off,
-					 ((uint64_t *)(w->g->addr[0] + p * T_PAGE))[off / 8] == 0 ?
-					 " (ZERO)" : "");
-				w->bad = true;
-				return NULL;
-			}
+		if (guest_verify_page(w->g, 0, p, w->why, sizeof(w->why))) {
+			w->bad = true;
+			return NULL;
 		}
 		__atomic_store_n(&w->next, i + 1, __ATOMIC_RELEASE);
 	}
@@ -417,17 +401,11 @@ static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		p.st.bytes_discarded);
 	/* Everything outside the range is intact. */
 	for (i = 0; i < p.dst.spec[0].len / T_PAGE; i++) {
-		size_t o;
-
 		if (i * T_PAGE >= off && i * T_PAGE < off + len)
 			continue;
-		if (guest_is_hole(&p.dst, 0, i))
-			T_CHECK(t_is_zero(a + i * T_PAGE, T_PAGE), "hole %zu", i);
-		else
-			T_CHECK(t_verify(a + i * T_PAGE, T_PAGE, p.dst.seed, i,
-					 &o) == 0, "page %zu", i);
+		T_CHECK(guest_verify_page(&p.dst, 0, i, why, sizeof(why)) == 0,
+			"%s", why);
 	}
-	(void)why;
 	pair_end(&p, t);
 	return T_PASS;
 }
@@ -449,18 +427,10 @@ static int unmap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		uffdmove_target_error(t));
 	pthread_join(th, NULL);
 	T_CHECK(p.run_ret == 0, "source: %s", p.err);
-	for (o = 0; o < keep / T_PAGE; o++) {
-		size_t off;
-
-		if (guest_is_hole(&p.dst, 0, o))
-			T_CHECK(t_is_zero(p.dst.addr[0] + o * T_PAGE, T_PAGE),
-				"hole %zu", o);
-		else
-			T_CHECK(t_verify(p.dst.addr[0] + o * T_PAGE, T_PAGE,
-					 p.dst.seed, o, &off) == 0, "page %zu", o);
-	}
+	for (o = 0; o < keep / T_PAGE; o++)
+		T_CHECK(guest_verify_page(&p.dst, 0, o, why, sizeof(why)) == 0,
+			"%s", why);
 	/* let pair_end unmap the whole range again (munmap of a hole is ok) */
-	(void)why;
 	pair_end(&p, t);
 	return T_PASS;
 }

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "guest.h"
 #include "harness.h"
@@ -170,6 +171,70 @@ int guest_verify_page(const struct guest *g, size_t r, size_t page,
 		      char *why, size_t why_len)
 {
 	return check_page(g, r, page, false, false, why, why_len);
+}
+
+static void *pair_source(void *arg)
+{
+	struct guest_pair *p = arg;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts o;
+	struct uffdmove_source *s = NULL;
+
+	guest_regions(&p->src, r);
+	uffdmove_source_opts_init(&o);
+	o.mode = p->mode;
+	o.threads = p->threads;
+	p->run_ret = uffdmove_source_new(&s, r, p->src.n, &o);
+	if (!p->run_ret)
+		p->run_ret = uffdmove_source_accept(s, p->sv[0]);
+	if (!p->run_ret)
+		p->run_ret = uffdmove_source_run(s);
+	snprintf(p->err, sizeof(p->err), "%s",
+		 s ? uffdmove_source_error(s) : uffdmove_new_error());
+	if (s)
+		uffdmove_source_stats(s, &p->st);
+	uffdmove_source_free(s);
+	return NULL;
+}
+
+void guest_pair_start(struct guest_pair *p, const struct guest *layout,
+		      uint32_t mode, uint32_t threads)
+{
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+
+	memset(p, 0, sizeof(*p));
+	p->src = *layout;
+	p->dst = *layout;
+	p->mode = mode;
+	p->threads = threads;
+	guest_map(&p->src);
+	guest_fill(&p->src);
+	guest_map(&p->dst);
+	if (t_seqpacket_pair(p->sv) ||
+	    pthread_create(&p->tid, NULL, pair_source, p))
+		t_die("pair setup");
+	guest_regions(&p->dst, r);
+	if (uffdmove_target_new(&p->t, r, p->dst.n, NULL))
+		t_die("target_new: %s", uffdmove_new_error());
+	if (uffdmove_target_handoff(p->t, p->sv[1]))
+		t_die("handoff: %s", uffdmove_target_error(p->t));
+}
+
+void guest_pair_join(struct guest_pair *p)
+{
+	if (!p->joined)
+		pthread_join(p->tid, NULL);
+	p->joined = true;
+}
+
+void guest_pair_end(struct guest_pair *p)
+{
+	guest_pair_join(p);
+	uffdmove_target_free(p->t);
+	close(p->sv[0]);
+	close(p->sv[1]);
+	guest_unmap(&p->src);
+	guest_unmap(&p->dst);
 }
 
 static uint64_t xorshift(uint64_t *s)

@@ -290,77 +290,24 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 	return T_PASS;
 }
 
-/* Same-process pair for the event cases: source in a thread. */
-struct pair {
-	struct guest src, dst;
-	int sv[2];
-	int run_ret;
-	char err[256];
-	struct uffdmove_stats st;
-};
-
-static void *source_thread(void *arg)
+/* The event cases' pair: COPY with one pusher, slow enough that events
+ * land mid-handoff; handed over, not committed. */
+static struct uffdmove_target *pair_start(struct guest_pair *p)
 {
-	struct pair *p = arg;
-	struct uffdmove_region r[1];
-	struct uffdmove_source_opts o;
-	struct uffdmove_source *s;
-
-	guest_regions(&p->src, r);
-	uffdmove_source_opts_init(&o);
-	o.mode = UFFDMOVE_MODE_COPY;
-	o.threads = 1;	/* slow enough that events land mid-handoff */
-	p->run_ret = uffdmove_source_new(&s, r, 1, &o);
-	if (!p->run_ret)
-		p->run_ret = uffdmove_source_accept(s, p->sv[0]);
-	if (!p->run_ret)
-		p->run_ret = uffdmove_source_run(s);
-	snprintf(p->err, sizeof(p->err), "%s", uffdmove_source_error(s));
-	uffdmove_source_stats(s, &p->st);
-	uffdmove_source_free(s);
-	return NULL;
-}
-
-static struct uffdmove_target *pair_start(struct pair *p, pthread_t *th)
-{
-	struct uffdmove_region r[1];
-	struct uffdmove_target *t;
-
-	memset(p, 0, sizeof(*p));
-	p->src = layout;
-	p->dst = layout;
-	guest_map(&p->src);
-	guest_fill(&p->src);
-	guest_map(&p->dst);
-	if (t_seqpacket_pair(p->sv) || pthread_create(th, NULL, source_thread, p))
-		t_die("setup");
-	guest_regions(&p->dst, r);
-	if (uffdmove_target_new(&t, r, 1, NULL) ||
-	    uffdmove_target_handoff(t, p->sv[1]))
-		t_die("handoff");
-	return t;
-}
-
-static void pair_end(struct pair *p, struct uffdmove_target *t)
-{
-	uffdmove_target_free(t);
-	close(p->sv[0]);
-	close(p->sv[1]);
-	guest_unmap(&p->src);
-	guest_unmap(&p->dst);
+	guest_pair_start(p, &layout, UFFDMOVE_MODE_COPY, 1);
+	return p->t;
 }
 
 /* Abort before the point of no return: the source keeps its guest. */
 static int abort_before_commit(struct t_ctx *ctx __attribute__((unused)))
 {
-	struct pair p;
-	pthread_t th;
+	struct guest_pair p;
 	char why[256];
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct uffdmove_target *t = pair_start(&p);
 
 	T_CHECK(uffdmove_target_abort(t) == 0, "abort: %s",
 		uffdmove_target_error(t));
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	printf("  source: %d %s\n", p.run_ret, p.err);
 	T_CHECK(p.run_ret == -ECANCELED, "source run returned %d", p.run_ret);
 	T_CHECK(strstr(p.err, "intact"), "message: %s", p.err);
@@ -370,7 +317,7 @@ static int abort_before_commit(struct t_ctx *ctx __attribute__((unused)))
 	/* Unregistered: touching the target does not block. */
 	T_CHECK(((volatile uint8_t *)p.dst.addr[0])[p.dst.spec[0].len - 1] ||
 		true, "touch");
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -379,10 +326,9 @@ static int abort_before_commit(struct t_ctx *ctx __attribute__((unused)))
 static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 {
 	const size_t off = 32UL << 20, len = 16UL << 20;
-	struct pair p;
-	pthread_t th;
+	struct guest_pair p;
 	char why[256];
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct uffdmove_target *t = pair_start(&p);
 	uint8_t *a;
 	size_t i;
 
@@ -392,7 +338,7 @@ static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 	T_CHECK(madvise(a + off, len, MADV_DONTNEED) == 0, "madvise");
 	T_CHECK(uffdmove_target_wait(t, 30000) == 0, "wait: %s",
 		uffdmove_target_error(t));
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	T_CHECK(p.run_ret == 0, "source: %s", p.err);
 	T_CHECK(t_is_zero(a + off, len), "discarded range was refilled");
 	printf("  discarded %" PRIu64 " bytes, copied %" PRIu64 "\n",
@@ -406,7 +352,7 @@ static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		T_CHECK(guest_verify_page(&p.dst, 0, i, why, sizeof(why)) == 0,
 			"%s", why);
 	}
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -414,10 +360,9 @@ static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 static int unmap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 {
 	const size_t keep = 64UL << 20;
-	struct pair p;
-	pthread_t th;
+	struct guest_pair p;
 	char why[256];
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct uffdmove_target *t = pair_start(&p);
 	size_t o;
 
 	uffdmove_target_process(t);
@@ -425,22 +370,21 @@ static int unmap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		"munmap");
 	T_CHECK(uffdmove_target_wait(t, 30000) == 0, "wait: %s",
 		uffdmove_target_error(t));
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	T_CHECK(p.run_ret == 0, "source: %s", p.err);
 	for (o = 0; o < keep / T_PAGE; o++)
 		T_CHECK(guest_verify_page(&p.dst, 0, o, why, sizeof(why)) == 0,
 			"%s", why);
 	/* let pair_end unmap the whole range again (munmap of a hole is ok) */
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
 /* mremap of guest RAM is not followed: a clear error, no hang. */
 static int mremap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 {
-	struct pair p;
-	pthread_t th;
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct guest_pair p;
+	struct uffdmove_target *t = pair_start(&p);
 	void *to, *moved;
 	int ret;
 
@@ -452,7 +396,7 @@ static int mremap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		       MREMAP_MAYMOVE | MREMAP_FIXED, to);
 	T_CHECK(moved == to, "mremap");
 	ret = uffdmove_target_wait(t, 10000);
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	printf("  target: %d %s\n  source: %d %s\n", ret,
 	       uffdmove_target_error(t), p.run_ret, p.err);
 	T_CHECK(ret == -EPROTO && strstr(uffdmove_target_error(t), "mremap"),
@@ -461,7 +405,7 @@ static int mremap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 	p.dst.map[0] = moved;
 	/* Missing pages of the moved mapping are poisoned on free: unmap
 	 * them rather than touch. */
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 

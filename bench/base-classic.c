@@ -126,18 +126,12 @@ int bench_classic(struct guest *g, struct bench_result *r,
 	int sv[2];
 	pid_t pid;
 
-	r->populated = guest_populated(g);
-	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
-	if (seqpacket_pair(sv))
-		return result_fail(r, "socketpair: %m");
-	pid = fork();
+	result_note_source(r, g);
+	pid = fork_target(sv, r);
 	if (pid < 0)
-		return result_fail(r, "fork: %m");
-	if (pid == 0) {
-		close(sv[0]);
+		return -1;
+	if (pid == 0)
 		_exit(target_main(g, sv[1], mode, seed, r) ? 1 : 0);
-	}
-	close(sv[1]);
 	if (recv_fd(sv[0], &h.uffd, &h.dst, sizeof(h.dst)) !=
 	    (int)sizeof(h.dst) || h.uffd < 0) {
 		close(sv[0]);

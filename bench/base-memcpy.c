@@ -16,8 +16,7 @@ int bench_memcpy(struct guest *g, struct bench_result *r)
 
 	if (!dst)
 		return result_fail(r, "mmap of %zu bytes failed", g->len);
-	r->populated = guest_populated(g);
-	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
+	result_note_source(r, g);
 	t0 = now_ns();
 	for (b = 0; b < g->nblocks; b++)
 		memcpy(dst + b * g->stride, g->src + b * g->stride, g->block);

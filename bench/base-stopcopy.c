@@ -77,8 +77,7 @@ int bench_stopcopy(struct guest *g, struct bench_result *r)
 {
 	pid_t self = getpid(), pid;
 
-	r->populated = guest_populated(g);
-	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
+	result_note_source(r, g);
 	pid = fork();
 	if (pid < 0)
 		return result_fail(r, "fork: %m");

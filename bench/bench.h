@@ -87,10 +87,18 @@ struct bench_result *result_map(void);
 void result_reset(struct bench_result *r);
 int result_fail(struct bench_result *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* What every scenario records first: the source's populated and THP bytes. */
+void result_note_source(struct bench_result *r, const struct guest *g);
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int seqpacket_pair(int sv[2]);
 int send_fd(int sock, int fd, const void *buf, size_t len);
 int recv_fd(int sock, int *fd, void *buf, size_t len);
+/*
+ * A seqpacket pair and a forked new VMM: 0 in the child, which keeps sv[1];
+ * the child's pid in the parent, which keeps sv[0]; -1 (and @r failed) if
+ * either fails.
+ */
+pid_t fork_target(int sv[2], struct bench_result *r);
 int wait_child(pid_t pid, struct bench_result *r);
 
 /* toucher.c: a thread that touches pages of [base, base + len) and times

@@ -149,6 +149,12 @@ int result_fail(struct bench_result *r, const char *fmt, ...)
 	return -1;
 }
 
+void result_note_source(struct bench_result *r, const struct guest *g)
+{
+	r->populated = guest_populated(g);
+	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
+}
+
 int seqpacket_pair(int sv[2])
 {
 	return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
@@ -193,6 +199,26 @@ int recv_fd(int sock, int *fd, void *buf, size_t len)
 		    c->cmsg_type == SCM_RIGHTS)
 			memcpy(fd, CMSG_DATA(c), sizeof(int));
 	return (int)n;
+}
+
+pid_t fork_target(int sv[2], struct bench_result *r)
+{
+	pid_t pid;
+
+	if (seqpacket_pair(sv))
+		return result_fail(r, "socketpair: %m");
+	pid = fork();
+	if (pid < 0) {
+		result_fail(r, "fork: %m");
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (pid == 0)
+		close(sv[0]);
+	else
+		close(sv[1]);
+	return pid;
 }
 
 int wait_child(pid_t pid, struct bench_result *r)

@@ -160,19 +160,13 @@ int bench_lib_copy(struct guest *g, struct bench_result *r,
 	int sv[2];
 	pid_t pid;
 
-	r->populated = guest_populated(g);
-	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
-	if (seqpacket_pair(sv))
-		return result_fail(r, "socketpair: %m");
-	pid = fork();
+	result_note_source(r, g);
+	pid = fork_target(sv, r);
 	if (pid < 0)
-		return result_fail(r, "fork: %m");
-	if (pid == 0) {
-		close(sv[0]);
+		return -1;
+	if (pid == 0)
 		_exit(target_side(g, NULL, true, sv[1], touch, seed, r) ?
 		      1 : 0);
-	}
-	close(sv[1]);
 	a.sock = sv[0];
 	if (source_side(&a))
 		kill(pid, SIGKILL);	/* its guest would hang */
@@ -196,8 +190,7 @@ int bench_lib_move(struct guest *g, struct bench_result *r,
 	uint8_t *tmp;
 	int sv[2];
 
-	r->populated = guest_populated(g);
-	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
+	result_note_source(r, g);
 	if (!g->alt)
 		g->alt = map_guest(g->len, g->thp, true);
 	if (!g->alt)

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,11 +88,17 @@ static struct guest_spec sparse(size_t len, size_t populated, bool thp)
 				    thp };
 }
 
-static struct group *add_group(const char *name, struct guest_spec g0)
+static struct group *add_group(struct guest_spec g0, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static struct group *add_group(struct guest_spec g0, const char *fmt, ...)
 {
 	struct group *g = &groups[ngroups++];
+	va_list ap;
 
-	snprintf(g->name, sizeof(g->name), "%s", name);
+	va_start(ap, fmt);
+	vsnprintf(g->name, sizeof(g->name), fmt, ap);
+	va_end(ap);
 	g->gs[0] = g0;
 	g->nguests = 1;
 	return g;
@@ -101,6 +108,11 @@ static void add_case(struct group *g, enum scenario sc, int guest,
 		     unsigned int threads, enum touch_mode touch)
 {
 	g->cases[g->ncases++] = (struct bcase){ sc, guest, threads, touch };
+}
+
+static const char *thp_name(bool thp)
+{
+	return thp ? "thp" : "4k";
 }
 
 static const char *size_name(size_t len)
@@ -127,29 +139,33 @@ static const char *size_name(size_t len)
 #define C_ALL		(C_MEMCPY | C_STOPCOPY | C_COPY1 | C_COPY2 | C_MOVE1 | \
 			 C_MOVE2)
 
+/* The libuffdmove cases of @which (COPY, MOVE; 1 and 2 threads), in order. */
+static void add_lib_cases(struct group *g, int guest, unsigned int which,
+			  enum touch_mode touch)
+{
+	if (which & C_COPY1)
+		add_case(g, SC_COPY, guest, 1, touch);
+	if (which & C_COPY2)
+		add_case(g, SC_COPY, guest, 2, touch);
+	if (which & C_MOVE1)
+		add_case(g, SC_MOVE, guest, 1, touch);
+	if (which & C_MOVE2)
+		add_case(g, SC_MOVE, guest, 2, touch);
+}
+
 /* Pushing, no guest activity: every handoff method against memcpy into
  * fresh memory, same guest. C_CLASSIC adds b3 with a guest that touches
  * every page. */
 static void push_group(size_t len, bool thp, unsigned int which)
 {
-	char name[64];
-	struct group *g;
+	struct group *g = add_group(dense(len, thp), "push-%s-%s",
+				    thp_name(thp), size_name(len));
 
-	snprintf(name, sizeof(name), "push-%s-%s", thp ? "thp" : "4k",
-		 size_name(len));
-	g = add_group(name, dense(len, thp));
 	if (which & C_MEMCPY)
 		add_case(g, SC_MEMCPY, 0, 1, TOUCH_NONE);
 	if (which & C_STOPCOPY)
 		add_case(g, SC_STOPCOPY, 0, 1, TOUCH_NONE);
-	if (which & C_COPY1)
-		add_case(g, SC_COPY, 0, 1, TOUCH_NONE);
-	if (which & C_COPY2)
-		add_case(g, SC_COPY, 0, 2, TOUCH_NONE);
-	if (which & C_MOVE1)
-		add_case(g, SC_MOVE, 0, 1, TOUCH_NONE);
-	if (which & C_MOVE2)
-		add_case(g, SC_MOVE, 0, 2, TOUCH_NONE);
+	add_lib_cases(g, 0, which, TOUCH_NONE);
 	if (which & C_CLASSIC)
 		add_case(g, SC_CLASSIC, 0, 1, TOUCH_ALL_SEQ);
 }
@@ -158,43 +174,24 @@ static void push_group(size_t len, bool thp, unsigned int which)
  * handoff pushes; b3-classic gets the same guest, without a push. */
 static void latency_group(size_t len, bool thp, unsigned int which)
 {
-	char name[64];
-	struct group *g;
+	struct group *g = add_group(dense(len, thp), "latency-%s-%s",
+				    thp_name(thp), size_name(len));
 
-	snprintf(name, sizeof(name), "latency-%s-%s", thp ? "thp" : "4k",
-		 size_name(len));
-	g = add_group(name, dense(len, thp));
 	add_case(g, SC_CLASSIC, 0, 1, TOUCH_RANDOM);
-	if (which & C_COPY1)
-		add_case(g, SC_COPY, 0, 1, TOUCH_RANDOM);
-	if (which & C_COPY2)
-		add_case(g, SC_COPY, 0, 2, TOUCH_RANDOM);
-	if (which & C_MOVE1)
-		add_case(g, SC_MOVE, 0, 1, TOUCH_RANDOM);
-	if (which & C_MOVE2)
-		add_case(g, SC_MOVE, 0, 2, TOUCH_RANDOM);
+	add_lib_cases(g, 0, which, TOUCH_RANDOM);
 }
 
 /* Sparse 16 GiB / 1 GiB populated against dense 1 GiB, interleaved. */
 static void sparse_group(bool thp, unsigned int which)
 {
-	char name[64];
-	struct group *g;
+	struct group *g = add_group(sparse(16 * GiB, GiB, thp),
+				    "sparse-%s-16G", thp_name(thp));
 	int i;
 
-	snprintf(name, sizeof(name), "sparse-%s-16G", thp ? "thp" : "4k");
-	g = add_group(name, sparse(16 * GiB, GiB, thp));
 	g->gs[1] = dense(GiB, thp);
 	g->nguests = 2;
 	for (i = 0; i < 2; i++) {
-		if (which & C_COPY1)
-			add_case(g, SC_COPY, i, 1, TOUCH_NONE);
-		if (which & C_COPY2)
-			add_case(g, SC_COPY, i, 2, TOUCH_NONE);
-		if (which & C_MOVE1)
-			add_case(g, SC_MOVE, i, 1, TOUCH_NONE);
-		if (which & C_MOVE2)
-			add_case(g, SC_MOVE, i, 2, TOUCH_NONE);
+		add_lib_cases(g, i, which, TOUCH_NONE);
 		if (which & C_STOPCOPY)
 			add_case(g, SC_STOPCOPY, i, 1, TOUCH_NONE);
 	}
@@ -248,6 +245,12 @@ static void json_str(const char *s)
 			putchar(c);
 	}
 	putchar('"');
+}
+
+/* A member after the first: , "key": value */
+static void json_u64(const char *key, uint64_t v)
+{
+	printf(", \"%s\": %llu", key, (unsigned long long)v);
 }
 
 static void json_u32_array(const char *key, const uint32_t *v, uint32_t n)
@@ -339,38 +342,39 @@ static void emit_record(const struct group *grp, const struct bcase *c,
 	       rep, order, r->ok ? "true" : "false");
 	json_str(r->error);
 	printf(", \"load1\": %.2f", loadavg1());
-	printf(", \"prepare_ns\": %llu, \"downtime_ns\": %llu, \"handoff_ns\": %llu, \"all_in_ns\": %llu, \"data_in_ns\": %llu, \"src_accept_ns\": %llu, \"src_run_ns\": %llu",
-	       (unsigned long long)r->prepare_ns,
-	       (unsigned long long)r->downtime_ns,
-	       (unsigned long long)r->handoff_ns,
-	       (unsigned long long)r->all_in_ns,
-	       (unsigned long long)r->data_in_ns,
-	       (unsigned long long)r->src_accept_ns,
-	       (unsigned long long)r->src_run_ns);
-	printf(", \"thp_src_bytes\": %llu, \"thp_dst_bytes\": %llu, \"verify_bad\": %llu, \"tgt_collapsed\": %llu, \"touch_checked\": %llu, \"touch_faulted\": %llu",
-	       (unsigned long long)r->thp_src_bytes,
-	       (unsigned long long)r->thp_dst_bytes,
-	       (unsigned long long)r->verify_bad,
-	       (unsigned long long)r->tgt_collapsed,
-	       (unsigned long long)r->touch_checked,
-	       (unsigned long long)r->touch_faulted);
-	if (c->sc == SC_COPY || c->sc == SC_MOVE)
-		printf(", \"stats\": {\"bytes_populated\": %llu, \"bytes_moved\": %llu, \"bytes_copied\": %llu, \"bytes_zeroed\": %llu, \"bytes_skipped\": %llu, \"faults\": %llu, \"fault_ns_p50\": %llu, \"fault_ns_p99\": %llu, \"fault_ns_max\": %llu, \"thp_moved\": %llu, \"thp_copied\": %llu, \"move_ebusy\": %llu, \"eagain_retries\": %llu, \"elapsed_ns\": %llu, \"primitive\": %u, \"move_unused_reason\": %u}",
-		       (unsigned long long)st->bytes_populated,
-		       (unsigned long long)st->bytes_moved,
-		       (unsigned long long)st->bytes_copied,
-		       (unsigned long long)st->bytes_zeroed,
-		       (unsigned long long)st->bytes_skipped,
-		       (unsigned long long)st->faults,
-		       (unsigned long long)st->fault_ns_p50,
-		       (unsigned long long)st->fault_ns_p99,
-		       (unsigned long long)st->fault_ns_max,
-		       (unsigned long long)st->thp_moved,
-		       (unsigned long long)st->thp_copied,
-		       (unsigned long long)st->move_ebusy,
-		       (unsigned long long)st->eagain_retries,
-		       (unsigned long long)st->elapsed_ns,
+	json_u64("prepare_ns", r->prepare_ns);
+	json_u64("downtime_ns", r->downtime_ns);
+	json_u64("handoff_ns", r->handoff_ns);
+	json_u64("all_in_ns", r->all_in_ns);
+	json_u64("data_in_ns", r->data_in_ns);
+	json_u64("src_accept_ns", r->src_accept_ns);
+	json_u64("src_run_ns", r->src_run_ns);
+	json_u64("thp_src_bytes", r->thp_src_bytes);
+	json_u64("thp_dst_bytes", r->thp_dst_bytes);
+	json_u64("verify_bad", r->verify_bad);
+	json_u64("tgt_collapsed", r->tgt_collapsed);
+	json_u64("touch_checked", r->touch_checked);
+	json_u64("touch_faulted", r->touch_faulted);
+	if (c->sc == SC_COPY || c->sc == SC_MOVE) {
+		/* the object's first member takes no comma */
+		printf(", \"stats\": {\"bytes_populated\": %llu",
+		       (unsigned long long)st->bytes_populated);
+		json_u64("bytes_moved", st->bytes_moved);
+		json_u64("bytes_copied", st->bytes_copied);
+		json_u64("bytes_zeroed", st->bytes_zeroed);
+		json_u64("bytes_skipped", st->bytes_skipped);
+		json_u64("faults", st->faults);
+		json_u64("fault_ns_p50", st->fault_ns_p50);
+		json_u64("fault_ns_p99", st->fault_ns_p99);
+		json_u64("fault_ns_max", st->fault_ns_max);
+		json_u64("thp_moved", st->thp_moved);
+		json_u64("thp_copied", st->thp_copied);
+		json_u64("move_ebusy", st->move_ebusy);
+		json_u64("eagain_retries", st->eagain_retries);
+		json_u64("elapsed_ns", st->elapsed_ns);
+		printf(", \"primitive\": %u, \"move_unused_reason\": %u}",
 		       st->primitive, st->move_unused_reason);
+	}
 	json_u32_array("samples", r->samples, r->nsamples);
 	json_u32_array("handler", r->handler, r->nhandler);
 	putchar('}');
@@ -394,7 +398,7 @@ static int guest_setup(struct guest *g, const struct guest_spec *s)
 		return -1;
 	guest_fill(g);
 	say("  guest %s %s %s: populated %s in %.2f s, AnonHugePages %llu MiB",
-	    s->layout, size_name(g->len), g->thp ? "thp" : "4k",
+	    s->layout, size_name(g->len), thp_name(g->thp),
 	    size_name(guest_populated(g)), (double)(now_ns() - t0) / 1e9,
 	    (unsigned long long)(anon_huge_bytes(g->src, g->len) >> 20));
 	return 0;

@@ -362,7 +362,7 @@ static int decode_accept(struct cur *c, struct wire_msg *m, char *why,
 
 	if (c->left < 40)
 		return fail(why, why_len, EPROTO,
-			    "ACCEPT: %zu bytes is too short", c->left);
+			    "ACCEPT: body of %zu bytes is too short", c->left);
 	prim = m->accept.primitive = get_u32(c);
 	m->accept.n_src = get_u32(c);
 	m->accept.populated = get_u64(c);
@@ -384,8 +384,8 @@ static int decode_accept(struct cur *c, struct wire_msg *m, char *why,
 	    m->accept.n_src > UFFDMOVE_REGIONS_MAX ||
 	    c->left != (size_t)m->accept.n_src * 8)
 		return fail(why, why_len, EPROTO,
-			    "ACCEPT: %u source addresses in %zu bytes for primitive %u",
-			    m->accept.n_src, c->left, prim);
+			    "ACCEPT: body of %zu more bytes for %u source addresses with primitive %u",
+			    c->left, m->accept.n_src, prim);
 	/* NONE declines a pull; its cookie word says why (PULL_WHY_*). */
 	if (prim != UFFDMOVE_PRIM_PULL &&
 	    (m->accept.cookie_addr ||

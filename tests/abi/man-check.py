@@ -15,22 +15,13 @@ import os
 import re
 import sys
 
+import versionscript
+
 
 def map_names(path):
-    text = open(path, encoding="utf-8").read()
-    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
-    names = []
-    for body in re.findall(r"\{(.*?)\}", text, flags=re.S):
-        in_global = False
-        for stmt in body.split(";"):
-            stmt = stmt.strip()
-            m = re.match(r"(global|local)\s*:\s*(.*)", stmt, flags=re.S)
-            if m:
-                in_global = m.group(1) == "global"
-                stmt = m.group(2).strip()
-            if in_global and stmt:
-                names.append(stmt)
-    return names
+    """Every name under global:, as listed (symbols-check judges the list)."""
+    return [name for _, entries in versionscript.nodes(path)
+            for scope, name in entries if scope == "global"]
 
 
 def so_target(text):

@@ -20,26 +20,16 @@ import re
 import subprocess
 import sys
 
+import versionscript
+
 
 def parse_map(path):
     """Return ({name: node}, [problems]) from a GNU ld version script."""
-    text = open(path, encoding="utf-8").read()
-    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
-    text = re.sub(r"#[^\n]*", " ", text)
     names, problems = {}, []
-    for node, body in re.findall(r"([A-Za-z_][\w.]*)\s*\{(.*?)\}[^;]*;",
-                                 text, flags=re.S):
-        in_global = False
+    for node, entries in versionscript.nodes(path):
         listed = []
-        for stmt in body.split(";"):
-            stmt = stmt.strip()
-            m = re.match(r"(global|local)\s*:\s*(.*)", stmt, flags=re.S)
-            if m:
-                in_global = m.group(1) == "global"
-                stmt = m.group(2).strip()
-            if not stmt:
-                continue
-            if not in_global:
+        for scope, stmt in entries:
+            if scope != "global":
                 if stmt != "*":
                     problems.append(f"{node}: local: should be just '*', "
                                     f"found {stmt!r}")

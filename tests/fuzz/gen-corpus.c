@@ -18,12 +18,18 @@
 static const char *dir;
 static unsigned int nseeds;
 
+/* A message of @type, every other field zero. */
+static void blank(struct wire_msg *m, uint32_t type)
+{
+	memset(m, 0, sizeof(*m));
+	m->type = type;
+}
+
 static void hello(struct wire_msg *m, unsigned int n)
 {
 	unsigned int i;
 
-	memset(m, 0, sizeof(*m));
-	m->type = WIRE_HELLO;
+	blank(m, WIRE_HELLO);
 	m->hello.features = 0x1fb;
 	m->hello.n_regions = n;
 	m->hello.mm_cookie_addr = 0x7ffc0000a000ULL;
@@ -37,6 +43,29 @@ static void hello(struct wire_msg *m, unsigned int n)
 		r->page_size = 4096;
 		r->flags = i % 2 ? WIRE_REGION_THP : 0;
 		r->ioctls = 0x1c;
+	}
+}
+
+/* REJECT or ABORT. */
+static void reason(struct wire_msg *m, uint32_t type, uint32_t errnum,
+		   const char *text)
+{
+	blank(m, type);
+	m->reason.errnum = errnum;
+	snprintf(m->reason.text, sizeof(m->reason.text), "%s", text);
+}
+
+/* RANGE_DONE of @n adjacent 2 MiB chunks. */
+static void ranges(struct wire_msg *m, unsigned int n)
+{
+	unsigned int i;
+
+	blank(m, WIRE_RANGE_DONE);
+	m->ranges.n = n;
+	for (i = 0; i < n; i++) {
+		m->ranges.ranges[i].start = 0x7f0000000000ULL +
+					    i * (2ULL << 20);
+		m->ranges.ranges[i].len = 2ULL << 20;
 	}
 }
 
@@ -73,7 +102,6 @@ static void emit(const struct wire_msg *m, const char *variant)
 int main(int argc, char **argv)
 {
 	static struct wire_msg m;
-	unsigned int i;
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: gen-corpus DIR\n");
@@ -89,27 +117,36 @@ int main(int argc, char **argv)
 	emit(&m, "3");
 	hello(&m, UFFDMOVE_REGIONS_MAX);
 	emit(&m, "64");
+	hello(&m, 2);
+	m.hello.flags = WIRE_HELLO_PULL;
+	emit(&m, "pull");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_ACCEPT;
+	blank(&m, WIRE_ACCEPT);
 	m.accept.primitive = UFFDMOVE_PRIM_COPY;
 	emit(&m, "copy");
 	m.accept.primitive = UFFDMOVE_PRIM_MOVE;
 	emit(&m, "move");
+	m.accept.primitive = UFFDMOVE_PRIM_NONE;
+	m.accept.cookie = UFFDMOVE_PULL_WHY_OFF_SOURCE;
+	emit(&m, "decline");
+	blank(&m, WIRE_ACCEPT);
+	m.accept.primitive = UFFDMOVE_PRIM_PULL;
+	m.accept.n_src = 2;
+	m.accept.pid = 4242;
+	m.accept.cookie_addr = 0x7ffd00001000ULL;
+	m.accept.cookie = 0x5eed5eed5eed5eedULL;
+	m.accept.src[0] = 0x7f0000000000ULL;
+	m.accept.src[1] = 0x7f0100000000ULL;
+	emit(&m, "pull");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_REJECT;
-	m.reason.errnum = EPERM;
-	snprintf(m.reason.text, sizeof(m.reason.text), "%s",
-		 "peer uid 1000 is not the expected uid 0");
+	reason(&m, WIRE_REJECT, EPERM,
+	       "peer uid 1000 is not the expected uid 0");
 	emit(&m, "eperm");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_GO;
+	blank(&m, WIRE_GO);
 	emit(&m, "empty");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_PROGRESS;
+	blank(&m, WIRE_PROGRESS);
 	m.stats.bytes_total = 1ULL << 30;
 	m.stats.bytes_populated = 3ULL << 28;
 	m.stats.bytes_copied = 1ULL << 28;
@@ -119,24 +156,17 @@ int main(int argc, char **argv)
 	m.stats.primitive = UFFDMOVE_PRIM_COPY;
 	emit(&m, "partial");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_RANGE_DONE;
+	ranges(&m, 0);
 	emit(&m, "0");
-	m.ranges.n = 3;
-	for (i = 0; i < 3; i++) {
-		m.ranges.ranges[i].start = 0x7f0000000000ULL + i * (2ULL << 20);
-		m.ranges.ranges[i].len = 2ULL << 20;
-	}
+	ranges(&m, 3);
 	emit(&m, "3");
-	m.ranges.n = WIRE_RANGES_MAX;
-	for (i = 0; i < WIRE_RANGES_MAX; i++) {
-		m.ranges.ranges[i].start = 0x7f0000000000ULL + i * (2ULL << 20);
-		m.ranges.ranges[i].len = 2ULL << 20;
-	}
+	ranges(&m, WIRE_RANGES_MAX);
 	emit(&m, "64");
+	ranges(&m, 5);
+	m.type = WIRE_RELEASE;
+	emit(&m, "5");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_DONE;
+	blank(&m, WIRE_DONE);
 	m.stats.bytes_total = 1ULL << 30;
 	m.stats.bytes_populated = 3ULL << 28;
 	m.stats.bytes_moved = 1ULL << 28;
@@ -159,15 +189,11 @@ int main(int argc, char **argv)
 	m.stats.move_unused_reason = 0;
 	emit(&m, "all");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_FIN;
+	blank(&m, WIRE_FIN);
 	emit(&m, "empty");
 
-	memset(&m, 0, sizeof(m));
-	m.type = WIRE_ABORT;
-	m.reason.errnum = ECONNRESET;
-	snprintf(m.reason.text, sizeof(m.reason.text), "%s",
-		 "source: target process exited during the handoff");
+	reason(&m, WIRE_ABORT, ECONNRESET,
+	       "source: target process exited during the handoff");
 	emit(&m, "econnreset");
 
 	printf("gen-corpus: %u seeds in %s\n", nseeds, dir);

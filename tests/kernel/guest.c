@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "guest.h"
 #include "harness.h"
@@ -61,6 +62,16 @@ void guest_fill(struct guest *g)
 			if (!guest_is_hole(g, r, p))
 				t_fill_page(g->addr[r] + p * T_PAGE, g->seed,
 					    page_id(r, p));
+}
+
+void guest_map_source(struct guest *g)
+{
+	size_t r;
+
+	guest_map(g);
+	guest_fill(g);
+	for (r = 0; r < g->n; r++)
+		madvise(g->map[r], g->maplen[r], MADV_DONTFORK);
 }
 
 uint64_t guest_total_bytes(const struct guest *g)
@@ -129,13 +140,16 @@ static int check_page(const struct guest *g, size_t r, size_t p,
 	return 0;
 }
 
-int guest_verify(const struct guest *g, char *why, size_t why_len)
+/* Every page; with @markers, word 0 of a page a worker wrote is its marker. */
+static int check_all(const struct guest *g, bool markers, char *why,
+		     size_t why_len)
 {
 	size_t r, p;
 
 	for (r = 0; r < g->n; r++)
 		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
 			if (check_page(g, r, p,
+				       markers &&
 				       __atomic_load_n(&g->written[r][p],
 						       __ATOMIC_ACQUIRE),
 				       false, why, why_len))
@@ -143,15 +157,84 @@ int guest_verify(const struct guest *g, char *why, size_t why_len)
 	return 0;
 }
 
+int guest_verify(const struct guest *g, char *why, size_t why_len)
+{
+	return check_all(g, true, why, why_len);
+}
+
 int guest_verify_source(const struct guest *g, char *why, size_t why_len)
 {
-	size_t r, p;
+	return check_all(g, false, why, why_len);
+}
 
-	for (r = 0; r < g->n; r++)
-		for (p = 0; p < g->spec[r].len / T_PAGE; p++)
-			if (check_page(g, r, p, false, false, why, why_len))
-				return -1;
-	return 0;
+int guest_verify_page(const struct guest *g, size_t r, size_t page,
+		      char *why, size_t why_len)
+{
+	return check_page(g, r, page, false, false, why, why_len);
+}
+
+static void *pair_source(void *arg)
+{
+	struct guest_pair *p = arg;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts o;
+	struct uffdmove_source *s = NULL;
+
+	guest_regions(&p->src, r);
+	uffdmove_source_opts_init(&o);
+	o.mode = p->mode;
+	o.threads = p->threads;
+	p->run_ret = uffdmove_source_new(&s, r, p->src.n, &o);
+	if (!p->run_ret)
+		p->run_ret = uffdmove_source_accept(s, p->sv[0]);
+	if (!p->run_ret)
+		p->run_ret = uffdmove_source_run(s);
+	snprintf(p->err, sizeof(p->err), "%s",
+		 s ? uffdmove_source_error(s) : uffdmove_new_error());
+	if (s)
+		uffdmove_source_stats(s, &p->st);
+	uffdmove_source_free(s);
+	return NULL;
+}
+
+void guest_pair_start(struct guest_pair *p, const struct guest *layout,
+		      uint32_t mode, uint32_t threads)
+{
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+
+	memset(p, 0, sizeof(*p));
+	p->src = *layout;
+	p->dst = *layout;
+	p->mode = mode;
+	p->threads = threads;
+	guest_map(&p->src);
+	guest_fill(&p->src);
+	guest_map(&p->dst);
+	if (t_seqpacket_pair(p->sv) ||
+	    pthread_create(&p->tid, NULL, pair_source, p))
+		t_die("pair setup");
+	guest_regions(&p->dst, r);
+	if (uffdmove_target_new(&p->t, r, p->dst.n, NULL))
+		t_die("target_new: %s", uffdmove_new_error());
+	if (uffdmove_target_handoff(p->t, p->sv[1]))
+		t_die("handoff: %s", uffdmove_target_error(p->t));
+}
+
+void guest_pair_join(struct guest_pair *p)
+{
+	if (!p->joined)
+		pthread_join(p->tid, NULL);
+	p->joined = true;
+}
+
+void guest_pair_end(struct guest_pair *p)
+{
+	guest_pair_join(p);
+	uffdmove_target_free(p->t);
+	close(p->sv[0]);
+	close(p->sv[1]);
+	guest_unmap(&p->src);
+	guest_unmap(&p->dst);
 }
 
 static uint64_t xorshift(uint64_t *s)

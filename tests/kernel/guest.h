@@ -40,6 +40,12 @@ void guest_map(struct guest *g);
 void guest_unmap(struct guest *g);
 /* Source side: write the pattern into every page that is not a hole. */
 void guest_fill(struct guest *g);
+/*
+ * The old VMM's guest: mapped, filled, and kept out of forked children
+ * (MADV_DONTFORK): a real new VMM is exec'ed, a forked target would
+ * COW-share the source's pages.
+ */
+void guest_map_source(struct guest *g);
 bool guest_is_hole(const struct guest *g, size_t r, size_t page);
 uint64_t guest_populated_bytes(const struct guest *g);
 uint64_t guest_total_bytes(const struct guest *g);
@@ -51,6 +57,36 @@ void guest_regions(const struct guest *g, struct uffdmove_region *out);
 int guest_verify(const struct guest *g, char *why, size_t why_len);
 /* Like guest_verify on the source after a COPY handoff: untouched. */
 int guest_verify_source(const struct guest *g, char *why, size_t why_len);
+/* Page @page of region @r as the source filled it: its pattern, or zero
+ * for a hole. 0, or -1 with a description in @why. */
+int guest_verify_page(const struct guest *g, size_t r, size_t page,
+		      char *why, size_t why_len);
+
+/* A same-process handoff of @src into @dst: the source runs in a thread. */
+struct guest_pair {
+	struct guest src, dst;
+	uint32_t mode, threads;		/* the source's options */
+	int sv[2];
+	pthread_t tid;
+	bool joined;
+	/* The source's result, message and stats, once guest_pair_join()ed. */
+	int run_ret;
+	char err[256];
+	struct uffdmove_stats st;
+	struct uffdmove_target *t;
+};
+
+/*
+ * Map and fill @p->src from @layout, map @p->dst, start the source and
+ * hand over: @p->t is past uffdmove_target_handoff(), not yet committed.
+ * Exits 1 if any of that fails.
+ */
+void guest_pair_start(struct guest_pair *p, const struct guest *layout,
+		      uint32_t mode, uint32_t threads);
+/* Wait for the source to return (once; later calls return at once). */
+void guest_pair_join(struct guest_pair *p);
+/* Join, free the target, close both ends, unmap both guests. */
+void guest_pair_end(struct guest_pair *p);
 
 struct guest_workers {
 	struct guest *g;

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -220,19 +219,9 @@ static int run_bad(const struct bad *b)
 	guest_map(&g);
 	guest_fill(&g);
 	guest_regions(&g, r);
-	if (t_seqpacket_pair(sv))
-		t_die("socketpair");
-	pid = fork();
-	if (pid == 0) {
-		void *ram;
-
-		t_child(30);
-		ram = t_map(4UL << 20, false);
-
-		close(sv[0]);
-		_exit(client(sv[1], b, ram));
-	}
-	close(sv[1]);
+	pid = t_fork_peer(sv, 30);
+	if (pid == 0)
+		_exit(client(sv[1], b, t_map(4UL << 20, false)));
 	fds_before = t_count_fds();
 	T_CHECK(uffdmove_source_new(&s, r, 1, NULL) == 0, "source_new");
 	ret = uffdmove_source_accept(s, sv[0]);
@@ -371,21 +360,17 @@ static int target_rejected(struct t_ctx *ctx)
 	guest_map(&src);
 	guest_fill(&src);
 	guest_regions(&src, rs);
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-	pid = fork();
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
-		t_child(30);
-		close(sv[1]);
 		if (uffdmove_source_new(&s, rs, 1, NULL))
 			_exit(30);
-		_exit(uffdmove_source_accept(s, sv[0]) == -EINVAL ? 0 : 31);
+		_exit(uffdmove_source_accept(s, sv[1]) == -EINVAL ? 0 : 31);
 	}
-	close(sv[0]);
 	dst.spec[0].len = 2UL << 20;
 	guest_map(&dst);
 	guest_regions(&dst, rd);
 	T_CHECK(uffdmove_target_new(&t, rd, 1, NULL) == 0, "target_new");
-	ret = uffdmove_target_handoff(t, sv[1]);
+	ret = uffdmove_target_handoff(t, sv[0]);
 	printf("  %d %s\n", ret, uffdmove_target_error(t));
 	T_CHECK(ret == -EINVAL, "handoff returned %d", ret);
 	T_CHECK(strstr(uffdmove_target_error(t), "target length 2097152 != source length 4194304"),
@@ -400,7 +385,7 @@ static int target_rejected(struct t_ctx *ctx)
 	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		"source status 0x%x", status);
 	T_CHECK(guest_verify_source(&src, why, sizeof(why)) == 0, "%s", why);
-	close(sv[1]);
+	close(sv[0]);
 	guest_unmap(&src);
 	guest_unmap(&dst);
 	return T_PASS;
@@ -416,12 +401,9 @@ static int second_hello(struct t_ctx *ctx)
 	int sv[2], ret, status, fds;
 	pid_t pid;
 
-	guest_map(&src);
-	guest_fill(&src);
-	madvise(src.map[0], src.maplen[0], MADV_DONTFORK);
+	guest_map_source(&src);
 	guest_regions(&src, rs);
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-	pid = fork();
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest dst = layout;
 		struct uffdmove_region rd[1];
@@ -431,8 +413,6 @@ static int second_hello(struct t_ctx *ctx)
 		unsigned char buf[WIRE_MSG_MAX];
 		int len;
 
-		t_child(30);
-		close(sv[0]);
 		guest_map(&dst);
 		guest_regions(&dst, rd);
 		/* Pushed: a second HELLO while the source serves our uffd. */
@@ -457,7 +437,6 @@ static int second_hello(struct t_ctx *ctx)
 		ret = uffdmove_target_wait(t, 10000);
 		_exit(ret == -EPROTO ? 0 : 62);
 	}
-	close(sv[1]);
 	fds = t_count_fds();
 	T_CHECK(uffdmove_source_new(&s, rs, 1, NULL) == 0, "source_new");
 	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
@@ -487,12 +466,6 @@ int main(void)
 		{ "target-rejected", target_rejected },
 		{ "second-hello", second_hello },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	t_watchdog(100);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 100,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -110,14 +109,6 @@ static _Noreturn void quitter(int sock, enum ending how, unsigned int us)
 	_exit(0);
 }
 
-/* The old VMM's guest, kept out of the forked targets (no COW sharing). */
-static void source_guest(struct guest *g)
-{
-	guest_map(g);
-	guest_fill(g);
-	madvise(g->map[0], g->maplen[0], MADV_DONTFORK);
-}
-
 static struct uffdmove_source *source_setup(struct guest *g, int sock,
 					    uint32_t mode)
 {
@@ -136,24 +127,6 @@ static struct uffdmove_source *source_setup(struct guest *g, int sock,
 	return s;
 }
 
-static pid_t fork_target(int sv[2])
-{
-	pid_t pid;
-
-	if (t_seqpacket_pair(sv))
-		t_die("socketpair");
-	pid = fork();
-	if (pid < 0)
-		t_die("fork");
-	if (pid == 0) {
-		t_child(30);
-		close(sv[0]);
-	} else {
-		close(sv[1]);
-	}
-	return pid;
-}
-
 static void reap(pid_t pid, int sock)
 {
 	kill(pid, SIGKILL);
@@ -169,13 +142,13 @@ static int end_before_commit(struct t_ctx *ctx, uint32_t mode)
 	unsigned int i, seed = 4242 + mode;
 	char why[256];
 
-	source_guest(&g);
+	guest_map_source(&g);
 	for (i = 0; i < ITERATIONS; i++) {
 		enum ending how = (enum ending)(i % END_KINDS);
 		unsigned int us = (unsigned int)(rand_r(&seed) % 80000);
 		struct uffdmove_source *s;
 		int sv[2], ret;
-		pid_t pid = fork_target(sv);
+		pid_t pid = t_fork_peer(sv, 30);
 
 		if (pid == 0)
 			quitter(sv[1], how, us);
@@ -221,8 +194,8 @@ static int no_confirmation(struct t_ctx *ctx)
 	int sv[2], ret;
 	pid_t pid;
 
-	source_guest(&g);
-	pid = fork_target(sv);
+	guest_map_source(&g);
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
 		struct uffdmove_target *t = target_setup(&d, sv[1], 0, &ret);
@@ -270,7 +243,7 @@ static int cancel_crosses_commit(struct t_ctx *ctx)
 	unsigned int i, seed = 99, before = 0, after = 0;
 	char why[256];
 
-	source_guest(&g);
+	guest_map_source(&g);
 	for (i = 0; i < ITERATIONS; i++) {
 		unsigned int us = (unsigned int)(rand_r(&seed) % 3000);
 		unsigned int them = (unsigned int)(rand_r(&seed) % 3000);
@@ -279,7 +252,7 @@ static int cancel_crosses_commit(struct t_ctx *ctx)
 		pid_t pid;
 
 		T_CHECK(pipe(pfd) == 0, "pipe");
-		pid = fork_target(sv);
+		pid = t_fork_peer(sv, 30);
 		if (pid == 0) {
 			struct guest d;
 			struct uffdmove_target *t;
@@ -351,8 +324,8 @@ static int touch_before_commit(struct t_ctx *ctx)
 	int sv[2], ret, status;
 	pid_t pid;
 
-	source_guest(&g);
-	pid = fork_target(sv);
+	guest_map_source(&g);
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
 		/* Pushed: the source serves faults, so it sees the touch.
@@ -395,8 +368,8 @@ static int cancel_before_run(struct t_ctx *ctx)
 	int sv[2], ret, status;
 	pid_t pid;
 
-	source_guest(&g);
-	pid = fork_target(sv);
+	guest_map_source(&g);
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
 		struct guest d;
 		struct uffdmove_target *t = target_setup(&d, sv[1], 0, &ret);
@@ -435,13 +408,6 @@ int main(void)
 		{ "cancel-before-run", cancel_before_run },
 		{ "touch-before-commit", touch_before_commit },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	t_watchdog(110);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 110,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

@@ -51,9 +51,7 @@ static _Noreturn void source_process(int sock, uint32_t mode)
 	struct uffdmove_source_opts o;
 	struct uffdmove_source *s;
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	guest_map_source(&g);
 	guest_regions(&g, r);
 	uffdmove_source_opts_init(&o);
 	o.mode = mode;
@@ -98,25 +96,9 @@ static void *walker_main(void *arg)
 	for (i = 0; i < n; i++) {
 		size_t p = (w->start + i) % n;
 
-		if (guest_is_hole(w->g, 0, p)) {
-			if (!t_is_zero(w->g->addr[0] + p * T_PAGE, T_PAGE)) {
-				snprintf(w->why, sizeof(w->why),
-					 "hole page %zu is not zero", p);
-				w->bad = true;
-				return NULL;
-			}
-		} else {
-			size_t off;
-
-			if (t_verify(w->g->addr[0] + p * T_PAGE, T_PAGE,
-				     w->g->seed, p, &off)) {
-				snprintf(w->why, sizeof(w->why),
-					 "page %zu wrong at +%zu%s", p, off,
-					 ((uint64_t *)(w->g->addr[0] + p * T_PAGE))[off / 8] == 0 ?
-					 " (ZERO)" : "");
-				w->bad = true;
-				return NULL;
-			}
+		if (guest_verify_page(w->g, 0, p, w->why, sizeof(w->why))) {
+			w->bad = true;
+			return NULL;
 		}
 		__atomic_store_n(&w->next, i + 1, __ATOMIC_RELEASE);
 	}
@@ -143,21 +125,16 @@ static int target_side(unsigned int kill_us, uint32_t policy)
 	pid_t src;
 
 	/* The guest's page IDs are region 0 pages: t_verify uses seed,p. */
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-	src = fork();
-	if (src == 0) {
-		t_child(60);
-		close(sv[1]);
-		source_process(sv[0], UFFDMOVE_MODE_AUTO);
-	}
-	close(sv[0]);
+	src = t_fork_peer(sv, 60);
+	if (src == 0)
+		source_process(sv[1], UFFDMOVE_MODE_AUTO);
 	sigaction(SIGBUS, &sa, NULL);
 	guest_map(&g);
 	guest_regions(&g, r);
 	uffdmove_target_opts_init(&o);
 	o.on_source_death = policy;
 	T_CHECK(uffdmove_target_new(&t, r, 1, &o) == 0, "target_new");
-	ret = uffdmove_target_handoff(t, sv[1]);
+	ret = uffdmove_target_handoff(t, sv[0]);
 	T_CHECK(ret == 0, "handoff: %s", uffdmove_target_error(t));
 	uffdmove_target_process(t);
 	w1.g = &g;
@@ -251,9 +228,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 	struct uffdmove_region r[1];
 	char why[256];
 
-	guest_map(&g);
-	guest_fill(&g);
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	guest_map_source(&g);
 	guest_regions(&g, r);
 	for (i = 0; i < ITERATIONS; i++) {
 		unsigned int kill_us = (unsigned int)(rand_r(&seed) % 60000);
@@ -263,17 +238,13 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 		int sv[2], fds, ret;
 		pid_t pid;
 
-		T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-		fds = t_count_fds();
-		pid = fork();
+		pid = t_fork_peer(sv, 60);
 		if (pid == 0) {
 			struct guest d = layout;
 			struct uffdmove_region rd[1];
 			struct uffdmove_target *t;
 			struct guest_workers w;
 
-			t_child(60);
-			close(sv[0]);
 			guest_map(&d);
 			guest_regions(&d, rd);
 			if (uffdmove_target_new(&t, rd, 1, NULL) ||
@@ -285,7 +256,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 			pause();
 			_exit(0);
 		}
-		close(sv[1]);
+		fds = t_count_fds();	/* with our end of the pair */
 		/* MODE_COPY's promise, pulled or pushed: we stay intact. */
 		uffdmove_source_opts_init(&so);
 		so.mode = UFFDMOVE_MODE_COPY;
@@ -314,7 +285,7 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 		t_wait(pid);
 		while (waitpid(-1, NULL, 0) > 0)
 			;
-		T_CHECK(t_count_fds() == fds - 2, "fd leak: %d -> %d", fds - 2,
+		T_CHECK(t_count_fds() == fds - 1, "fd leak: %d -> %d", fds - 1,
 			t_count_fds());
 		T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
 			"iteration %u: COPY source changed: %s", i, why);
@@ -323,77 +294,24 @@ static int target_killed(struct t_ctx *ctx __attribute__((unused)))
 	return T_PASS;
 }
 
-/* Same-process pair for the event cases: source in a thread. */
-struct pair {
-	struct guest src, dst;
-	int sv[2];
-	int run_ret;
-	char err[256];
-	struct uffdmove_stats st;
-};
-
-static void *source_thread(void *arg)
+/* The event cases' pair: COPY with one pusher, slow enough that events
+ * land mid-handoff; handed over, not committed. */
+static struct uffdmove_target *pair_start(struct guest_pair *p)
 {
-	struct pair *p = arg;
-	struct uffdmove_region r[1];
-	struct uffdmove_source_opts o;
-	struct uffdmove_source *s;
-
-	guest_regions(&p->src, r);
-	uffdmove_source_opts_init(&o);
-	o.mode = UFFDMOVE_MODE_COPY;
-	o.threads = 1;	/* slow enough that events land mid-handoff */
-	p->run_ret = uffdmove_source_new(&s, r, 1, &o);
-	if (!p->run_ret)
-		p->run_ret = uffdmove_source_accept(s, p->sv[0]);
-	if (!p->run_ret)
-		p->run_ret = uffdmove_source_run(s);
-	snprintf(p->err, sizeof(p->err), "%s", uffdmove_source_error(s));
-	uffdmove_source_stats(s, &p->st);
-	uffdmove_source_free(s);
-	return NULL;
-}
-
-static struct uffdmove_target *pair_start(struct pair *p, pthread_t *th)
-{
-	struct uffdmove_region r[1];
-	struct uffdmove_target *t;
-
-	memset(p, 0, sizeof(*p));
-	p->src = layout;
-	p->dst = layout;
-	guest_map(&p->src);
-	guest_fill(&p->src);
-	guest_map(&p->dst);
-	if (t_seqpacket_pair(p->sv) || pthread_create(th, NULL, source_thread, p))
-		t_die("setup");
-	guest_regions(&p->dst, r);
-	if (uffdmove_target_new(&t, r, 1, NULL) ||
-	    uffdmove_target_handoff(t, p->sv[1]))
-		t_die("handoff");
-	return t;
-}
-
-static void pair_end(struct pair *p, struct uffdmove_target *t)
-{
-	uffdmove_target_free(t);
-	close(p->sv[0]);
-	close(p->sv[1]);
-	guest_unmap(&p->src);
-	guest_unmap(&p->dst);
+	guest_pair_start(p, &layout, UFFDMOVE_MODE_COPY, 1);
+	return p->t;
 }
 
 /* Abort before the point of no return: the source keeps its guest. */
 static int abort_before_commit(struct t_ctx *ctx __attribute__((unused)))
 {
-	struct pair p;
-	pthread_t th;
+	struct guest_pair p;
 	char why[256];
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct uffdmove_target *t = pair_start(&p);
 
 	T_CHECK(uffdmove_target_abort(t) == 0, "abort: %s",
 		uffdmove_target_error(t));
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	printf("  source: %d %s\n", p.run_ret, p.err);
 	T_CHECK(p.run_ret == -ECANCELED, "source run returned %d", p.run_ret);
 	T_CHECK(strstr(p.err, "intact"), "message: %s", p.err);
@@ -403,7 +321,7 @@ static int abort_before_commit(struct t_ctx *ctx __attribute__((unused)))
 	/* Unregistered: touching the target does not block. */
 	T_CHECK(((volatile uint8_t *)p.dst.addr[0])[p.dst.spec[0].len - 1] ||
 		true, "touch");
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -412,10 +330,9 @@ static int abort_before_commit(struct t_ctx *ctx __attribute__((unused)))
 static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 {
 	const size_t off = 32UL << 20, len = 16UL << 20;
-	struct pair p;
-	pthread_t th;
+	struct guest_pair p;
 	char why[256];
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct uffdmove_target *t = pair_start(&p);
 	uint8_t *a;
 	size_t i;
 
@@ -425,7 +342,7 @@ static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 	T_CHECK(madvise(a + off, len, MADV_DONTNEED) == 0, "madvise");
 	T_CHECK(uffdmove_target_wait(t, 30000) == 0, "wait: %s",
 		uffdmove_target_error(t));
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	T_CHECK(p.run_ret == 0, "source: %s", p.err);
 	T_CHECK(t_is_zero(a + off, len), "discarded range was refilled");
 	printf("  discarded %" PRIu64 " bytes, copied %" PRIu64 "\n",
@@ -434,18 +351,12 @@ static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		p.st.bytes_discarded);
 	/* Everything outside the range is intact. */
 	for (i = 0; i < p.dst.spec[0].len / T_PAGE; i++) {
-		size_t o;
-
 		if (i * T_PAGE >= off && i * T_PAGE < off + len)
 			continue;
-		if (guest_is_hole(&p.dst, 0, i))
-			T_CHECK(t_is_zero(a + i * T_PAGE, T_PAGE), "hole %zu", i);
-		else
-			T_CHECK(t_verify(a + i * T_PAGE, T_PAGE, p.dst.seed, i,
-					 &o) == 0, "page %zu", i);
+		T_CHECK(guest_verify_page(&p.dst, 0, i, why, sizeof(why)) == 0,
+			"%s", why);
 	}
-	(void)why;
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -453,10 +364,9 @@ static int remove_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 static int unmap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 {
 	const size_t keep = 64UL << 20;
-	struct pair p;
-	pthread_t th;
+	struct guest_pair p;
 	char why[256];
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct uffdmove_target *t = pair_start(&p);
 	size_t o;
 
 	uffdmove_target_process(t);
@@ -464,30 +374,21 @@ static int unmap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		"munmap");
 	T_CHECK(uffdmove_target_wait(t, 30000) == 0, "wait: %s",
 		uffdmove_target_error(t));
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	T_CHECK(p.run_ret == 0, "source: %s", p.err);
-	for (o = 0; o < keep / T_PAGE; o++) {
-		size_t off;
-
-		if (guest_is_hole(&p.dst, 0, o))
-			T_CHECK(t_is_zero(p.dst.addr[0] + o * T_PAGE, T_PAGE),
-				"hole %zu", o);
-		else
-			T_CHECK(t_verify(p.dst.addr[0] + o * T_PAGE, T_PAGE,
-					 p.dst.seed, o, &off) == 0, "page %zu", o);
-	}
+	for (o = 0; o < keep / T_PAGE; o++)
+		T_CHECK(guest_verify_page(&p.dst, 0, o, why, sizeof(why)) == 0,
+			"%s", why);
 	/* let pair_end unmap the whole range again (munmap of a hole is ok) */
-	(void)why;
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
 /* mremap of guest RAM is not followed: a clear error, no hang. */
 static int mremap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 {
-	struct pair p;
-	pthread_t th;
-	struct uffdmove_target *t = pair_start(&p, &th);
+	struct guest_pair p;
+	struct uffdmove_target *t = pair_start(&p);
 	void *to, *moved;
 	int ret;
 
@@ -499,7 +400,7 @@ static int mremap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 		       MREMAP_MAYMOVE | MREMAP_FIXED, to);
 	T_CHECK(moved == to, "mremap");
 	ret = uffdmove_target_wait(t, 10000);
-	pthread_join(th, NULL);
+	guest_pair_join(&p);
 	printf("  target: %d %s\n  source: %d %s\n", ret,
 	       uffdmove_target_error(t), p.run_ret, p.err);
 	T_CHECK(ret == -EPROTO && strstr(uffdmove_target_error(t), "mremap"),
@@ -508,7 +409,7 @@ static int mremap_mid_handoff(struct t_ctx *ctx __attribute__((unused)))
 	p.dst.map[0] = moved;
 	/* Missing pages of the moved mapping are poisoned on free: unmap
 	 * them rather than touch. */
-	pair_end(&p, t);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -523,13 +424,6 @@ int main(void)
 		{ "unmap-mid-handoff", unmap_mid_handoff },
 		{ "mremap-mid-handoff", mremap_mid_handoff },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	t_watchdog(280);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 280,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

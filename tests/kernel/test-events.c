@@ -28,84 +28,13 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* A same-process pair: the source runs in a thread of its own. */
-struct pair {
-	struct guest src, dst;
-	uint32_t mode, threads;
-	int sv[2];
-	pthread_t tid;
-	bool joined;
-	int run_ret;
-	char err[256];
-	struct uffdmove_stats st;
-	struct uffdmove_target *t;
-};
-
-static void *source_main(void *arg)
-{
-	struct pair *p = arg;
-	struct uffdmove_region r[GUEST_REGIONS_MAX];
-	struct uffdmove_source_opts o;
-	struct uffdmove_source *s = NULL;
-
-	guest_regions(&p->src, r);
-	uffdmove_source_opts_init(&o);
-	o.mode = p->mode;
-	o.threads = p->threads;
-	p->run_ret = uffdmove_source_new(&s, r, p->src.n, &o);
-	if (!p->run_ret)
-		p->run_ret = uffdmove_source_accept(s, p->sv[0]);
-	if (!p->run_ret)
-		p->run_ret = uffdmove_source_run(s);
-	snprintf(p->err, sizeof(p->err), "%s",
-		 s ? uffdmove_source_error(s) : uffdmove_new_error());
-	if (s)
-		uffdmove_source_stats(s, &p->st);
-	uffdmove_source_free(s);
-	return NULL;
-}
-
-/* Map and fill both sides, hand over, commit: the guest may run. */
-static void pair_start(struct pair *p, const struct guest *layout,
+/* Hand over and commit: the guest may run. */
+static void pair_start(struct guest_pair *p, const struct guest *layout,
 		       uint32_t mode, uint32_t threads)
 {
-	struct uffdmove_region r[GUEST_REGIONS_MAX];
-
-	memset(p, 0, sizeof(*p));
-	p->src = *layout;
-	p->dst = *layout;
-	p->mode = mode;
-	p->threads = threads;
-	guest_map(&p->src);
-	guest_fill(&p->src);
-	guest_map(&p->dst);
-	if (t_seqpacket_pair(p->sv) ||
-	    pthread_create(&p->tid, NULL, source_main, p))
-		t_die("setup");
-	guest_regions(&p->dst, r);
-	if (uffdmove_target_new(&p->t, r, p->dst.n, NULL) ||
-	    uffdmove_target_handoff(p->t, p->sv[1]))
-		t_die("handoff: %s", uffdmove_new_error());
+	guest_pair_start(p, layout, mode, threads);
 	if (uffdmove_target_process(p->t) < 0)
 		t_die("commit: %s", uffdmove_target_error(p->t));
-}
-
-/* Wait for the source to return: its result and stats are then set. */
-static void pair_join(struct pair *p)
-{
-	if (!p->joined)
-		pthread_join(p->tid, NULL);
-	p->joined = true;
-}
-
-static void pair_end(struct pair *p)
-{
-	pair_join(p);
-	uffdmove_target_free(p->t);
-	close(p->sv[0]);
-	close(p->sv[1]);
-	guest_unmap(&p->src);
-	guest_unmap(&p->dst);
 }
 
 /*
@@ -164,7 +93,7 @@ static int move_with_discards(struct t_ctx *ctx)
 	};
 	struct guest_workers w;
 	struct discarder d;
-	struct pair p;
+	struct guest_pair p;
 	uint64_t removes;
 	int ret, bad;
 
@@ -181,14 +110,14 @@ static int move_with_discards(struct t_ctx *ctx)
 	if (ret)	/* let it end, so that nothing outlives this case */
 		uffdmove_target_wait(p.t, 20000);
 	bad = guest_workers_stop(&w);
-	pair_join(&p);
+	guest_pair_join(&p);
 	printf("  %" PRIu64 " discards, %" PRIu64 " reads\n", removes, w.reads);
 	T_CHECK(ret == 0, "the handoff did not complete in 20 s: %s",
 		uffdmove_target_error(p.t));
 	T_CHECK(p.run_ret == 0, "source: %d %s", p.run_ret, p.err);
 	T_CHECK(!bad, "a guest thread read wrong bytes: %s", w.why);
 	T_CHECK(p.st.bytes_moved > 0, "nothing moved");
-	pair_end(&p);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -229,7 +158,7 @@ static int hole_faults(bool discards, uint64_t *handoff_ns)
 	static struct toucher tt[TOUCHERS];
 	struct discarder d = { 0 };
 	pthread_barrier_t go;
-	struct pair p;
+	struct guest_pair p;
 	uint64_t t0, t_done, worst = 0, removes;
 	size_t i, page, last;
 	int ret;
@@ -261,7 +190,7 @@ static int hole_faults(bool discards, uint64_t *handoff_ns)
 		if (tt[i].done_ns - t0 > worst)
 			worst = tt[i].done_ns - t0;
 	}
-	pair_join(&p);
+	guest_pair_join(&p);
 	printf("  handoff %.1f ms, slowest of %d faults %.1f ms, %" PRIu64
 	       " discards, %" PRIu64 " faults, %" PRIu64 " EAGAIN\n",
 	       (double)(t_done - t0) / 1e6, TOUCHERS, (double)worst / 1e6,
@@ -274,7 +203,7 @@ static int hole_faults(bool discards, uint64_t *handoff_ns)
 	T_CHECK(p.st.faults >= TOUCHERS, "%" PRIu64 " faults served",
 		p.st.faults);
 	pthread_barrier_destroy(&go);
-	pair_end(&p);
+	guest_pair_end(&p);
 	*handoff_ns = t_done - t0;
 	return T_PASS;
 }
@@ -307,7 +236,7 @@ static int faults_never_dropped(struct t_ctx *ctx)
 #define DISCARD_PAGES	8		/* per round */
 
 /* The first 2 MiB chunk whose first wanted page has not arrived. */
-static size_t push_frontier(const struct pair *p, size_t from)
+static size_t push_frontier(const struct guest_pair *p, size_t from)
 {
 	size_t n = p->dst.spec[0].len / T_HPAGE, c;
 
@@ -327,7 +256,7 @@ static int discard_ahead(bool fenced, uint64_t *stale, uint64_t *raced)
 	struct timespec pause = { 0, 20000 };
 	unsigned int seed = fenced ? 1 : 2;
 	uint8_t *gone, *a;
-	struct pair p;
+	struct guest_pair p;
 	int ret = 0;
 
 	gone = calloc(npages, 1);
@@ -352,7 +281,7 @@ static int discard_ahead(bool fenced, uint64_t *stale, uint64_t *raced)
 		nanosleep(&pause, NULL);	/* a steady stream, not a storm */
 	}
 	T_CHECK(ret == 1, "handoff: %d %s", ret, uffdmove_target_error(p.t));
-	pair_join(&p);
+	guest_pair_join(&p);
 	T_CHECK(p.run_ret == 0, "source: %s", p.err);
 	*stale = 0;
 	for (i = 0; i < npages; i++) {
@@ -371,7 +300,7 @@ static int discard_ahead(bool fenced, uint64_t *stale, uint64_t *raced)
 	       fenced ? "uffdmove_target_discard" : "raw madvise", off,
 	       *stale, *raced);
 	free(gone);
-	pair_end(&p);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -415,7 +344,7 @@ static int split_mappings(struct t_ctx *ctx)
 		.n = 1, .seed = 808, .hole_pct = 10,
 		.spec = { { "ram0", 32UL << 20, false, 0 } },
 	};
-	struct pair p;
+	struct guest_pair p;
 	char why[256];
 	size_t c;
 	int ret;
@@ -425,12 +354,12 @@ static int split_mappings(struct t_ctx *ctx)
 		madvise(p.dst.addr[0] + c * T_HPAGE + 77 * T_PAGE, T_PAGE,
 			MADV_DONTFORK);
 	ret = uffdmove_target_wait(p.t, 20000);
-	pair_join(&p);
+	guest_pair_join(&p);
 	T_CHECK(ret == 0, "wait: %s", uffdmove_target_error(p.t));
 	T_CHECK(p.run_ret == 0, "source: %s", p.err);
 	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
 	printf("  %zu splits, every byte arrived\n", c);
-	pair_end(&p);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -443,7 +372,7 @@ static int discard_then_reuse(struct t_ctx *ctx)
 		.spec = { { "ram0", 64UL << 20, false, 0 } },
 	};
 	const size_t off = 48UL << 20, len = 1UL << 20;
-	struct pair p;
+	struct guest_pair p;
 	uint8_t *a;
 	size_t i;
 	int ret;
@@ -454,12 +383,12 @@ static int discard_then_reuse(struct t_ctx *ctx)
 		uffdmove_target_error(p.t));
 	memset(a, 0xab, len);
 	ret = uffdmove_target_wait(p.t, 20000);
-	pair_join(&p);
+	guest_pair_join(&p);
 	T_CHECK(ret == 0, "wait: %s", uffdmove_target_error(p.t));
 	for (i = 0; i < len; i++)
 		T_CHECK(a[i] == 0xab, "byte %zu written after the discard is %#x",
 			i, a[i]);
-	pair_end(&p);
+	guest_pair_end(&p);
 	return T_PASS;
 }
 
@@ -473,13 +402,6 @@ int main(void)
 		{ "split-mappings", split_mappings },
 		{ "discard-then-reuse", discard_then_reuse },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	t_watchdog(100);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 100,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

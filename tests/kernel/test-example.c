@@ -145,8 +145,8 @@ static bool exited_with(const struct run *r, int code)
 	       WEXITSTATUS(r->status) == code;
 }
 
-/* The number after "key": in a flat JSON object; false if absent. */
-static bool json_u64(const char *json, const char *key, uint64_t *v)
+/* The number after "key": in a flat JSON object; NULL if absent. */
+static const char *json_number(const char *json, const char *key)
 {
 	char pat[64];
 	const char *p;
@@ -154,32 +154,29 @@ static bool json_u64(const char *json, const char *key, uint64_t *v)
 	snprintf(pat, sizeof(pat), "\"%s\":", key);
 	p = strstr(json, pat);
 	if (!p)
-		return false;
+		return NULL;
 	p += strlen(pat);
 	while (*p == ' ')
 		p++;
-	if (*p < '0' || *p > '9')
-		return false;
-	*v = strtoull(p, NULL, 10);
-	return true;
+	return *p >= '0' && *p <= '9' ? p : NULL;
+}
+
+static bool json_u64(const char *json, const char *key, uint64_t *v)
+{
+	const char *p = json_number(json, key);
+
+	if (p)
+		*v = strtoull(p, NULL, 10);
+	return p != NULL;
 }
 
 static bool json_double(const char *json, const char *key, double *v)
 {
-	char pat[64];
-	const char *p;
+	const char *p = json_number(json, key);
 
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	if (!p)
-		return false;
-	p += strlen(pat);
-	while (*p == ' ')
-		p++;
-	if (*p < '0' || *p > '9')
-		return false;
-	*v = strtod(p, NULL);
-	return true;
+	if (p)
+		*v = strtod(p, NULL);
+	return p != NULL;
 }
 
 static const char *example(struct t_ctx *ctx)
@@ -323,16 +320,10 @@ int main(int argc, char **argv)
 		{ "kill-source-poison", killed_source_poison },
 		{ "kill-source-mid-pull", killed_puller_source },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
 	const char *exe = argc > 1 ? argv[1] : getenv("POSTCOPY_UPGRADE");
 
-	t_watchdog(110);
 	if (!exe || access(exe, X_OK))
 		t_skip("examples/postcopy_upgrade not built (-Dexamples=false?)");
-	ctx.priv = (void *)exe;
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 110, T_NEED_KERNEL_FAULTS,
+		      (void *)exe);
 }

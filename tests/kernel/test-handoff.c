@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -219,23 +218,12 @@ static int cross_process(struct t_ctx *ctx, bool pull)
 	uint64_t before;
 	pid_t pid;
 
-	guest_map(&g);
-	guest_fill(&g);
-	/* A forked child would COW-share the source's pages; a real new VMM
-	 * is exec'ed. */
-	for (size_t r = 0; r < g.n; r++)
-		madvise(g.map[r], g.maplen[r], MADV_DONTFORK);
+	guest_map_source(&g);
 	before = t_anon_huge_bytes_range(0, g.addr[1], g.spec[1].len);
 	guest_regions(&g, regions);
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-	pid = fork();
-	T_CHECK(pid >= 0, "fork");
-	if (pid == 0) {
-		t_child(120);
-		close(sv[0]);
+	pid = t_fork_peer(sv, 120);
+	if (pid == 0)
 		_exit(target_main(sv[1], pull));
-	}
-	close(sv[1]);
 	uffdmove_source_opts_init(&so);
 	so.pull = pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
 	T_CHECK(uffdmove_source_new(&s, regions, g.n, &so) == 0, "source_new");
@@ -289,12 +277,6 @@ int main(void)
 		{ "cross-process-pull", cross_process_pull },
 		{ "cross-process-copy", cross_process_copy },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	t_watchdog(240);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 240,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

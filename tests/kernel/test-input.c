@@ -351,19 +351,11 @@ static int run_hostile(const struct hostile *h)
 	guest_map(&g);
 	guest_fill(&g);
 	guest_regions(&g, r);
-	if (t_seqpacket_pair(sv))
-		t_die("socketpair");
-	pid = fork();
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
-		void *ram;
-
-		t_child(30);
-		close(sv[0]);
-		ram = t_map(RLEN, false);
-		ret = h->speak(sv[1], ram);
+		ret = h->speak(sv[1], t_map(RLEN, false));
 		_exit(ret ? ret : await_reject(sv[1], -h->want));
 	}
-	close(sv[1]);
 	fds = t_count_fds();
 	T_CHECK(uffdmove_source_new(&s, r, 1, NULL) == 0, "source_new");
 	ret = uffdmove_source_accept(s, sv[0]);
@@ -435,18 +427,13 @@ static int real_target(int sock)
 	return PEER_OK;
 }
 
+/* @peer on sv[1] in a child process; sv[0] is ours. */
 static pid_t fork_peer(int sv[2], int (*peer)(int sock))
 {
-	pid_t pid = fork();
+	pid_t pid = t_fork_peer(sv, 30);
 
-	if (pid < 0)
-		t_die("fork: %m");
-	if (pid == 0) {
-		t_child(30);
-		close(sv[0]);
+	if (pid == 0)
 		_exit(peer(sv[1]));
-	}
-	close(sv[1]);
 	return pid;
 }
 
@@ -464,12 +451,8 @@ static int accept_retry_no_leak(struct t_ctx *ctx)
 	int sv[2], sv2[2], fds, ret, status;
 	pid_t pid;
 
-	guest_map(&g);
-	guest_fill(&g);
-	/* The targets need none of it, and a fork would COW-share it. */
-	madvise(g.map[0], g.maplen[0], MADV_DONTFORK);
+	guest_map_source(&g);
 	guest_regions(&g, r);
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
 	pid = fork_peer(sv, hello_and_leave);
 	/* Once it is gone, no answer can reach it. */
 	status = t_wait(pid);
@@ -487,7 +470,6 @@ static int accept_retry_no_leak(struct t_ctx *ctx)
 		"the failed accept changed source memory: %s", why);
 	close(sv[0]);
 
-	T_CHECK(t_seqpacket_pair(sv2) == 0, "socketpair");
 	pid = fork_peer(sv2, real_target);
 	ret = uffdmove_source_accept(s, sv2[0]);
 	printf("  second accept: %d %s\n", ret, uffdmove_source_error(s));
@@ -646,16 +628,12 @@ static int range_done_flood(struct t_ctx *ctx)
 	long grew;
 	pid_t pid;
 
-	T_CHECK(t_seqpacket_pair(sv) == 0 && pipe2(out, O_CLOEXEC) == 0,
-		"socketpair/pipe");
-	pid = fork();
+	T_CHECK(pipe2(out, O_CLOEXEC) == 0, "pipe");
+	pid = t_fork_peer(sv, 90);
 	if (pid == 0) {
-		t_child(90);
-		close(sv[0]);
 		close(out[0]);
 		_exit(flood_target(sv[1], out[1]));
 	}
-	close(sv[1]);
 	close(out[1]);
 	ret = flood_source(sv[0]);
 	if (ret)
@@ -747,16 +725,12 @@ static int done_without_data(struct t_ctx *ctx)
 	int sv[2], out[2], ret;
 	pid_t pid;
 
-	T_CHECK(t_seqpacket_pair(sv) == 0 && pipe2(out, O_CLOEXEC) == 0,
-		"socketpair/pipe");
-	pid = fork();
+	T_CHECK(pipe2(out, O_CLOEXEC) == 0, "pipe");
+	pid = t_fork_peer(sv, 30);
 	if (pid == 0) {
-		t_child(30);
-		close(sv[0]);
 		close(out[0]);
 		_exit(liar_target(sv[1], out[1]));
 	}
-	close(sv[1]);
 	close(out[1]);
 	ret = liar_source(sv[0]);
 	if (read(out[0], &res, sizeof(res)) != (ssize_t)sizeof(res))
@@ -805,20 +779,15 @@ static int discard_poisoned(struct t_ctx *ctx)
 
 	if (!ctx->caps->poison)
 		return t_case_skip(ctx, "kernel has no UFFDIO_POISON");
-	T_CHECK(t_seqpacket_pair(sv) == 0, "socketpair");
-	pid = fork();
-	if (pid == 0) {
-		t_child(30);
-		close(sv[1]);
-		_exit(quitting_source(sv[0]));
-	}
-	close(sv[0]);
+	pid = t_fork_peer(sv, 30);
+	if (pid == 0)
+		_exit(quitting_source(sv[1]));
 	r.addr = t_map(LIAR_LEN, false);
 	uffdmove_target_opts_init(&o);
 	o.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_POISON;
 	T_CHECK(push_target_new(&t, &r, &o) == 0, "target_new: %s",
 		uffdmove_new_error());
-	T_CHECK(uffdmove_target_handoff(t, sv[1]) == 0, "handoff: %s",
+	T_CHECK(uffdmove_target_handoff(t, sv[0]) == 0, "handoff: %s",
 		uffdmove_target_error(t));
 	ret = uffdmove_target_wait(t, 5000);
 	T_CHECK(ret == -EIO, "wait returned %d: %s", ret,
@@ -830,7 +799,7 @@ static int discard_poisoned(struct t_ctx *ctx)
 	T_CHECK(t_is_zero(r.addr, 2 * T_HPAGE), "discarded range not zero");
 	printf("  poisoned range discarded, reads zero\n");
 	uffdmove_target_free(t);	/* the rest stays poisoned */
-	close(sv[1]);
+	close(sv[0]);
 	t_unmap(r.addr, LIAR_LEN);
 	return T_PASS;
 }
@@ -914,12 +883,6 @@ int main(void)
 		{ "zero-length-hello", zero_length_hello },
 		{ "uffd-without-api", uffd_without_api },
 	};
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	t_watchdog(110);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	t_require_kernel_faults(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 110,
+		      T_NEED_KERNEL_FAULTS, NULL);
 }

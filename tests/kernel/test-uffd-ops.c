@@ -36,6 +36,45 @@ static int open_uffd(uint64_t features)
 	return fd;
 }
 
+/* What most cases work on: a uffd, a source and a destination mapping. */
+struct pair {
+	int fd;
+	char *src, *dst;
+	size_t src_len, dst_len;
+};
+
+/*
+ * A uffd with @features and fresh, untouched mappings (no source when
+ * @src_len is 0); exits 1 if any of it fails.
+ */
+static void pair_open(struct pair *p, uint64_t features, size_t src_len,
+		      size_t dst_len, bool thp)
+{
+	p->fd = open_uffd(features);
+	p->src_len = src_len;
+	p->dst_len = dst_len;
+	p->src = src_len ? t_map(src_len, thp) : NULL;
+	p->dst = t_map(dst_len, thp);
+}
+
+/* All of dst registered for missing-page faults; exits 1 if that fails. */
+static void pair_register(const struct pair *p)
+{
+	int ret = uffd_register(p->fd, p->dst, p->dst_len,
+				UFFDIO_REGISTER_MODE_MISSING, NULL);
+
+	if (ret)
+		t_die("uffd_register of %zu bytes: %s", p->dst_len,
+		      strerror(-ret));
+}
+
+static void pair_close(struct pair *p)
+{
+	close(p->fd);
+	t_unmap(p->src, p->src_len);
+	t_unmap(p->dst, p->dst_len);
+}
+
 static bool present(const void *addr)
 {
 	return t_pagemap(addr) & T_PM_PRESENT;
@@ -90,136 +129,116 @@ static int test_open_api_register(struct t_ctx *ctx)
 static int test_copy_4k(struct t_ctx *ctx)
 {
 	size_t done = 1, bad = 0;
-	char *src, *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
-	fd = open_uffd(0);
-	src = t_map(T_PAGE, false);
-	dst = t_map(2 * T_PAGE, false);
-	t_fill(src, T_PAGE, SEED, 7);
-	ret = uffd_register(fd, dst, 2 * T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, 0, T_PAGE, 2 * T_PAGE, false);
+	t_fill(p.src, T_PAGE, SEED, 7);
+	pair_register(&p);
 
-	ret = uffd_copy(fd, (uintptr_t)dst, src, T_PAGE, 0, &done);
+	ret = uffd_copy(p.fd, (uintptr_t)p.dst, p.src, T_PAGE, 0, &done);
 	T_CHECK(ret == 0, "uffd_copy: %s", strerror(-ret));
 	T_CHECK(done == T_PAGE, "done %zu", done);
-	T_CHECK(t_verify(dst, T_PAGE, SEED, 7, &bad) == 0,
+	T_CHECK(t_verify(p.dst, T_PAGE, SEED, 7, &bad) == 0,
 		"copied page differs at byte %zu", bad);
 	/* COPY leaves the source intact, and fills only what it was asked */
-	T_CHECK(t_verify(src, T_PAGE, SEED, 7, &bad) == 0,
+	T_CHECK(t_verify(p.src, T_PAGE, SEED, 7, &bad) == 0,
 		"source changed at byte %zu", bad);
-	T_CHECK(!present(dst + T_PAGE), "neighbour page became present");
+	T_CHECK(!present(p.dst + T_PAGE), "neighbour page became present");
 
 	/* an unmapped source: EFAULT, nothing done */
-	ret = uffd_copy(fd, (uintptr_t)dst + T_PAGE, (void *)8, T_PAGE, 0,
+	ret = uffd_copy(p.fd, (uintptr_t)p.dst + T_PAGE, (void *)8, T_PAGE, 0,
 			&done);
 	T_CHECK(ret == -EFAULT, "copy from NULL page: %d, want -EFAULT", ret);
 	T_CHECK(done == 0, "done %zu after EFAULT", done);
 
-	close(fd);
-	t_unmap(src, T_PAGE);
-	t_unmap(dst, 2 * T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
 static int test_zeropage(struct t_ctx *ctx)
 {
 	size_t done = 1;
-	char *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
-	fd = open_uffd(0);
-	dst = t_map(2 * T_PAGE, false);
-	ret = uffd_register(fd, dst, 2 * T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, 0, 0, 2 * T_PAGE, false);
+	pair_register(&p);
 
-	ret = uffd_zeropage(fd, (uintptr_t)dst, T_PAGE, &done);
+	ret = uffd_zeropage(p.fd, (uintptr_t)p.dst, T_PAGE, &done);
 	T_CHECK(ret == 0, "uffd_zeropage: %s", strerror(-ret));
 	T_CHECK(done == T_PAGE, "done %zu", done);
-	T_CHECK(present(dst), "zeropage'd page is not present");
+	T_CHECK(present(p.dst), "zeropage'd page is not present");
 	/* would block forever (watchdog) if the page were still missing */
-	T_CHECK(t_is_zero(dst, T_PAGE), "zeropage'd page is not zero");
-	T_CHECK(!present(dst + T_PAGE), "neighbour page became present");
+	T_CHECK(t_is_zero(p.dst, T_PAGE), "zeropage'd page is not zero");
+	T_CHECK(!present(p.dst + T_PAGE), "neighbour page became present");
 
 	/* ZEROPAGE onto a present page */
-	ret = uffd_zeropage(fd, (uintptr_t)dst, T_PAGE, &done);
+	ret = uffd_zeropage(p.fd, (uintptr_t)p.dst, T_PAGE, &done);
 	T_CHECK(ret == -EEXIST, "second zeropage: %d, want -EEXIST", ret);
 	T_CHECK(done == 0, "done %zu after EEXIST", done);
 
-	close(fd);
-	t_unmap(dst, 2 * T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
 static int test_copy_eexist(struct t_ctx *ctx)
 {
 	size_t done = 1, bad = 0;
-	char *src, *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
-	fd = open_uffd(0);
-	src = t_map(T_PAGE, false);
-	dst = t_map(T_PAGE, false);
-	t_fill(src, T_PAGE, SEED, 1);
-	t_fill(dst, T_PAGE, SEED, 2);	/* present before registering */
-	ret = uffd_register(fd, dst, T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, 0, T_PAGE, T_PAGE, false);
+	t_fill(p.src, T_PAGE, SEED, 1);
+	t_fill(p.dst, T_PAGE, SEED, 2);	/* present before registering */
+	pair_register(&p);
 
-	ret = uffd_copy(fd, (uintptr_t)dst, src, T_PAGE, 0, &done);
+	ret = uffd_copy(p.fd, (uintptr_t)p.dst, p.src, T_PAGE, 0, &done);
 	T_CHECK(ret == -EEXIST, "copy onto present page: %d, want -EEXIST",
 		ret);
 	T_CHECK(done == 0, "done %zu after EEXIST", done);
-	T_CHECK(t_verify(dst, T_PAGE, SEED, 2, &bad) == 0,
+	T_CHECK(t_verify(p.dst, T_PAGE, SEED, 2, &bad) == 0,
 		"present page overwritten at byte %zu", bad);
 
-	close(fd);
-	t_unmap(src, T_PAGE);
-	t_unmap(dst, T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
 static int test_move_4k(struct t_ctx *ctx)
 {
 	size_t done = 0, bad = 0;
-	char *src, *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
 	if (!ctx->caps->move)
 		return t_case_skip(ctx, "kernel offers no UFFD_FEATURE_MOVE");
-	fd = open_uffd(UFFD_FEATURE_MOVE);
-	src = t_map(T_PAGE, false);
-	dst = t_map(T_PAGE, false);
-	t_fill(src, T_PAGE, SEED, 3);
-	T_CHECK(t_pagemap(src) & T_PM_EXCLUSIVE, "fresh page not exclusive");
-	ret = uffd_register(fd, dst, T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, UFFD_FEATURE_MOVE, T_PAGE, T_PAGE, false);
+	t_fill(p.src, T_PAGE, SEED, 3);
+	T_CHECK(t_pagemap(p.src) & T_PM_EXCLUSIVE, "fresh page not exclusive");
+	pair_register(&p);
 
-	ret = uffd_move(fd, (uintptr_t)dst, (uintptr_t)src, T_PAGE, 0, &done);
+	ret = uffd_move(p.fd, (uintptr_t)p.dst, (uintptr_t)p.src, T_PAGE, 0,
+			&done);
 	T_CHECK(ret == 0, "uffd_move: %s", strerror(-ret));
 	T_CHECK(done == T_PAGE, "done %zu", done);
 	/* the source is a hole now: bit 63 clear before anything reads it */
-	T_CHECK(!present(src), "source still present after MOVE");
-	T_CHECK(t_verify(dst, T_PAGE, SEED, 3, &bad) == 0,
+	T_CHECK(!present(p.src), "source still present after MOVE");
+	T_CHECK(t_verify(p.dst, T_PAGE, SEED, 3, &bad) == 0,
 		"moved page differs at byte %zu", bad);
 	/* the hole refaults as a fresh zero page (src is not registered) */
-	T_CHECK(t_is_zero(src, T_PAGE), "source hole does not read zero");
+	T_CHECK(t_is_zero(p.src, T_PAGE), "source hole does not read zero");
 
 	/* moving again onto the now present destination */
-	t_fill(src, T_PAGE, SEED, 4);
-	ret = uffd_move(fd, (uintptr_t)dst, (uintptr_t)src, T_PAGE, 0, &done);
+	t_fill(p.src, T_PAGE, SEED, 4);
+	ret = uffd_move(p.fd, (uintptr_t)p.dst, (uintptr_t)p.src, T_PAGE, 0,
+			&done);
 	T_CHECK(ret == -EEXIST, "move onto present page: %d, want -EEXIST",
 		ret);
 	T_CHECK(done == 0, "done %zu after EEXIST", done);
-	T_CHECK(t_verify(src, T_PAGE, SEED, 4, &bad) == 0,
+	T_CHECK(t_verify(p.src, T_PAGE, SEED, 4, &bad) == 0,
 		"source changed by a refused MOVE at byte %zu", bad);
 
-	close(fd);
-	t_unmap(src, T_PAGE);
-	t_unmap(dst, T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
@@ -241,105 +260,87 @@ static int test_move_thp(struct t_ctx *ctx)
 {
 	uint64_t huge;
 	size_t done = 0, bad = 0;
-	char *src, *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
 	if (!ctx->caps->move)
 		return t_case_skip(ctx, "kernel offers no UFFD_FEATURE_MOVE");
-	fd = open_uffd(UFFD_FEATURE_MOVE);
-	src = t_map(T_HPAGE, true);
-	dst = t_map(T_HPAGE, true);
-	t_fill(src, T_HPAGE, SEED, 100);
-	huge = t_anon_huge_bytes_range(0, src, T_HPAGE);
+	pair_open(&p, UFFD_FEATURE_MOVE, T_HPAGE, T_HPAGE, true);
+	t_fill(p.src, T_HPAGE, SEED, 100);
+	huge = t_anon_huge_bytes_range(0, p.src, T_HPAGE);
 	if (huge < T_HPAGE) {
-		close(fd);
-		t_unmap(src, T_HPAGE);
-		t_unmap(dst, T_HPAGE);
+		pair_close(&p);
 		return t_case_skip(ctx, "source did not get a THP "
 				   "(AnonHugePages %llu kB, THP mode %s)",
 				   (unsigned long long)huge / 1024,
 				   thp_name(ctx->caps->thp_mode));
 	}
-	ret = uffd_register(fd, dst, T_HPAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_register(&p);
 
-	ret = uffd_move(fd, (uintptr_t)dst, (uintptr_t)src, T_HPAGE, 0,
+	ret = uffd_move(p.fd, (uintptr_t)p.dst, (uintptr_t)p.src, T_HPAGE, 0,
 			&done);
 	T_CHECK(ret == 0, "uffd_move 2 MiB: %s", strerror(-ret));
 	T_CHECK(done == T_HPAGE, "done %zu", done);
-	T_CHECK(!present(src) && !present(src + T_HPAGE - T_PAGE),
+	T_CHECK(!present(p.src) && !present(p.src + T_HPAGE - T_PAGE),
 		"source still present after MOVE");
 	/* moved as one PMD: the huge page arrived whole */
-	huge = t_anon_huge_bytes_range(0, dst, T_HPAGE);
+	huge = t_anon_huge_bytes_range(0, p.dst, T_HPAGE);
 	T_CHECK(huge >= T_HPAGE, "target AnonHugePages %llu kB after MOVE",
 		(unsigned long long)huge / 1024);
-	T_CHECK(t_verify(dst, T_HPAGE, SEED, 100, &bad) == 0,
+	T_CHECK(t_verify(p.dst, T_HPAGE, SEED, 100, &bad) == 0,
 		"moved THP differs at byte %zu", bad);
 
-	close(fd);
-	t_unmap(src, T_HPAGE);
-	t_unmap(dst, T_HPAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
 static int test_move_enoent(struct t_ctx *ctx)
 {
 	size_t done = 1;
-	char *src, *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
 	if (!ctx->caps->move)
 		return t_case_skip(ctx, "kernel offers no UFFD_FEATURE_MOVE");
-	fd = open_uffd(UFFD_FEATURE_MOVE);
-	src = t_map(T_PAGE, false);	/* never touched: a hole */
-	dst = t_map(T_PAGE, false);
-	ret = uffd_register(fd, dst, T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	/* the source is never touched: a hole */
+	pair_open(&p, UFFD_FEATURE_MOVE, T_PAGE, T_PAGE, false);
+	pair_register(&p);
 
-	ret = uffd_move(fd, (uintptr_t)dst, (uintptr_t)src, T_PAGE, 0, &done);
+	ret = uffd_move(p.fd, (uintptr_t)p.dst, (uintptr_t)p.src, T_PAGE, 0,
+			&done);
 	T_CHECK(ret == -ENOENT, "move of a hole: %d, want -ENOENT", ret);
 	T_CHECK(done == 0, "done %zu after ENOENT", done);
-	T_CHECK(!present(dst), "destination became present");
+	T_CHECK(!present(p.dst), "destination became present");
 
-	close(fd);
-	t_unmap(src, T_PAGE);
-	t_unmap(dst, T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
 static int test_move_src_holes(struct t_ctx *ctx)
 {
 	size_t done = 0, bad = 0;
-	char *src, *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
 	if (!ctx->caps->move)
 		return t_case_skip(ctx, "kernel offers no UFFD_FEATURE_MOVE");
-	fd = open_uffd(UFFD_FEATURE_MOVE);
-	src = t_map(2 * T_PAGE, false);
-	dst = t_map(2 * T_PAGE, false);
-	t_fill(src, T_PAGE, SEED, 5);	/* page 1 stays a hole */
-	T_CHECK(!present(src + T_PAGE), "hole page is present");
-	ret = uffd_register(fd, dst, 2 * T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, UFFD_FEATURE_MOVE, 2 * T_PAGE, 2 * T_PAGE, false);
+	t_fill(p.src, T_PAGE, SEED, 5);	/* page 1 stays a hole */
+	T_CHECK(!present(p.src + T_PAGE), "hole page is present");
+	pair_register(&p);
 
-	ret = uffd_move(fd, (uintptr_t)dst, (uintptr_t)src, 2 * T_PAGE,
+	ret = uffd_move(p.fd, (uintptr_t)p.dst, (uintptr_t)p.src, 2 * T_PAGE,
 			UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, &done);
 	T_CHECK(ret == 0, "move with ALLOW_SRC_HOLES: %s", strerror(-ret));
 	T_CHECK(done == 2 * T_PAGE, "done %zu", done);
-	T_CHECK(!present(src), "source page still present");
-	T_CHECK(present(dst), "moved page not present in the destination");
+	T_CHECK(!present(p.src), "source page still present");
+	T_CHECK(present(p.dst), "moved page not present in the destination");
 	/* the hole stays missing: a later fault still reaches the handler */
-	T_CHECK(!present(dst + T_PAGE), "hole became present in the target");
-	T_CHECK(t_verify(dst, T_PAGE, SEED, 5, &bad) == 0,
+	T_CHECK(!present(p.dst + T_PAGE), "hole became present in the target");
+	T_CHECK(t_verify(p.dst, T_PAGE, SEED, 5, &bad) == 0,
 		"moved page differs at byte %zu", bad);
 
-	close(fd);
-	t_unmap(src, 2 * T_PAGE);
-	t_unmap(dst, 2 * T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
@@ -347,20 +348,17 @@ static int test_poison(struct t_ctx *ctx)
 {
 	struct rlimit no_core = { 0, 0 };
 	size_t done = 0;
-	int fd, ret, status;
-	char *dst;
+	int ret, status;
+	struct pair p;
 	pid_t pid;
 
 	if (!ctx->caps->poison)
 		return t_case_skip(ctx,
 				   "kernel offers no UFFD_FEATURE_POISON");
-	fd = open_uffd(UFFD_FEATURE_POISON);
-	dst = t_map(2 * T_PAGE, false);
-	ret = uffd_register(fd, dst, 2 * T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, UFFD_FEATURE_POISON, 0, 2 * T_PAGE, false);
+	pair_register(&p);
 
-	ret = uffd_poison(fd, (uintptr_t)dst, T_PAGE, &done);
+	ret = uffd_poison(p.fd, (uintptr_t)p.dst, T_PAGE, &done);
 	T_CHECK(ret == 0, "uffd_poison: %s", strerror(-ret));
 	T_CHECK(done == T_PAGE, "done %zu", done);
 
@@ -371,7 +369,7 @@ static int test_poison(struct t_ctx *ctx)
 		setrlimit(RLIMIT_CORE, &no_core);
 		/* sanitizers catch SIGBUS and exit 1: die of it instead */
 		signal(SIGBUS, SIG_DFL);
-		(void)*(volatile char *)dst;
+		(void)*(volatile char *)p.dst;
 		_exit(0);	/* reached only if the touch did not SIGBUS */
 	}
 	status = t_wait(pid);
@@ -380,11 +378,10 @@ static int test_poison(struct t_ctx *ctx)
 		status);
 
 	/* POISON only fills missing pages */
-	ret = uffd_poison(fd, (uintptr_t)dst, T_PAGE, &done);
+	ret = uffd_poison(p.fd, (uintptr_t)p.dst, T_PAGE, &done);
 	T_CHECK(ret == -EEXIST, "second poison: %d, want -EEXIST", ret);
 
-	close(fd);
-	t_unmap(dst, 2 * T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
@@ -410,41 +407,37 @@ static int test_wake(struct t_ctx *ctx)
 	struct uffd_msg msg;
 	struct pollfd pfd;
 	size_t done = 0, bad = 0;
-	char *src, *dst;
+	struct pair p;
 	pthread_t th;
-	int fd, ret;
+	int ret;
 	ssize_t n;
 
-	fd = open_uffd(0);
-	src = t_map(T_PAGE, false);
-	dst = t_map(T_PAGE, false);
-	t_fill(src, T_PAGE, SEED, 6);
-	ret = uffd_register(fd, dst, T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, 0, T_PAGE, T_PAGE, false);
+	t_fill(p.src, T_PAGE, SEED, 6);
+	pair_register(&p);
 
-	w.addr = (const volatile uint64_t *)dst;
+	w.addr = (const volatile uint64_t *)p.dst;
 	ret = pthread_create(&th, NULL, fault_thread, &w);
 	T_CHECK(ret == 0, "pthread_create: %s", strerror(ret));
 
-	pfd = (struct pollfd){ .fd = fd, .events = POLLIN };
+	pfd = (struct pollfd){ .fd = p.fd, .events = POLLIN };
 	ret = poll(&pfd, 1, 5000);
 	T_CHECK(ret == 1 && (pfd.revents & POLLIN), "no fault event");
-	n = read(fd, &msg, sizeof(msg));
+	n = read(p.fd, &msg, sizeof(msg));
 	T_CHECK(n == (ssize_t)sizeof(msg), "read uffd_msg: %zd", n);
 	T_CHECK(msg.event == UFFD_EVENT_PAGEFAULT &&
-		msg.arg.pagefault.address == (uintptr_t)dst,
+		msg.arg.pagefault.address == (uintptr_t)p.dst,
 		"event %u at 0x%llx, want a fault at %p", msg.event,
-		(unsigned long long)msg.arg.pagefault.address, (void *)dst);
+		(unsigned long long)msg.arg.pagefault.address, (void *)p.dst);
 
 	/* resolve without waking: the thread must stay asleep */
-	ret = uffd_copy(fd, (uintptr_t)dst, src, T_PAGE,
+	ret = uffd_copy(p.fd, (uintptr_t)p.dst, p.src, T_PAGE,
 			UFFDIO_COPY_MODE_DONTWAKE, &done);
 	T_CHECK(ret == 0, "uffd_copy DONTWAKE: %s", strerror(-ret));
 	nanosleep(&pause, NULL);
 	T_CHECK(!atomic_load(&w.done), "thread ran without UFFDIO_WAKE");
 
-	ret = uffd_wake(fd, (uintptr_t)dst, T_PAGE);
+	ret = uffd_wake(p.fd, (uintptr_t)p.dst, T_PAGE);
 	T_CHECK(ret == 0, "uffd_wake: %s", strerror(-ret));
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += 5;
@@ -453,43 +446,35 @@ static int test_wake(struct t_ctx *ctx)
 	T_CHECK(atomic_load(&w.done), "thread not done after join");
 	T_CHECK(w.seen == t_word(SEED, 6, 0), "thread read 0x%llx",
 		(unsigned long long)w.seen);
-	T_CHECK(t_verify(dst, T_PAGE, SEED, 6, &bad) == 0,
+	T_CHECK(t_verify(p.dst, T_PAGE, SEED, 6, &bad) == 0,
 		"page differs at byte %zu", bad);
 
-	close(fd);
-	t_unmap(src, T_PAGE);
-	t_unmap(dst, T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
 static int test_unregister(struct t_ctx *ctx)
 {
 	size_t done = 1;
-	char *src, *dst;
-	int fd, ret;
+	struct pair p;
+	int ret;
 
-	fd = open_uffd(0);
-	src = t_map(T_PAGE, false);
-	dst = t_map(2 * T_PAGE, false);
-	t_fill(src, T_PAGE, SEED, 8);
-	ret = uffd_register(fd, dst, 2 * T_PAGE, UFFDIO_REGISTER_MODE_MISSING,
-			    NULL);
-	T_CHECK(ret == 0, "uffd_register: %s", strerror(-ret));
+	pair_open(&p, 0, T_PAGE, 2 * T_PAGE, false);
+	t_fill(p.src, T_PAGE, SEED, 8);
+	pair_register(&p);
 
-	ret = uffd_unregister(fd, dst, 2 * T_PAGE);
+	ret = uffd_unregister(p.fd, p.dst, 2 * T_PAGE);
 	T_CHECK(ret == 0, "uffd_unregister: %s", strerror(-ret));
 	/* no longer ours: the kernel refuses to fill it */
-	ret = uffd_copy(fd, (uintptr_t)dst, src, T_PAGE, 0, &done);
+	ret = uffd_copy(p.fd, (uintptr_t)p.dst, p.src, T_PAGE, 0, &done);
 	T_CHECK(ret == -ENOENT, "copy after unregister: %d, want -ENOENT",
 		ret);
 	T_CHECK(done == 0, "done %zu after ENOENT", done);
 	/* and a touch zero-fills instead of blocking (watchdog otherwise) */
-	T_CHECK(t_is_zero(dst, 2 * T_PAGE), "unregistered range not zero");
-	T_CHECK(present(dst), "touched page not present");
+	T_CHECK(t_is_zero(p.dst, 2 * T_PAGE), "unregistered range not zero");
+	T_CHECK(present(p.dst), "touched page not present");
 
-	close(fd);
-	t_unmap(src, T_PAGE);
-	t_unmap(dst, 2 * T_PAGE);
+	pair_close(&p);
 	return T_PASS;
 }
 
@@ -509,11 +494,5 @@ static const struct t_case cases[] = {
 
 int main(void)
 {
-	struct uffdmove_caps caps;
-	struct t_ctx ctx = { .caps = &caps };
-
-	t_watchdog(50);
-	t_probe(&caps);
-	t_require_uffd(&caps);
-	return t_run_cases(cases, sizeof(cases) / sizeof(cases[0]), &ctx);
+	return t_main(cases, T_ARRAY_SIZE(cases), 50, T_NEED_UFFD, NULL);
 }

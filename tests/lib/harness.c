@@ -188,25 +188,6 @@ static FILE *open_proc(pid_t pid, const char *name)
 	return fopen(path, "re");
 }
 
-uint64_t t_anon_huge_bytes(pid_t pid)
-{
-	unsigned long long kb;
-	uint64_t total = 0;
-	char line[256];
-	FILE *f;
-
-	f = open_proc(pid, "smaps_rollup");
-	if (!f)
-		t_die("t_anon_huge_bytes: smaps_rollup of %d: %s", (int)pid,
-		      strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "AnonHugePages: %llu kB", &kb) == 1)
-			total += kb * 1024;
-	}
-	fclose(f);
-	return total;
-}
-
 uint64_t t_anon_huge_bytes_range(pid_t pid, void *addr, size_t len)
 {
 	uintptr_t lo = (uintptr_t)addr, hi = lo + len;
@@ -282,6 +263,25 @@ int t_seqpacket_pair(int sv[2])
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
 	return 0;
+}
+
+pid_t t_fork_peer(int sv[2], unsigned int watchdog_s)
+{
+	int ret = t_seqpacket_pair(sv);
+	pid_t pid;
+
+	if (ret)
+		t_die("socketpair: %s", strerror(-ret));
+	pid = fork();
+	if (pid < 0)
+		t_die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		t_child(watchdog_s);
+		close(sv[0]);
+	} else {
+		close(sv[1]);
+	}
+	return pid;
 }
 
 int t_count_fds(void)
@@ -399,4 +399,22 @@ int t_run_cases(const struct t_case *cases, size_t n, struct t_ctx *ctx)
 	if (failed)
 		return T_FAIL;
 	return n && skipped == n ? T_SKIP : T_PASS;
+}
+
+int t_main(const struct t_case *cases, size_t n, unsigned int watchdog_s,
+	   unsigned int needs, void *priv)
+{
+	struct uffdmove_caps caps;
+	struct t_ctx ctx = { .caps = &caps, .priv = priv };
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	t_watchdog(watchdog_s);
+	t_probe(&caps);
+	if (needs & T_NEED_UFFD)
+		t_require_uffd(&caps);
+	if (needs & T_NEED_MOVE)
+		t_require_move(&caps);
+	if (needs & T_NEED_KERNEL_FAULTS)
+		t_require_kernel_faults(&caps);
+	return t_run_cases(cases, n, &ctx);
 }

@@ -76,8 +76,6 @@ int t_verify(const void *p, size_t len, uint64_t seed, uint64_t first_page,
 	     size_t *bad_off);
 bool t_is_zero(const void *p, size_t len);
 
-/* AnonHugePages of /proc/PID/smaps_rollup in bytes (@pid 0 = self). */
-uint64_t t_anon_huge_bytes(pid_t pid);
 /* AnonHugePages in bytes of the VMAs overlapping [addr, addr+len), from
  * /proc/PID/smaps (@pid 0 = self). */
 uint64_t t_anon_huge_bytes_range(pid_t pid, void *addr, size_t len);
@@ -92,6 +90,13 @@ uint64_t t_pagemap(const void *addr);
 
 /* socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC); 0 or -errno. */
 int t_seqpacket_pair(int sv[2]);
+/*
+ * A seqpacket pair and a fork, for a peer in a child process. The child
+ * (0 returned) keeps sv[1], dies with the parent and has a watchdog of
+ * @watchdog_s seconds; the parent (the child's pid returned) keeps sv[0].
+ * Exits 1 if the pair or the fork fails.
+ */
+pid_t t_fork_peer(int sv[2], unsigned int watchdog_s);
 /* Entries in /proc/self/fd (not counting the one used to read it). */
 int t_count_fds(void);
 /* Lines of /proc/self/maps: the number of VMAs. */
@@ -137,5 +142,21 @@ int t_case_skip(struct t_ctx *ctx, const char *fmt, ...)
  * T_SKIP if every case skipped, else T_PASS.
  */
 int t_run_cases(const struct t_case *cases, size_t n, struct t_ctx *ctx);
+
+#define T_ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+
+/* What every case of a program needs; t_main() skips the program without. */
+#define T_NEED_UFFD		(1u << 0)
+#define T_NEED_MOVE		(1u << 1)	/* implies T_NEED_UFFD */
+#define T_NEED_KERNEL_FAULTS	(1u << 2)	/* implies T_NEED_UFFD */
+
+/*
+ * The main() of a case-table program: stdout line-buffered (a forked child
+ * must not inherit unwritten lines), a watchdog of @watchdog_s seconds,
+ * uffdmove_probe(), a skip (77) unless the kernel has all of @needs, then
+ * t_run_cases() with @priv in the context. Returns the exit code.
+ */
+int t_main(const struct t_case *cases, size_t n, unsigned int watchdog_s,
+	   unsigned int needs, void *priv);
 
 #endif /* UFFDMOVE_TEST_HARNESS_H */

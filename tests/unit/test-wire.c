@@ -21,14 +21,14 @@
 #define PAGE		4096ULL
 #define HDR		16
 
-/* Byte offsets of the version-1 layout, from wire.h. */
+/* Byte offsets of the version-3 layout, from wire.h. */
 #define H_MAGIC		0
 #define H_VT		4
 #define H_LEN		8
 #define H_RESV		12
 #define HELLO_FEAT	16
 #define HELLO_N		24
-#define HELLO_RESV	28
+#define HELLO_FLAGS	28
 #define HELLO_CADDR	32
 #define HELLO_COOKIE	40
 #define HELLO_REG	48
@@ -41,7 +41,13 @@
 #define R_IOCTLS	56
 #define BODY		16	/* first body word of the other types */
 #define TEXT		24	/* REJECT/ABORT text */
-#define RANGES		24	/* RANGE_DONE ranges */
+#define RANGES		24	/* RANGE_DONE and RELEASE ranges */
+#define ACC_POP		24	/* ACCEPT: populated */
+#define ACC_CADDR	32	/* ACCEPT: cookie address */
+#define ACC_COOKIE	40	/* ACCEPT: cookie (NONE: why not pulled) */
+#define ACC_PID		48
+#define ACC_RESV	52
+#define ACC_SRC		56	/* ACCEPT(PULL): source addresses */
 
 /* Room for messages one region or one range past the limits. */
 #define BUF_MAX		(WIRE_MSG_MAX + 2 * REG_LEN)
@@ -125,8 +131,11 @@ static void stats(struct uffdmove_stats *st, uint64_t salt)
 	st->eagain_retries = 0x1111000000000011ULL ^ salt;
 	st->elapsed_ns = 0x1212000000000012ULL ^ salt;
 	st->bytes_discard_raced = 0x1313000000000013ULL ^ salt;
+	st->bytes_pulled = 0x1414000000000014ULL ^ salt;
+	st->bytes_released = 0x1515000000000015ULL ^ salt;
 	st->primitive = 0xdeadbe02u ^ (uint32_t)salt;
 	st->move_unused_reason = 0xfeedf00du ^ (uint32_t)salt;
+	st->pull_unused_reason = 0xcafe0005u ^ (uint32_t)salt;
 }
 
 static void ranges(struct wire_msg *m, unsigned int n)
@@ -151,6 +160,23 @@ static void reason(struct wire_msg *m, uint32_t type, uint32_t errnum,
 	snprintf(m->reason.text, sizeof(m->reason.text), "%s", text);
 }
 
+/* ACCEPT(PULL) for @n regions. */
+static void pull_accept(struct wire_msg *m, uint32_t n)
+{
+	uint32_t i;
+
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_ACCEPT;
+	m->accept.primitive = UFFDMOVE_PRIM_PULL;
+	m->accept.n_src = n;
+	m->accept.populated = 3ULL << 30;
+	m->accept.cookie_addr = 0x00007ffd00001000ULL;
+	m->accept.cookie = 0x5eed5eed5eed5eedULL;
+	m->accept.pid = 4242;
+	for (i = 0; i < n; i++)
+		m->accept.src[i] = 0x7f0000000000ULL + ((uint64_t)i << 32);
+}
+
 static void simple(struct wire_msg *m, uint32_t type)
 {
 	memset(m, 0, sizeof(*m));
@@ -163,8 +189,10 @@ static void simple(struct wire_msg *m, uint32_t type)
 		stats(&m->stats, type);
 	if (type == WIRE_HELLO)
 		hello(m, 3);
-	if (type == WIRE_RANGE_DONE)
+	if (type == WIRE_RANGE_DONE || type == WIRE_RELEASE) {
 		ranges(m, 5);
+		m->type = type;
+	}
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -193,6 +221,9 @@ static void assert_stats_equal(const struct uffdmove_stats *a,
 	assert_int_equal(a->elapsed_ns, b->elapsed_ns);
 	assert_int_equal(a->primitive, b->primitive);
 	assert_int_equal(a->move_unused_reason, b->move_unused_reason);
+	assert_true(a->bytes_pulled == b->bytes_pulled);
+	assert_true(a->bytes_released == b->bytes_released);
+	assert_int_equal(a->pull_unused_reason, b->pull_unused_reason);
 }
 
 static void assert_msg_equal(const struct wire_msg *a,
@@ -205,6 +236,7 @@ static void assert_msg_equal(const struct wire_msg *a,
 	case WIRE_HELLO:
 		assert_int_equal(a->hello.features, b->hello.features);
 		assert_int_equal(a->hello.n_regions, b->hello.n_regions);
+		assert_int_equal(a->hello.flags, b->hello.flags);
 		assert_int_equal(a->hello.mm_cookie_addr,
 				 b->hello.mm_cookie_addr);
 		assert_int_equal(a->hello.mm_cookie, b->hello.mm_cookie);
@@ -223,6 +255,12 @@ static void assert_msg_equal(const struct wire_msg *a,
 	case WIRE_ACCEPT:
 		assert_int_equal(a->accept.primitive, b->accept.primitive);
 		assert_true(a->accept.populated == b->accept.populated);
+		assert_int_equal(a->accept.n_src, b->accept.n_src);
+		assert_true(a->accept.cookie_addr == b->accept.cookie_addr);
+		assert_true(a->accept.cookie == b->accept.cookie);
+		assert_int_equal(a->accept.pid, b->accept.pid);
+		for (i = 0; i < a->accept.n_src; i++)
+			assert_true(a->accept.src[i] == b->accept.src[i]);
 		break;
 	case WIRE_REJECT:
 	case WIRE_ABORT:
@@ -234,6 +272,7 @@ static void assert_msg_equal(const struct wire_msg *a,
 		assert_stats_equal(&a->stats, &b->stats);
 		break;
 	case WIRE_RANGE_DONE:
+	case WIRE_RELEASE:
 		assert_int_equal(a->ranges.n, b->ranges.n);
 		for (i = 0; i < a->ranges.n; i++) {
 			assert_int_equal(a->ranges.ranges[i].start,
@@ -319,6 +358,13 @@ static void expect_bad_(const uint8_t *b, size_t len, int err,
 	}
 }
 
+/* @b cut or padded to @len bytes, its header agreeing: refused likewise. */
+#define expect_bad_len(b, len, err, what1, what2)			\
+	do {								\
+		put32(b, H_LEN, (uint32_t)(len));			\
+		expect_bad(b, len, err, what1, what2);			\
+	} while (0)
+
 /* The decoder accepts @b. */
 #define expect_ok(b, len) expect_ok_(b, len, __FILE__, __LINE__)
 
@@ -342,6 +388,15 @@ static size_t hello_bytes(uint8_t *b, unsigned int n)
 	struct wire_msg m;
 
 	hello(&m, n);
+	return encode(&m, b);
+}
+
+/* Encode the simple() message of @type into @b and return its length. */
+static size_t simple_bytes(uint8_t *b, uint32_t type)
+{
+	struct wire_msg m;
+
+	simple(&m, type);
 	return encode(&m, b);
 }
 
@@ -384,9 +439,19 @@ static void test_roundtrip_accept(void **state)
 	simple(&m, WIRE_ACCEPT);
 	m.accept.primitive = UFFDMOVE_PRIM_COPY;
 	m.accept.populated = 1ULL << 40;
-	assert_int_equal(round_trip(&m, b), HDR + 16);
+	assert_int_equal(round_trip(&m, b), HDR + 40);
 	m.accept.primitive = UFFDMOVE_PRIM_MOVE;
-	assert_int_equal(round_trip(&m, b), HDR + 16);
+	assert_int_equal(round_trip(&m, b), HDR + 40);
+	/* Declining a pull: NONE, and why in the cookie word. */
+	simple(&m, WIRE_ACCEPT);
+	m.accept.primitive = UFFDMOVE_PRIM_NONE;
+	m.accept.cookie = UFFDMOVE_PULL_WHY_SAME_MM;
+	assert_int_equal(round_trip(&m, b), HDR + 40);
+	pull_accept(&m, 1);
+	assert_int_equal(round_trip(&m, b), HDR + 40 + 8);
+	pull_accept(&m, UFFDMOVE_REGIONS_MAX);
+	assert_int_equal(round_trip(&m, b),
+			 HDR + 40 + 8 * UFFDMOVE_REGIONS_MAX);
 }
 
 static void test_roundtrip_reject_abort(void **state)
@@ -465,6 +530,9 @@ static void test_roundtrip_range_done(void **state)
 	assert_int_equal(round_trip(&m, b), HDR + 8 + 16);
 	ranges(&m, WIRE_RANGES_MAX);
 	assert_int_equal(round_trip(&m, b), HDR + 8 + WIRE_RANGES_MAX * 16);
+	/* RELEASE has the same body */
+	simple(&m, WIRE_RELEASE);
+	assert_int_equal(round_trip(&m, b), HDR + 8 + 5 * 16);
 }
 
 /*
@@ -480,12 +548,12 @@ static void test_layout(void **state)
 	len = hello_bytes(b, 2);
 	assert_int_equal(get32(b, H_MAGIC), 0x564d4655u);
 	assert_memory_equal(b, "UFMV", 4);
-	assert_int_equal(get32(b, H_VT), 2u | (uint32_t)WIRE_HELLO << 16);
+	assert_int_equal(get32(b, H_VT), 3u | (uint32_t)WIRE_HELLO << 16);
 	assert_int_equal(get32(b, H_LEN), len);
 	assert_int_equal(get32(b, H_RESV), 0);
 	assert_int_equal(get64(b, HELLO_FEAT), 0x8000000000010a5bULL);
 	assert_int_equal(get32(b, HELLO_N), 2);
-	assert_int_equal(get32(b, HELLO_RESV), 0);
+	assert_int_equal(get32(b, HELLO_FLAGS), 0);
 	assert_int_equal(get64(b, HELLO_CADDR), 0x00007ffc12345678ULL);
 	assert_int_equal(get64(b, HELLO_COOKIE), 0xa5a5f00dcafe1234ULL);
 	assert_memory_equal(b + reg_off(1, R_NAME), "ram1\0\0\0\0", 8);
@@ -512,11 +580,26 @@ static void test_layout(void **state)
 	assert_int_equal(get64(b, BODY + 7 * 8), m.stats.faults);
 	assert_int_equal(get64(b, BODY + 17 * 8), m.stats.elapsed_ns);
 	assert_int_equal(get64(b, BODY + 18 * 8), m.stats.bytes_discard_raced);
-	assert_int_equal(get64(b, BODY + 19 * 8),
+	assert_int_equal(get64(b, BODY + 19 * 8), m.stats.bytes_pulled);
+	assert_int_equal(get64(b, BODY + 20 * 8), m.stats.bytes_released);
+	assert_int_equal(get64(b, BODY + 21 * 8),
 			 m.stats.primitive |
 			 (uint64_t)m.stats.move_unused_reason << 32);
-	for (len = 20; len < WIRE_STATS_WORDS; len++)
+	assert_int_equal(get64(b, BODY + 22 * 8), m.stats.pull_unused_reason);
+	for (len = 23; len < WIRE_STATS_WORDS; len++)
 		assert_int_equal(get64(b, BODY + len * 8), 0);
+
+	/* ACCEPT(PULL): populated, cookie, pid, source addresses. */
+	pull_accept(&m, 2);
+	encode(&m, b);
+	assert_int_equal(get32(b, BODY), UFFDMOVE_PRIM_PULL);
+	assert_int_equal(get32(b, BODY + 4), 2);
+	assert_int_equal(get64(b, ACC_POP), 3ULL << 30);
+	assert_int_equal(get64(b, ACC_CADDR), 0x00007ffd00001000ULL);
+	assert_int_equal(get64(b, ACC_COOKIE), 0x5eed5eed5eed5eedULL);
+	assert_int_equal(get32(b, ACC_PID), 4242);
+	assert_int_equal(get32(b, ACC_RESV), 0);
+	assert_int_equal(get64(b, ACC_SRC + 8), 0x7f0100000000ULL);
 
 	reason(&m, WIRE_ABORT, ENOMEM, "out of memory");
 	encode(&m, b);
@@ -529,11 +612,13 @@ static void test_type_names(void **state)
 {
 	static const char *const names[] = {
 		NULL, "HELLO", "ACCEPT", "REJECT", "GO", "PROGRESS",
-		"RANGE_DONE", "DONE", "FIN", "ABORT", "QUERY",
+		"RANGE_DONE", "DONE", "FIN", "ABORT", "QUERY", "PULL",
+		"RELEASE",
 	};
 	uint32_t t;
 
-	for (t = WIRE_HELLO; t <= WIRE_QUERY; t++)
+	assert_int_equal(WIRE_TYPE_MAX, WIRE_RELEASE);
+	for (t = WIRE_HELLO; t <= WIRE_TYPE_MAX; t++)
 		assert_string_equal(wire_type_name(t), names[t]);
 	assert_string_equal(wire_type_name(0), "UNKNOWN");
 	assert_string_equal(wire_type_name(WIRE_TYPE_MAX + 1), "UNKNOWN");
@@ -545,11 +630,9 @@ static void test_type_names(void **state)
 static void test_bad_header(void **state)
 {
 	uint8_t b[BUF_MAX], x[BUF_MAX];
-	struct wire_msg m;
 	size_t len;
 
-	simple(&m, WIRE_GO);
-	len = encode(&m, b);
+	len = simple_bytes(b, WIRE_GO);
 
 	/* short header */
 	expect_bad(b, 0, EPROTO, "shorter", "header");
@@ -569,7 +652,9 @@ static void test_bad_header(void **state)
 	expect_bad(x, len, EPROTO, "version", NULL);
 	put32(x, H_VT, 1 | WIRE_GO << 16);	/* before ACCEPT grew */
 	expect_bad(x, len, EPROTO, "version", NULL);
-	put32(x, H_VT, 3 | WIRE_GO << 16);
+	put32(x, H_VT, 2 | WIRE_GO << 16);	/* before pull */
+	expect_bad(x, len, EPROTO, "version", NULL);
+	put32(x, H_VT, 4 | WIRE_GO << 16);
 	expect_bad(x, len, EPROTO, "version", NULL);
 	put32(x, H_VT, 0xffff | WIRE_GO << 16);
 	expect_bad(x, len, EPROTO, "version", NULL);
@@ -658,8 +743,7 @@ static void test_why_buffer(void **state)
 	char why[8];
 	size_t len;
 
-	simple(&m, WIRE_GO);
-	len = encode(&m, b);
+	len = simple_bytes(b, WIRE_GO);
 	put32(b, H_MAGIC, 0);
 	/* no buffer at all */
 	assert_int_equal(decode(b, len, &m, NULL, 0), -EPROTO);
@@ -684,24 +768,25 @@ static void test_hello_framing(void **state)
 
 	len = hello_bytes(b, 2);
 
-	/* reserved word */
+	/* flags: PULL is the only one */
 	memcpy(x, b, len);
-	put32(x, HELLO_RESV, 1);
-	expect_bad(x, len, EPROTO, "HELLO", "reserved");
+	put32(x, HELLO_FLAGS, WIRE_HELLO_PULL);
+	expect_ok(x, len);
+	put32(x, HELLO_FLAGS, 2);
+	expect_bad(x, len, EPROTO, "HELLO", "flags");
+	put32(x, HELLO_FLAGS, 1u << 31);
+	expect_bad(x, len, EPROTO, "HELLO", "flags");
 
 	/* shorter than the fixed part */
 	memcpy(x, b, len);
-	put32(x, H_LEN, HDR + 31);
-	expect_bad(x, HDR + 31, EPROTO, "HELLO", "short");
-	put32(x, H_LEN, HDR);
-	expect_bad(x, HDR, EPROTO, "HELLO", "short");
+	expect_bad_len(x, HDR + 31, EPROTO, "HELLO", "short");
+	expect_bad_len(x, HDR, EPROTO, "HELLO", "short");
 
 	/* 0 regions, with and without a table */
 	memcpy(x, b, len);
 	put32(x, HELLO_N, 0);
 	expect_bad(x, len, EPROTO, "HELLO", "region count");
-	put32(x, H_LEN, HDR + 32);
-	expect_bad(x, HDR + 32, EPROTO, "HELLO", "region count");
+	expect_bad_len(x, HDR + 32, EPROTO, "HELLO", "region count");
 
 	/* 65 regions with a table of 65 valid ones */
 	len = hello_bytes(b, UFFDMOVE_REGIONS_MAX);
@@ -711,8 +796,7 @@ static void test_hello_framing(void **state)
 	put64(x, len + R_ADDR, get64(x, reg_off(UFFDMOVE_REGIONS_MAX - 1,
 						 R_ADDR)) + (1ULL << 30));
 	put32(x, HELLO_N, UFFDMOVE_REGIONS_MAX + 1);
-	put32(x, H_LEN, (uint32_t)(len + REG_LEN));
-	expect_bad(x, len + REG_LEN, EPROTO, "HELLO", "region count");
+	expect_bad_len(x, len + REG_LEN, EPROTO, "HELLO", "region count");
 	/* a count whose table would not fit any message */
 	len = hello_bytes(b, 1);
 	memcpy(x, b, len);
@@ -730,10 +814,8 @@ static void test_hello_framing(void **state)
 	expect_bad(x, len, EPROTO, "HELLO", "region table");
 	memcpy(x, b, len);
 	memset(x + len, 0, 32);
-	put32(x, H_LEN, (uint32_t)len + 32);
-	expect_bad(x, len + 32, EPROTO, "HELLO", "region table");
-	put32(x, H_LEN, (uint32_t)len - 1);
-	expect_bad(x, len - 1, EPROTO, "HELLO", "region table");
+	expect_bad_len(x, len + 32, EPROTO, "HELLO", "region table");
+	expect_bad_len(x, len - 1, EPROTO, "HELLO", "region table");
 }
 
 static void test_hello_names(void **state)
@@ -909,30 +991,63 @@ static void test_accept(void **state)
 	struct wire_msg m;
 	size_t len;
 
-	simple(&m, WIRE_ACCEPT);
-	len = encode(&m, b);
+	len = simple_bytes(b, WIRE_ACCEPT);
 
 	memcpy(x, b, len);
-	put32(x, BODY, UFFDMOVE_PRIM_NONE);
-	expect_bad(x, len, EPROTO, "ACCEPT", "primitive");
-	put32(x, BODY, 3);
+	put32(x, BODY, UFFDMOVE_PRIM_PULL + 1);
 	expect_bad(x, len, EPROTO, "ACCEPT", "primitive");
 	put32(x, BODY, UINT32_MAX);
 	expect_bad(x, len, EPROTO, "ACCEPT", "primitive");
 
+	/* NONE declines a pull, its cookie word a PULL_WHY_* */
 	memcpy(x, b, len);
-	put32(x, BODY + 4, 1);
+	put32(x, BODY, UFFDMOVE_PRIM_NONE);
+	put64(x, ACC_COOKIE, UFFDMOVE_PULL_WHY_SAME_MM);
+	expect_ok(x, len);
+	put64(x, ACC_COOKIE, UFFDMOVE_PULL_WHY_SAME_MM + 1);
+	expect_bad(x, len, EPROTO, "ACCEPT", "cookie");
+	put64(x, ACC_COOKIE, 0);
+	put64(x, ACC_CADDR, 0x1000);
+	expect_bad(x, len, EPROTO, "ACCEPT", "cookie");
+
+	/* push answers carry no cookie and no pid */
+	memcpy(x, b, len);
+	put64(x, ACC_COOKIE, 1);
+	expect_bad(x, len, EPROTO, "ACCEPT", "cookie");
+	memcpy(x, b, len);
+	put32(x, ACC_PID, 1);
+	expect_bad(x, len, EPROTO, "ACCEPT", "pid");
+	memcpy(x, b, len);
+	put32(x, ACC_RESV, 1);
 	expect_bad(x, len, EPROTO, "ACCEPT", "reserved");
 
 	/* body length */
 	memcpy(x, b, len);
-	put32(x, H_LEN, (uint32_t)len - 1);
-	expect_bad(x, len - 1, EPROTO, "ACCEPT", "body");
-	put32(x, H_LEN, HDR + 4);
-	expect_bad(x, HDR + 4, EPROTO, "ACCEPT", "body");
+	expect_bad_len(x, len - 1, EPROTO, "ACCEPT", "body");
+	expect_bad_len(x, HDR + 4, EPROTO, "ACCEPT", "body");
 	x[len] = 0;
-	put32(x, H_LEN, (uint32_t)len + 1);
-	expect_bad(x, len + 1, EPROTO, "ACCEPT", "body");
+	expect_bad_len(x, len + 1, EPROTO, "ACCEPT", "body");
+	/* source addresses belong to PULL only */
+	memcpy(x, b, len);
+	put32(x, BODY + 4, 1);
+	memset(x + len, 0, 8);
+	expect_bad_len(x, len + 8, EPROTO, "ACCEPT", "source addresses");
+
+	/* ACCEPT(PULL) */
+	pull_accept(&m, 2);
+	len = encode(&m, b);
+	memcpy(x, b, len);
+	put32(x, ACC_PID, 0);
+	expect_bad(x, len, EPROTO, "ACCEPT", "pid");
+	put32(x, ACC_PID, (uint32_t)INT32_MAX + 1);
+	expect_bad(x, len, EPROTO, "ACCEPT", "pid");
+	memcpy(x, b, len);
+	put32(x, BODY + 4, 3);		/* more addresses than sent */
+	expect_bad(x, len, EPROTO, "ACCEPT", "source addresses");
+	put32(x, BODY + 4, 0);		/* PULL without addresses */
+	expect_bad_len(x, ACC_SRC, EPROTO, "ACCEPT", "source addresses");
+	put32(x, BODY + 4, UFFDMOVE_REGIONS_MAX + 1);
+	expect_bad_len(x, len, EPROTO, "ACCEPT", "source addresses");
 }
 
 static void test_reject_abort(void **state)
@@ -946,8 +1061,7 @@ static void test_reject_abort(void **state)
 	for (t = 0; t < 2; t++) {
 		const char *name = wire_type_name(types[t]);
 
-		simple(&m, types[t]);
-		len = encode(&m, b);
+		len = simple_bytes(b, types[t]);
 
 		memcpy(x, b, len);
 		put32(x, BODY, 0);
@@ -965,13 +1079,10 @@ static void test_reject_abort(void **state)
 
 		/* body length */
 		memcpy(x, b, len);
-		put32(x, H_LEN, (uint32_t)len - 1);
-		expect_bad(x, len - 1, EPROTO, name, "body");
+		expect_bad_len(x, len - 1, EPROTO, name, "body");
 		x[len] = 0;
-		put32(x, H_LEN, (uint32_t)len + 1);
-		expect_bad(x, len + 1, EPROTO, name, "body");
-		put32(x, H_LEN, HDR + 8);
-		expect_bad(x, HDR + 8, EPROTO, name, "body");
+		expect_bad_len(x, len + 1, EPROTO, name, "body");
+		expect_bad_len(x, HDR + 8, EPROTO, name, "body");
 
 		/* the text need not be terminated: the decoder does it */
 		memcpy(x, b, len);
@@ -986,18 +1097,16 @@ static void test_stats_msgs(void **state)
 {
 	static const uint32_t types[] = { WIRE_PROGRESS, WIRE_DONE };
 	uint8_t b[BUF_MAX], x[BUF_MAX];
-	struct wire_msg m;
 	unsigned int t, w;
 	size_t len;
 
 	for (t = 0; t < 2; t++) {
 		const char *name = wire_type_name(types[t]);
 
-		simple(&m, types[t]);
-		len = encode(&m, b);
+		len = simple_bytes(b, types[t]);
 
 		/* each reserved stats word, low and high bit */
-		for (w = 20; w < WIRE_STATS_WORDS; w++) {
+		for (w = 23; w < WIRE_STATS_WORDS; w++) {
 			char word[32];
 
 			snprintf(word, sizeof(word), "reserved stats word %u",
@@ -1011,13 +1120,10 @@ static void test_stats_msgs(void **state)
 
 		/* body length: a word short, a word long, empty */
 		memcpy(x, b, len);
-		put32(x, H_LEN, (uint32_t)len - 8);
-		expect_bad(x, len - 8, EPROTO, name, "body");
+		expect_bad_len(x, len - 8, EPROTO, name, "body");
 		memset(x + len, 0, 8);
-		put32(x, H_LEN, (uint32_t)len + 8);
-		expect_bad(x, len + 8, EPROTO, name, "body");
-		put32(x, H_LEN, HDR);
-		expect_bad(x, HDR, EPROTO, name, "body");
+		expect_bad_len(x, len + 8, EPROTO, name, "body");
+		expect_bad_len(x, HDR, EPROTO, name, "body");
 	}
 }
 
@@ -1034,23 +1140,19 @@ static void test_range_done(void **state)
 	memcpy(x, b, len);
 	memset(x + len, 0, 16);
 	put32(x, BODY, WIRE_RANGES_MAX + 1);
-	put32(x, H_LEN, (uint32_t)len + 16);
-	expect_bad(x, len + 16, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, len + 16, EPROTO, "RANGE_DONE", "ranges");
 	put32(x, BODY, UINT32_MAX);
 	expect_bad(x, len + 16, EPROTO, "RANGE_DONE", "ranges");
 	put32(x, BODY, 0x10000001u);	/* * 16 wraps a u32 to 16 */
-	put32(x, H_LEN, HDR + 8 + 16);
-	expect_bad(x, HDR + 8 + 16, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, HDR + 8 + 16, EPROTO, "RANGE_DONE", "ranges");
 
 	/* count and size disagree */
 	memcpy(x, b, len);
 	put32(x, BODY, WIRE_RANGES_MAX - 1);
 	expect_bad(x, len, EPROTO, "RANGE_DONE", "ranges");
 	put32(x, BODY, 1);
-	put32(x, H_LEN, HDR + 8);
-	expect_bad(x, HDR + 8, EPROTO, "RANGE_DONE", "ranges");
-	put32(x, H_LEN, HDR + 8 + 8);
-	expect_bad(x, HDR + 8 + 8, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, HDR + 8, EPROTO, "RANGE_DONE", "ranges");
+	expect_bad_len(x, HDR + 8 + 8, EPROTO, "RANGE_DONE", "ranges");
 
 	/* reserved word */
 	memcpy(x, b, len);
@@ -1059,31 +1161,25 @@ static void test_range_done(void **state)
 
 	/* shorter than the count */
 	memcpy(x, b, len);
-	put32(x, H_LEN, HDR + 4);
-	expect_bad(x, HDR + 4, EPROTO, "RANGE_DONE", "short");
-	put32(x, H_LEN, HDR);
-	expect_bad(x, HDR, EPROTO, "RANGE_DONE", "short");
+	expect_bad_len(x, HDR + 4, EPROTO, "RANGE_DONE", "short");
+	expect_bad_len(x, HDR, EPROTO, "RANGE_DONE", "short");
 }
 
 static void test_empty_bodies(void **state)
 {
 	static const uint32_t types[] = { WIRE_GO, WIRE_FIN };
 	uint8_t b[BUF_MAX], x[BUF_MAX];
-	struct wire_msg m;
 	unsigned int t;
 	size_t len;
 
 	for (t = 0; t < 2; t++) {
 		const char *name = wire_type_name(types[t]);
 
-		simple(&m, types[t]);
-		len = encode(&m, b);
+		len = simple_bytes(b, types[t]);
 		memcpy(x, b, len);
 		memset(x + len, 0, 8);
-		put32(x, H_LEN, HDR + 1);
-		expect_bad(x, HDR + 1, EPROTO, name, "body");
-		put32(x, H_LEN, HDR + 8);
-		expect_bad(x, HDR + 8, EPROTO, name, "body");
+		expect_bad_len(x, HDR + 1, EPROTO, name, "body");
+		expect_bad_len(x, HDR + 8, EPROTO, name, "body");
 	}
 }
 
@@ -1189,9 +1285,15 @@ static void test_encode_refuses_undecodable(void **state)
 	bad += expect_encode_einval(&m, WIRE_MSG_MAX);
 
 	simple(&m, WIRE_ACCEPT);
-	m.accept.primitive = UFFDMOVE_PRIM_NONE;
+	m.accept.cookie = 1;		/* a cookie without PULL */
 	bad += expect_encode_einval(&m, WIRE_MSG_MAX);
 	m.accept.primitive = 7;
+	bad += expect_encode_einval(&m, WIRE_MSG_MAX);
+	pull_accept(&m, 1);
+	m.accept.pid = 0;
+	bad += expect_encode_einval(&m, WIRE_MSG_MAX);
+	pull_accept(&m, 1);
+	m.accept.n_src = UFFDMOVE_REGIONS_MAX + 1;
 	bad += expect_encode_einval(&m, WIRE_MSG_MAX);
 
 	reason(&m, WIRE_REJECT, 0, "no errno");

@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "classify.h"
@@ -18,6 +17,7 @@
 #include "target.h"
 #include "uffd.h"
 #include "util.h"
+#include "wake.h"
 
 /*
  * Poison [a, end), stepping over pages that arrived meanwhile. A range
@@ -121,14 +121,13 @@ static void *keeper_main(void *arg)
 		{ .fd = t->sock, .events = POLLRDHUP },
 		{ .fd = t->uffd, .events = POLLIN },
 	};
-	uint64_t val;
 
 	while (!__atomic_load_n(&t->keeper_stop, __ATOMIC_ACQUIRE)) {
 		bool gone = __atomic_load_n(&t->source_gone, __ATOMIC_ACQUIRE);
 
 		if (poll(pfd, gone ? 3 : 2, -1) <= 0)
 			continue;
-		if (pfd[0].revents && read(t->keeper_efd, &val, sizeof(val)))
+		if (pfd[0].revents && wake_drain(t->keeper_efd))
 			continue;	/* re-check stop and gone */
 		if (pfd[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
 			__atomic_store_n(&t->source_gone, true,
@@ -143,19 +142,16 @@ static void *keeper_main(void *arg)
 
 void keeper_kick(struct uffdmove_target *t)
 {
-	uint64_t one = 1;
 
-	if (t->keeper_running &&
-	    write(t->keeper_efd, &one, sizeof(one)) < 0) {
-		/* an eventfd write fails only on overflow: already kicked */
-	}
+	if (t->keeper_running)
+		wake_kick(t->keeper_efd);
 }
 
 void keeper_start(struct uffdmove_target *t)
 {
 	if (t->keeper_running)
 		return;
-	t->keeper_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	t->keeper_efd = wake_open();
 	if (t->keeper_efd < 0)
 		return;
 	if (pthread_create(&t->keeper, NULL, keeper_main, t)) {

@@ -10,7 +10,10 @@
 
 /* One chunk's hand-over in progress: where it is, and how it goes. */
 struct xfer {
+	size_t c;		/* the chunk */
 	struct plan_region *r;
+	uint64_t start, stop;	/* its source bytes */
+	size_t first;		/* its first page index in r */
 	size_t pos, end;	/* page indexes of r: next wanted, limit */
 	uint64_t from;		/* where page 0 of r is read here */
 	bool moving;		/* MOVE; cleared when the kernel refuses */
@@ -21,13 +24,17 @@ struct xfer {
 	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
 };
 
+/* Chunk @c's hand-over, from where it stopped; the fill path sets
+ * x->from and x->moving. @reader: see mover_push_chunk(). */
+void core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader);
+/* After the fill returned @ret: done, or given back to resume (-EAGAIN). */
+int core_xfer_end(struct mover *m, const struct xfer *x, int ret);
 /* Hand over the wanted pages [x->pos, x->end): 0, -EAGAIN (x->pos says
  * where to go on), or the fatal -errno. */
 int core_transfer(struct mover *m, struct xfer *x);
 /* The chunk is in: count it, and have THP chunks that arrived as small
  * pages collapsed. */
-void core_chunk_done(struct mover *m, size_t c, const struct xfer *x,
-		     size_t first);
+void core_chunk_done(struct mover *m, const struct xfer *x);
 /* Pull: read the source's page at @src into @buf (PAGE_SZ), and make sure
  * it came from the source we authenticated. 0 or the fatal -errno. */
 int core_pull_page(struct mover *m, uint64_t src, void *buf);

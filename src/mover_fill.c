@@ -267,11 +267,11 @@ int core_transfer(struct mover *m, struct xfer *x)
  * The chunk is in: count it, and tell the target which THP chunks arrived
  * as 4 KiB pages so that it collapses them again.
  */
-void core_chunk_done(struct mover *m, size_t c, const struct xfer *x,
-		     size_t first)
+void core_chunk_done(struct mover *m, const struct xfer *x)
 {
-	struct chunk *ch = &m->plan.chunks[c];
+	struct chunk *ch = &m->plan.chunks[x->c];
 	struct plan_region *r = x->r;
+	size_t first = x->first;
 
 	if (ch->flags & CHUNK_THP) {
 		/* A PMD moved whole stays huge. */
@@ -286,33 +286,46 @@ void core_chunk_done(struct mover *m, size_t c, const struct xfer *x,
 	count_add(&m->cnt.chunks_done, 1);
 }
 
-int mover_push_chunk(struct mover *m, size_t c, bool reader)
+void core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader)
 {
 	struct chunk *ch = &m->plan.chunks[c];
-	struct xfer x = { .r = plan_region_of(&m->plan, c), .may_wait = !reader };
-	uint64_t start, end;
-	size_t first;
-	int ret;
 
+	memset(x, 0, sizeof(*x));
 	core_classify(m, c);
-	plan_chunk_range(&m->plan, c, &start, &end);
-	first = (start - x.r->src) / PAGE_SZ;
-	x.pos = first + ch->resume;
-	x.end = (end - x.r->src) / PAGE_SZ;
-	x.from = x.r->src;
-	x.moving = core_wants_move(m, ch);
-	x.whole = !ch->resume;
-	ret = core_transfer(m, &x);
+	x->c = c;
+	x->r = plan_region_of(&m->plan, c);
+	plan_chunk_range(&m->plan, c, &x->start, &x->stop);
+	x->first = (x->start - x->r->src) / PAGE_SZ;
+	x->pos = x->first + ch->resume;
+	x->end = (x->stop - x->r->src) / PAGE_SZ;
+	x->whole = !ch->resume;
+	x->may_wait = !reader;
+}
+
+int core_xfer_end(struct mover *m, const struct xfer *x, int ret)
+{
+	struct chunk *ch = &m->plan.chunks[x->c];
+
 	if (ret == -EAGAIN) {
 		/* Give the chunk back, to go on where it stopped once the
 		 * events are read: no page is handed over twice. */
-		ch->resume = (uint16_t)(x.pos - first);
+		ch->resume = (uint16_t)(x->pos - x->first);
 		store_release(&ch->state, CHUNK_PENDING);
-		core_make_urgent(m, c);
+		core_make_urgent(m, x->c);
 	}
 	if (!ret)
-		core_chunk_done(m, c, &x, first);
+		core_chunk_done(m, x);
 	return ret;
+}
+
+int mover_push_chunk(struct mover *m, size_t c, bool reader)
+{
+	struct xfer x;
+
+	core_xfer_begin(m, c, &x, reader);
+	x.from = x.r->src;
+	x.moving = core_wants_move(m, &m->plan.chunks[c]);
+	return core_xfer_end(m, &x, core_transfer(m, &x));
 }
 
 /* Resolve a page the source has no data for (hole or discarded). */

@@ -74,9 +74,8 @@ int core_pull_page(struct mover *m, uint64_t src, void *buf)
 }
 
 /* Read the wanted pages [x->pos, x->end) into @mem, which stands for the
- * chunk's first page @first; one system call. */
-static int stage_chunk(struct mover *m, const struct xfer *x, size_t first,
-		       char *mem)
+ * chunk's first page; one system call. */
+static int stage_chunk(struct mover *m, const struct xfer *x, char *mem)
 {
 	static __thread struct iovec local[RUNS_MAX], remote[RUNS_MAX];
 	size_t pos = x->pos, run_end, n = 0, bytes = 0;
@@ -84,7 +83,8 @@ static int stage_chunk(struct mover *m, const struct xfer *x, size_t first,
 	while (plan_next_run(x->r, &pos, x->end, &run_end)) {
 		size_t len = (run_end - pos) * PAGE_SZ;
 
-		local[n] = (struct iovec){ mem + (pos - first) * PAGE_SZ, len };
+		local[n] = (struct iovec){ mem + (pos - x->first) * PAGE_SZ,
+					   len };
 		remote[n] = (struct iovec){
 			(void *)(uintptr_t)(x->r->src + pos * PAGE_SZ), len
 		};
@@ -98,44 +98,27 @@ static int stage_chunk(struct mover *m, const struct xfer *x, size_t first,
 
 int mover_pull_chunk(struct mover *m, size_t c, bool reader)
 {
-	struct chunk *ch = &m->plan.chunks[c];
-	struct xfer x = { .r = plan_region_of(&m->plan, c), .may_wait = !reader };
-	struct stage *st;
-	uint64_t start, end;
-	size_t first;
+	struct stage *st = stage_get(&m->stages);
+	struct xfer x;
 	char *mem;
 	int ret;
 
-	core_classify(m, c);
-	plan_chunk_range(&m->plan, c, &start, &end);
-	first = (start - x.r->src) / PAGE_SZ;
-	x.pos = first + ch->resume;
-	x.end = (end - x.r->src) / PAGE_SZ;
-	x.moving = true;	/* within our own mm: always allowed */
-	x.whole = !ch->resume;
-	st = stage_get(&m->stages);
 	if (!st)
 		return mover_fail(m, -ENOMEM, "no staging memory for pulling");
-	mem = stage_mem(st, ch->flags & CHUNK_THP);
-	x.from = (uintptr_t)mem - first * PAGE_SZ;
-	ret = stage_chunk(m, &x, first, mem);
+	core_xfer_begin(m, c, &x, reader);
+	mem = stage_mem(st, m->plan.chunks[c].flags & CHUNK_THP);
+	x.from = (uintptr_t)mem - x.first * PAGE_SZ;
+	x.moving = true;	/* within our own mm: always allowed */
+	ret = stage_chunk(m, &x, mem);
 	if (!ret)
 		ret = core_transfer(m, &x);
 	/* Pages a MOVE did not take (a fault or a discard got there first,
-	 * or we stopped early) must not linger in the slot. */
+	 * or we stopped early) must not linger in the slot. On -EAGAIN the
+	 * rest is read again: the source's memory has not changed. */
 	stage_clear(mem);
 	stage_put(&m->stages, st);
-	if (ret == -EAGAIN) {
-		/* Read again from where it stopped once events are read: the
-		 * source's memory has not changed. */
-		ch->resume = (uint16_t)(x.pos - first);
-		store_release(&ch->state, CHUNK_PENDING);
-		core_make_urgent(m, c);
-	}
-	if (ret)
-		return ret;
-	core_chunk_done(m, c, &x, first);
-	/* The source may free it now (it decides: MODE_COPY keeps all). */
-	mover_outbox_add(m, start, end - start);
-	return 0;
+	ret = core_xfer_end(m, &x, ret);
+	if (!ret)	/* the source may free it now (MODE_COPY keeps all) */
+		mover_outbox_add(m, x.start, x.stop - x.start);
+	return ret;
 }

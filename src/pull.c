@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -23,9 +22,10 @@
 #include "session.h"
 #include "target.h"
 #include "util.h"
+#include "wake.h"
 #include "wire.h"
 
-#define PULLERS_MAX		16
+#define PULLERS_MAX		PULL_THREADS_MAX
 #define PULLERS_DEFAULT		2
 #define RELEASE_EVERY_MS	5	/* what the source holds twice, at most */
 
@@ -204,15 +204,6 @@ int pull_answer(struct uffdmove_target *t, struct wire_msg *ans, pid_t peer)
 
 /* ------------------------------------------------------------ running */
 
-static void tell_target(struct pull *p)
-{
-	uint64_t one = 1;
-
-	if (write(p->done_efd, &one, sizeof(one)) < 0) {
-		/* full: it is being told already */
-	}
-}
-
 /* What arrived goes to the source, to be freed there. @timeout_ms 0: what
  * does not fit the socket now waits for the next round. */
 static void send_releases(struct uffdmove_target *t, int timeout_ms)
@@ -264,16 +255,10 @@ static void *fault_main(void *arg)
 {
 	struct uffdmove_target *t = arg;
 	struct pull *p = t->pull;
-	struct pollfd pfd[2] = {
-		{ .fd = t->uffd, .events = POLLIN },
-		{ .fd = p->efd, .events = POLLIN },
-	};
-	uint64_t val;
 	int ret;
 
 	while (!load_acquire(&p->stop)) {
-		poll(pfd, 2, fault_timeout(t));
-		if (pfd[1].revents && read(p->efd, &val, sizeof(val)) > 0)
+		if (wake_wait(t->uffd, p->efd, fault_timeout(t)))
 			continue;	/* re-check stop */
 		if (mover_fatal(&p->m)) {
 			hold(t);
@@ -286,7 +271,7 @@ static void *fault_main(void *arg)
 		if ((ret < 0 || mover_finished(&p->m)) &&
 		    !__atomic_exchange_n(&p->done_told, true,
 					 __ATOMIC_ACQ_REL))
-			tell_target(p);
+			wake_kick(p->done_efd);
 	}
 	return NULL;
 }
@@ -307,7 +292,7 @@ static void *puller_main(void *arg)
 	}
 	/* The last chunks may be in the fault thread's hands: it tells the
 	 * target when they are in. This one tells it of a failure. */
-	tell_target(p);
+	wake_kick(p->done_efd);
 	return NULL;
 }
 
@@ -335,10 +320,10 @@ int pull_start(struct uffdmove_target *t)
 	struct pull *p = t->pull;
 	struct epoll_event ev = { .events = EPOLLIN };
 
-	p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	p->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	p->efd = wake_open();
+	p->done_efd = wake_open();
 	if (p->efd < 0 || p->done_efd < 0)
-		return -errno;
+		return p->efd < 0 ? p->efd : p->done_efd;
 	ev.data.fd = p->done_efd;
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, p->done_efd, &ev) < 0)
 		return -errno;
@@ -350,7 +335,6 @@ int pull_start(struct uffdmove_target *t)
 void pull_stop(struct uffdmove_target *t)
 {
 	struct pull *p = t->pull;
-	uint64_t one = 1;
 	size_t i;
 
 	if (!p)
@@ -361,9 +345,7 @@ void pull_stop(struct uffdmove_target *t)
 		pthread_join(p->pullers[i], NULL);
 	p->npullers = 0;
 	if (p->fault_running) {
-		if (write(p->efd, &one, sizeof(one)) < 0) {
-			/* full: it is being woken already */
-		}
+		wake_kick(p->efd);
 		pthread_join(p->fault_thread, NULL);
 		p->fault_running = false;
 	}
@@ -372,12 +354,9 @@ void pull_stop(struct uffdmove_target *t)
 int pull_state(struct uffdmove_target *t)
 {
 	struct pull *p = t->pull;
-	uint64_t val;
 	int ret;
 
-	if (read(p->done_efd, &val, sizeof(val)) < 0) {
-		/* nothing new: look anyway */
-	}
+	wake_drain(p->done_efd);	/* nothing new or not: look */
 	ret = mover_fatal(&p->m);
 	if (ret)
 		return ret;

@@ -12,6 +12,8 @@
 
 #include "uffdmove.h"
 
+#define PULL_THREADS_MAX	16
+
 struct uffdmove_target;
 struct wire_msg;
 

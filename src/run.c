@@ -13,6 +13,7 @@
 
 #include "run.h"
 #include "util.h"
+#include "wake.h"
 
 #define FAULT_SPIN_US		50
 #define MSGS_MAX		(4 * RING_MSGS)
@@ -23,7 +24,6 @@ static void *pusher_main(void *arg)
 {
 	struct run *run = arg;
 	struct mover *m = &run->s->m;
-	uint64_t one = 1;
 	long c;
 
 	/* Faults preempt pushing: on a busy host a fault thread queued
@@ -42,9 +42,7 @@ static void *pusher_main(void *arg)
 		if (c < 0 || mover_push_chunk(m, (size_t)c, false))
 			break;
 	}
-	if (write(run->s->efd, &one, sizeof(one)) < 0) {
-		/* The fault loop also times out every PROGRESS period. */
-	}
+	wake_kick(run->s->efd);	/* the fault loop looks again */
 	return NULL;
 }
 
@@ -211,11 +209,9 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 	struct run run = { .s = s };
 	int ret;
 
-	if (!s)
+	if (source_in_state(s, SRC_ACCEPTED,
+			    "uffdmove_source_run() needs a successful uffdmove_source_accept() first"))
 		return -EINVAL;
-	if (s->state != SRC_ACCEPTED)
-		return err_set(&s->err, EINVAL,
-			       "uffdmove_source_run() needs a successful uffdmove_source_accept() first");
 	s->state = SRC_RUNNING;
 	err_clear(&s->err);
 	run.needs_commit = mover_primitive(&s->m) != UFFDMOVE_PRIM_COPY;
@@ -249,4 +245,9 @@ UFFDMOVE_EXPORT int uffdmove_source_stats(const struct uffdmove_source *s,
 	}
 	stats_now((struct uffdmove_source *)s, st);
 	return 0;
+}
+
+UFFDMOVE_EXPORT const char *uffdmove_source_error(const struct uffdmove_source *s)
+{
+	return s ? s->err.msg : "invalid handle (NULL)";
 }

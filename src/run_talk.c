@@ -12,6 +12,7 @@
 #include "session.h"
 #include "run.h"
 #include "util.h"
+#include "wake.h"
 #include "wire.h"
 
 /* Completed THP chunks, so the target can collapse them at once. When
@@ -316,14 +317,10 @@ int end_failed(struct run *run, int ret)
 
 UFFDMOVE_EXPORT int uffdmove_source_cancel(struct uffdmove_source *s)
 {
-	uint64_t one = 1;
-
 	if (!s)
 		return -EINVAL;
 	store_release(&s->cancel, true);
-	if (write(s->efd, &one, sizeof(one)) < 0) {
-		/* full: the loop is being woken already */
-	}
+	wake_kick(s->efd);
 	return 0;
 }
 

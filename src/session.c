@@ -240,3 +240,45 @@ int session_open(struct err_buf *err, bool ready, const char *misuse,
 	}
 	return session_check_peer(err, sock, expected_uid, expected_pid, pid);
 }
+
+int session_check_opts(struct err_buf *err, const struct session_opt *opt,
+		       size_t n, const void *reserved, size_t reserved_len)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (opt[i].value > opt[i].max)
+			return err_set(err, EINVAL,
+				       "options: %s is %u, at most %u",
+				       opt[i].name, opt[i].value, opt[i].max);
+	return session_check_reserved(err, reserved, reserved_len);
+}
+
+int session_take_regions(struct err_buf *err,
+			 const struct uffdmove_region *in, size_t n,
+			 bool writable, struct session_region **out)
+{
+	int ret = session_copy_regions(err, in, n, out);
+
+	if (!ret)
+		ret = session_check_mappings(err, *out, n, writable);
+	return ret;
+}
+
+void *session_new_handle(const void *out, size_t size, const char *fn,
+			 int *ret)
+{
+	char msg[64];
+	void *h;
+
+	err_forget();
+	if (!out) {
+		snprintf(msg, sizeof(msg), "%s: out is NULL", fn);
+		*ret = err_keep_new(EINVAL, msg);
+		return NULL;
+	}
+	h = calloc(1, size);
+	if (!h)
+		*ret = -ENOMEM;
+	return h;
+}

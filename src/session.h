@@ -32,6 +32,19 @@ int session_copy_regions(struct err_buf *err,
 			 const struct uffdmove_region *in, size_t n,
 			 struct session_region **out);
 
+/*
+ * The start of a *_new call: the thread's kept message forgotten, @out
+ * checked, and a zeroed handle of @size bytes. NULL with *@ret set when
+ * either fails (@fn names the call in the message).
+ */
+void *session_new_handle(const void *out, size_t size, const char *fn,
+			 int *ret);
+
+/* Both: the caller's regions, valid and mapped as they must be. */
+int session_take_regions(struct err_buf *err,
+			 const struct uffdmove_region *in, size_t n,
+			 bool writable, struct session_region **out);
+
 /* Every region is mapped, private and anonymous, readable (and writable
  * when @writable): 0, or -EINVAL naming the region and the reason. */
 int session_check_mappings(struct err_buf *err,
@@ -66,6 +79,16 @@ int session_send(int sock, const struct wire_msg *m, int fd, int timeout_ms);
  */
 int session_recv(int sock, struct wire_msg *m, int timeout_ms, char *why,
 		 size_t why_len);
+
+/* One option of a handle's opts: at most @max, else -EINVAL naming it. */
+struct session_opt {
+	const char *name;
+	uint32_t value, max;
+};
+
+/* Every option in range, and the reserved words at the end zero. */
+int session_check_opts(struct err_buf *err, const struct session_opt *opt,
+		       size_t n, const void *reserved, size_t reserved_len);
 
 /* Both opts structs end in reserved words that must be zero. */
 int session_check_reserved(struct err_buf *err, const void *words,

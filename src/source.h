@@ -38,7 +38,12 @@ struct uffdmove_source {
 	struct err_buf err;
 };
 
-/* source.c: the handshake's steps that pull shares with push. */
+/* -EINVAL (with @misuse as the message) unless @s is in state @want. */
+int source_in_state(struct uffdmove_source *s, enum source_state want,
+		    const char *misuse);
+
+/* source.c and source_hello.c: the handshake's steps that pull shares
+ * with push. */
 struct wire_msg;
 struct plan_input;
 int source_recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
@@ -47,6 +52,12 @@ int source_match_regions(struct uffdmove_source *s, const struct wire_msg *h,
 			 struct plan_input *in);
 bool source_same_mm(const struct wire_msg *h);
 void source_teardown_mover(struct uffdmove_source *s);
+int source_setup_mover(struct uffdmove_source *s, int uffd, bool same_mm,
+		       const struct plan_input *in);
+/* source_hello.c: check HELLO and what came with it, set the core up on
+ * it; the core owns @uffd from here, whatever happens. */
+int source_take_hello(struct uffdmove_source *s, const struct wire_msg *hello,
+		      int uffd);
 bool source_owns(const struct uffdmove_source *s, uint64_t start,
 		 uint64_t len);
 

@@ -5,7 +5,6 @@
  * its commit and free what it reports as arrived. Nothing here writes
  * guest RAM before the commit, so an abort stays lossless.
  */
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -19,6 +18,7 @@
 #include "session.h"
 #include "source.h"
 #include "util.h"
+#include "wake.h"
 #include "wire.h"
 
 /* Why we will not be pulled, or UFFDMOVE_PULL_WHY_USED. */
@@ -188,21 +188,11 @@ int source_pull_message(struct run *run, const struct wire_msg *msg)
 int source_serve_pull(struct run *run)
 {
 	struct uffdmove_source *s = run->s;
-	struct pollfd pfd[2] = {
-		{ .fd = s->sock, .events = POLLIN },
-		{ .fd = s->efd, .events = POLLIN },
-	};
-	uint64_t val;
 	int ret;
 
 	while (!run->fin) {
-		if (poll(pfd, 2, (int)(PROGRESS_EVERY_NS / 1000000)) < 0 &&
-		    errno != EINTR)
-			return mover_fail(&s->m, -errno, "poll: %s",
-					  strerror(errno));
-		if (pfd[1].revents && read(s->efd, &val, sizeof(val)) < 0) {
-			/* drained by someone else: nothing to do */
-		}
+		/* A kick (cancel) is seen by check_deadlines(). */
+		wake_wait(s->sock, s->efd, (int)(PROGRESS_EVERY_NS / 1000000));
 		ret = handle_socket(run);
 		if (!ret)
 			ret = check_deadlines(run);

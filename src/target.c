@@ -29,15 +29,39 @@
 
 #define DISCARD_TIMEOUT_MS	5000
 
+/* Each option in range, and the reserved words zero. */
+static int check_opts(const struct uffdmove_target_opts *o, struct err_buf *err)
+{
+	const struct session_opt opts[] = {
+		{ "on_source_death", o->on_source_death,
+		  UFFDMOVE_ON_SOURCE_DEATH_POISON },
+		{ "collapse_thp", o->collapse_thp, 1 },
+		{ "pull", o->pull, UFFDMOVE_PULL_OFF },
+		{ "threads", o->threads, PULL_THREADS_MAX },
+		{ "fault_policy", o->fault_policy, UFFDMOVE_FAULT_PAGE },
+	};
+
+	return session_check_opts(err, opts, ARRAY_SIZE(opts), o->reserved,
+				  sizeof(o->reserved));
+}
+
+static struct uffdmove_target_opts target_defaults(void)
+{
+	return (struct uffdmove_target_opts){
+		.expected_uid = UFFDMOVE_UID_SELF,
+		.handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS,
+		.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK,
+		.collapse_thp = 1,
+		.pull = UFFDMOVE_PULL_AUTO,
+		.fault_policy = UFFDMOVE_FAULT_CHUNK,
+	};
+}
+
 UFFDMOVE_EXPORT int uffdmove_target_opts_init(struct uffdmove_target_opts *o)
 {
 	if (!o)
 		return -EINVAL;
-	memset(o, 0, sizeof(*o));
-	o->expected_uid = UFFDMOVE_UID_SELF;
-	o->handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS;
-	o->on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
-	o->collapse_thp = 1;
+	*o = target_defaults();
 	return 0;
 }
 
@@ -95,33 +119,6 @@ void target_close_uffd(struct uffdmove_target *t)
 	t->uffd = -1;
 }
 
-static int check_opts(struct uffdmove_target *t)
-{
-	int ret = session_check_reserved(&t->err, t->opts.reserved,
-					 sizeof(t->opts.reserved));
-
-	if (!ret && t->opts.on_source_death > UFFDMOVE_ON_SOURCE_DEATH_POISON)
-		ret = err_set(&t->err, EINVAL,
-			      "options: unknown on_source_death %u",
-			      t->opts.on_source_death);
-	if (!ret && t->opts.collapse_thp > 1)
-		ret = err_set(&t->err, EINVAL,
-			      "options: collapse_thp %u, must be 0 or 1",
-			      t->opts.collapse_thp);
-	if (!ret && t->opts.pull > UFFDMOVE_PULL_OFF)
-		ret = err_set(&t->err, EINVAL, "options: unknown pull %u",
-			      t->opts.pull);
-	if (!ret && t->opts.threads > 16)
-		ret = err_set(&t->err, EINVAL,
-			      "options: %u pull threads, at most 16",
-			      t->opts.threads);
-	if (!ret && t->opts.fault_policy > UFFDMOVE_FAULT_PAGE)
-		ret = err_set(&t->err, EINVAL,
-			      "options: unknown fault_policy %u",
-			      t->opts.fault_policy);
-	return ret;
-}
-
 /* Guest RAM, every region, with our uffd: all or none. */
 static int register_regions(struct uffdmove_target *t)
 {
@@ -156,22 +153,15 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	size_t i;
 	int ret;
 
-	err_forget();
-	if (!out)
-		return err_keep_new(EINVAL, "uffdmove_target_new: out is NULL");
-	t = calloc(1, sizeof(*t));
+	t = session_new_handle(out, sizeof(*t), "uffdmove_target_new", &ret);
 	if (!t)
-		return -ENOMEM;
+		return ret;
 	t->uffd = t->sock = t->epfd = -1;
-	if (opts)
-		t->opts = *opts;
-	else
-		uffdmove_target_opts_init(&t->opts);
-	ret = check_opts(t);
+	t->opts = opts ? *opts : target_defaults();
+	ret = check_opts(&t->opts, &t->err);
 	if (!ret)
-		ret = session_copy_regions(&t->err, regions, n, &t->regions);
-	if (!ret)
-		ret = session_check_mappings(&t->err, t->regions, n, true);
+		ret = session_take_regions(&t->err, regions, n, true,
+					   &t->regions);
 	if (ret)
 		goto fail;
 	t->nregions = n;

@@ -85,9 +85,19 @@ int uffd_wake(int fd, uint64_t addr, size_t len)
 }
 
 /* The kernel stores bytes done, or -errno, in a signed field. */
-static size_t progress(int64_t field)
+static size_t progress(__s64 field)
 {
 	return field > 0 ? (size_t)field : 0;
+}
+
+/* One range ioctl; the kernel stores bytes done, or -errno, in @field. */
+static int range_op(int fd, unsigned long req, void *arg,
+		    const __s64 *field, size_t len, size_t *done)
+{
+	int ret = neg_errno(ioctl(fd, req, arg));
+
+	*done = ret ? progress(*field) : len;
+	return ret;
 }
 
 int uffd_copy(int fd, uint64_t dst, const void *src, size_t len, uint64_t mode,
@@ -96,19 +106,15 @@ int uffd_copy(int fd, uint64_t dst, const void *src, size_t len, uint64_t mode,
 	struct uffdio_copy c = {
 		.dst = dst, .src = (uintptr_t)src, .len = len, .mode = mode,
 	};
-	int ret = neg_errno(ioctl(fd, UFFDIO_COPY, &c));
 
-	*done = ret ? progress(c.copy) : len;
-	return ret;
+	return range_op(fd, UFFDIO_COPY, &c, &c.copy, len, done);
 }
 
 int uffd_zeropage(int fd, uint64_t dst, size_t len, size_t *done)
 {
 	struct uffdio_zeropage z = { .range = { .start = dst, .len = len } };
-	int ret = neg_errno(ioctl(fd, UFFDIO_ZEROPAGE, &z));
 
-	*done = ret ? progress(z.zeropage) : len;
-	return ret;
+	return range_op(fd, UFFDIO_ZEROPAGE, &z, &z.zeropage, len, done);
 }
 
 int uffd_move(int fd, uint64_t dst, uint64_t src, size_t len, uint64_t mode,
@@ -117,19 +123,15 @@ int uffd_move(int fd, uint64_t dst, uint64_t src, size_t len, uint64_t mode,
 	struct uffdio_move m = {
 		.dst = dst, .src = src, .len = len, .mode = mode,
 	};
-	int ret = neg_errno(ioctl(fd, UFFDIO_MOVE, &m));
 
-	*done = ret ? progress(m.move) : len;
-	return ret;
+	return range_op(fd, UFFDIO_MOVE, &m, &m.move, len, done);
 }
 
 int uffd_poison(int fd, uint64_t dst, size_t len, size_t *done)
 {
 	struct uffdio_poison p = { .range = { .start = dst, .len = len } };
-	int ret = neg_errno(ioctl(fd, UFFDIO_POISON, &p));
 
-	*done = ret ? progress(p.updated) : len;
-	return ret;
+	return range_op(fd, UFFDIO_POISON, &p, &p.updated, len, done);
 }
 
 /* The kernel marks a context whose UFFDIO_API is done with this bit of the

@@ -104,8 +104,9 @@ static int new_vmm(int sock)
 		uffdmove_target_free(t);
 		return 1;
 	}
-	/* Committed: resume the guest now. Its first touches fault, and the
-	 * old VMM serves them while it pushes the rest. */
+	/* Committed: resume the guest now. Its first touches fault; the
+	 * library serves them (reading the old VMM's memory where the kernel
+	 * lets us, else the old VMM pushes) while the rest streams in. */
 	pthread_create(&tid, NULL, vcpu, ram.addr);
 	ret = uffdmove_target_wait(t, -1);
 	if (ret < 0) {
@@ -141,7 +142,12 @@ static int old_vmm(uint8_t *guest, int sock)
 	if (ret == 0)
 		ret = uffdmove_source_run(s);
 	uffdmove_source_stats(s, &st);
-	if (ret == 0)
+	if (ret == 0 && st.primitive == UFFDMOVE_PRIM_PULL)
+		/* The new VMM read our memory itself; we freed what it took. */
+		printf("old VMM: the new VMM pulled %llu MiB, %llu MiB freed here; exiting\n",
+		       (unsigned long long)(st.bytes_pulled >> 20),
+		       (unsigned long long)(st.bytes_released >> 20));
+	else if (ret == 0)
 		printf("old VMM: handed over %llu MiB (%llu faults served, p50 %llu us); exiting\n",
 		       (unsigned long long)((st.bytes_moved + st.bytes_copied) >> 20),
 		       (unsigned long long)st.faults,

@@ -226,10 +226,12 @@ struct uffdmove_target_opts {
 #define UFFDMOVE_PULL_OFF	1
 
 /* How the pulling target serves a fault on a page not yet there. */
-#define UFFDMOVE_FAULT_CHUNK	0 /* pull its whole 2 MiB chunk first (THP
-				     kept; ~0.2 ms for a first touch) */
-#define UFFDMOVE_FAULT_PAGE	1 /* read and copy just the 4 KiB page
-				     (lowest latency; the chunk loses THP) */
+#define UFFDMOVE_FAULT_PAGE	0 /* default: read and copy just the 4 KiB
+				     page (tens of us); its chunk follows next
+				     in small pages and is collapsed to THP
+				     after the handoff */
+#define UFFDMOVE_FAULT_CHUNK	1 /* pull its whole 2 MiB chunk first (THP
+				     kept; a first touch waits ~0.2-3 ms) */
 
 /**
  * uffdmove_target_opts_init - fill @opts with the defaults.

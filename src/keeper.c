@@ -52,23 +52,19 @@ static void poison_run(struct uffdmove_target *t, uint64_t a, uint64_t end)
 int keeper_poison_missing(struct uffdmove_target *t)
 {
 	uint8_t flags[512];
-	struct pm pm;
 	size_t i, k, n, p;
 	uint64_t a, end;
-	int ret;
+	int ret = 0;
 
 	if (!(t->features & UFFD_FEATURE_POISON))
 		return -EOPNOTSUPP;
-	ret = pm_open(&pm, 0);
-	if (ret)
-		return ret;
 	for (i = 0; i < t->nregions; i++) {
 		end = t->regions[i].addr + t->regions[i].len;
 		for (a = t->regions[i].addr; a < end; a += n * PAGE_SZ) {
 			n = MIN((end - a) / PAGE_SZ, ARRAY_SIZE(flags));
-			ret = pm_flags(&pm, a, n, false, flags);
+			ret = pm_flags(&t->pm, a, n, false, flags);
 			if (ret)
-				goto out;
+				return ret;
 			for (p = 0; p < n; p = k) {
 				for (k = p; k < n && !pg_present(flags[k]); k++)
 					;
@@ -78,8 +74,6 @@ int keeper_poison_missing(struct uffdmove_target *t)
 			}
 		}
 	}
-out:
-	pm_close(&pm);
 	return ret;
 }
 

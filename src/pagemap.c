@@ -137,10 +137,12 @@ int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 
 #define COUNT_VEC	256
 
-/* Populated runs of [addr, addr + len): one PAGEMAP_SCAN pass. */
-static int scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
-			  void (*fn)(void *arg, uint64_t start, uint64_t end),
-			  void *arg)
+typedef bool (*pg_keep)(uint8_t flags);
+typedef void (*run_fn)(void *arg, uint64_t start, uint64_t end);
+
+/* Runs of [addr, addr + len) that @keep: one PAGEMAP_SCAN pass. */
+static int scan_runs(const struct pm *pm, uint64_t addr, uint64_t len,
+		     pg_keep keep, run_fn fn, void *arg)
 {
 	struct page_region vec[COUNT_VEC];
 	uint64_t pos = addr, end = addr + len, walk_end;
@@ -151,8 +153,7 @@ static int scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 		if (n < 0)
 			return n;
 		for (i = 0; i < n; i++)
-			if (pg_populated(classify_scan_categories(
-					vec[i].categories)))
+			if (keep(classify_scan_categories(vec[i].categories)))
 				fn(arg, vec[i].start, vec[i].end);
 		if (walk_end <= pos)
 			break;
@@ -161,9 +162,8 @@ static int scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 	return 0;
 }
 
-int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
-		      void (*fn)(void *arg, uint64_t start, uint64_t end),
-		      void *arg)
+static int walk_runs(const struct pm *pm, uint64_t addr, uint64_t len,
+		     pg_keep keep, run_fn fn, void *arg)
 {
 	uint8_t flags[512];
 	size_t i, k;
@@ -171,17 +171,23 @@ int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 	int ret;
 
 	if (pm->scan)
-		return scan_populated(pm, addr, len, fn, arg);
+		return scan_runs(pm, addr, len, keep, fn, arg);
 	for (a = addr; a < addr + len; a += k * PAGE_SZ) {
 		k = MIN((addr + len - a) / PAGE_SZ, ARRAY_SIZE(flags));
 		ret = pm_flags(pm, a, k, false, flags);
 		if (ret)
 			return ret;
 		for (i = 0; i < k; i++)
-			if (pg_populated(flags[i]))
+			if (keep(flags[i]))
 				fn(arg, a + i * PAGE_SZ, a + (i + 1) * PAGE_SZ);
 	}
 	return 0;
+}
+
+int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
+		      run_fn fn, void *arg)
+{
+	return walk_runs(pm, addr, len, pg_populated, fn, arg);
 }
 
 static void add_bytes(void *arg, uint64_t start, uint64_t end)
@@ -193,5 +199,12 @@ int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 		       uint64_t *bytes)
 {
 	*bytes = 0;
-	return pm_scan_populated(pm, addr, len, add_bytes, bytes);
+	return walk_runs(pm, addr, len, pg_populated, add_bytes, bytes);
+}
+
+int pm_count_present(const struct pm *pm, uint64_t addr, uint64_t len,
+		     uint64_t *bytes)
+{
+	*bytes = 0;
+	return walk_runs(pm, addr, len, pg_present, add_bytes, bytes);
 }

@@ -80,7 +80,9 @@ static int prove_access(struct uffdmove_target *t, const struct wire_msg *ans,
 		       err_set(&t->err, EPROTO,
 			       "reading the source's cookie: %s",
 			       strerror(errno));
-	if (v != ans->accept.cookie || poll(&pfd, 1, 0) != 0)
+	/* Our HELLO's random cookie, which only the source has seen. */
+	if (v != t->mm_cookie || ans->accept.cookie != t->mm_cookie ||
+	    poll(&pfd, 1, 0) != 0)
 		return err_set(&t->err, EPROTO,
 			       "the source's cookie does not match: pid %d is not the process on the socket",
 			       (int)pid);

@@ -32,7 +32,8 @@ struct uffdmove_source {
 	bool mover_ready;
 	bool pulling;		/* the target reads us (source_pull.c) */
 	uint32_t pull_why;	/* UFFDMOVE_PULL_WHY_* */
-	uint64_t cookie;	/* pull: read by the target to prove access */
+	uint64_t cookie;	/* pull: the target's HELLO cookie, kept here
+				   for it to read back (proof of access) */
 	struct mover m;
 	uint64_t t_start, t_end;
 	struct err_buf err;

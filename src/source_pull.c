@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "compat.h"
@@ -55,9 +54,9 @@ static int offer(struct uffdmove_source *s, const struct wire_msg *hello,
 	struct wire_msg ans = { .type = WIRE_ACCEPT };
 	uint32_t i, j;
 
-	if (getrandom(&s->cookie, sizeof(s->cookie), 0) != sizeof(s->cookie))
-		s->cookie = now_ns() ^ (uintptr_t)s;
-	s->cookie |= 1;
+	/* The target's own random value, kept here: only the process that
+	 * holds it proves to be us, whatever pid a liar names. */
+	s->cookie = hello->hello.mm_cookie;
 	ans.accept.primitive = UFFDMOVE_PRIM_PULL;
 	ans.accept.n_src = hello->hello.n_regions;
 	ans.accept.populated = mover_populated(&s->m);

@@ -38,7 +38,7 @@ static int check_opts(const struct uffdmove_target_opts *o, struct err_buf *err)
 		{ "collapse_thp", o->collapse_thp, 1 },
 		{ "pull", o->pull, UFFDMOVE_PULL_OFF },
 		{ "threads", o->threads, PULL_THREADS_MAX },
-		{ "fault_policy", o->fault_policy, UFFDMOVE_FAULT_PAGE },
+		{ "fault_policy", o->fault_policy, UFFDMOVE_FAULT_CHUNK },
 	};
 
 	return session_check_opts(err, opts, ARRAY_SIZE(opts), o->reserved,
@@ -53,7 +53,7 @@ static struct uffdmove_target_opts target_defaults(void)
 		.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK,
 		.collapse_thp = 1,
 		.pull = UFFDMOVE_PULL_AUTO,
-		.fault_policy = UFFDMOVE_FAULT_CHUNK,
+		.fault_policy = UFFDMOVE_FAULT_PAGE,
 	};
 }
 
@@ -156,7 +156,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	t = session_new_handle(out, sizeof(*t), "uffdmove_target_new", &ret);
 	if (!t)
 		return ret;
-	t->uffd = t->sock = t->epfd = -1;
+	t->uffd = t->sock = t->epfd = t->pm.fd = -1;
 	t->opts = opts ? *opts : target_defaults();
 	ret = check_opts(&t->opts, &t->err);
 	if (!ret)
@@ -180,6 +180,12 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 		ret = err_set(&t->err, ENOMEM, "out of memory");
 	if (ret)
 		goto fail;
+	ret = pm_open(&t->pm, 0);
+	if (ret) {
+		ret = err_set(&t->err, -ret, "/proc/self/pagemap: %s",
+			      strerror(-ret));
+		goto fail;
+	}
 	ret = open_uffd(t);
 	if (ret)
 		goto fail;
@@ -197,6 +203,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	return 0;
 fail:
 	err_keep(&t->err, ret);
+	pm_close(&t->pm);
 	target_close_uffd(t);
 	discards_fini(&t->discards);
 	thp_free(t);
@@ -275,7 +282,7 @@ UFFDMOVE_EXPORT int uffdmove_target_stats(const struct uffdmove_target *t,
 		pull_stats((struct uffdmove_target *)t, st);
 	st->pull_unused_reason = t->pull ? UFFDMOVE_PULL_WHY_USED :
 				 t->pull_why;
-	st->thp_collapsed = t->thp_collapsed;
+	st->thp_collapsed = load_acquire(&t->thp_collapsed);
 	st->bytes_discarded += t->discards.bytes;
 	if (t->t_start)
 		st->elapsed_ns = (t->t_end ? t->t_end : now_ns()) - t->t_start;
@@ -293,6 +300,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 		return;
 	keeper_stop(t);
 	pull_stop(t);
+	thp_collapse_stop(t);
 	if (t->state == TGT_ORPHANED && t->uffd >= 0 && keeper_poison_missing(t)) {
 		/* Closing the last uffd would let blocked threads read
 		 * zeros where guest data was: keep it open on purpose. */
@@ -300,6 +308,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	}
 	pull_free(t);
 	target_close_uffd(t);
+	pm_close(&t->pm);
 	if (t->epfd >= 0)
 		close(t->epfd);
 	discards_fini(&t->discards);

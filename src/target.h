@@ -15,6 +15,7 @@
 
 #include "discard.h"
 #include "error.h"
+#include "pagemap.h"
 #include "session.h"
 #include "uffdmove.h"
 
@@ -39,7 +40,10 @@ struct uffdmove_target {
 	int uffd, sock, epfd;
 	int failure;			/* -errno once orphaned */
 	struct uffdmove_stats st;	/* as the source last reported */
-	uint64_t thp_collapsed;
+	uint64_t thp_collapsed;		/* atomic: by the collapser */
+	pthread_t collapser;		/* see thp_collapse_start() */
+	bool collapsing;
+	bool collapse_stop;		/* atomic */
 	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
 	uint64_t t_start, t_end;
 	pthread_t keeper;		/* see keeper_main() */
@@ -49,6 +53,10 @@ struct uffdmove_target {
 	bool done_seen;			/* DONE read (maybe before commit) */
 	uint64_t expected;		/* populated bytes, from ACCEPT */
 	struct discards discards;	/* see uffdmove_target_discard() */
+	struct pm pm;			/* ours, opened while we may: a VMM
+					   that drops privileges (setuid) is
+					   not dumpable, and its /proc/self
+					   files are root's */
 	struct pull *pull;		/* we pull: see pull.c */
 	uint32_t pull_why;		/* UFFDMOVE_PULL_WHY_* */
 	struct err_buf err;
@@ -72,7 +80,10 @@ bool thp_vma_wants(uint64_t addr, uint32_t thp_mode);
 int thp_alloc(struct uffdmove_target *t);
 void thp_free(struct uffdmove_target *t);
 void thp_mark_done(struct uffdmove_target *t, uint64_t start, uint64_t len);
-void thp_collapse(struct uffdmove_target *t);
+/* Collapse the marked chunks in a thread of its own (the VMM does not
+ * wait); stop (and join) it: what is left stays 4 KiB pages. */
+void thp_collapse_start(struct uffdmove_target *t);
+void thp_collapse_stop(struct uffdmove_target *t);
 
 /* keeper.c: from the commit on, a thread watches the socket; once the
  * source is gone it services the uffd under the death policy. */

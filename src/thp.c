@@ -2,7 +2,8 @@
 /*
  * Huge pages back after the handoff: a region the new VMM mapped for THP
  * gets its 2 MiB chunks collapsed once DONE unregistered it (collapsing
- * during the handoff takes the mmap lock for writing and stalls faults).
+ * during the handoff takes the mmap lock for writing and stalls faults),
+ * in a thread of its own: the VMM does not wait for it.
  * The chunks are those the source reported complete, as one bit per huge
  * page: bounded by guest RAM however many reports arrive.
  */
@@ -10,10 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "compat.h"
 #include "target.h"
 #include "util.h"
+
+#define THP_COLLAPSE_NICE	10
 
 /* Does the VMA at @addr want THP? From /proc/self/smaps VmFlags. */
 bool thp_vma_wants(uint64_t addr, uint32_t thp_mode)
@@ -108,7 +113,7 @@ void thp_mark_done(struct uffdmove_target *t, uint64_t start,
 }
 
 /* MADV_COLLAPSE every marked huge page; what fails stays marked. */
-void thp_collapse(struct uffdmove_target *t)
+static void collapse_marked(struct uffdmove_target *t)
 {
 	uint64_t base, *map;
 	size_t i, k, n;
@@ -116,7 +121,8 @@ void thp_collapse(struct uffdmove_target *t)
 	for (i = 0; i < t->nregions; i++) {
 		map = t->thp_done[i];
 		base = thp_base(t, i, &n);
-		for (k = 0; map && k < n; k++) {
+		for (k = 0; map && k < n && !load_acquire(&t->collapse_stop);
+		     k++) {
 			if (!(map[k / 64] >> (k % 64) & 1))
 				continue;
 			/* Collapsing would allocate what the guest freed. */
@@ -127,8 +133,38 @@ void thp_collapse(struct uffdmove_target *t)
 				    HPAGE_SZ, MADV_COLLAPSE))
 				continue;
 			map[k / 64] &= ~(1ULL << (k % 64));
-			t->thp_collapsed++;
+			count_add(&t->thp_collapsed, 1);
 		}
 	}
 }
 
+
+static void *collapser_main(void *arg)
+{
+	struct uffdmove_target *t = arg;
+
+	/* Behind the guest's own threads: this is only a speed-up. */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), THP_COLLAPSE_NICE);
+	collapse_marked(t);
+	collapse_marked(t);	/* one more try for what was busy */
+	return NULL;
+}
+
+void thp_collapse_start(struct uffdmove_target *t)
+{
+	if (t->collapsing)
+		return;
+	t->collapsing = !pthread_create(&t->collapser, NULL, collapser_main,
+					t);
+	if (!t->collapsing)
+		collapse_marked(t);	/* no thread: do it here */
+}
+
+void thp_collapse_stop(struct uffdmove_target *t)
+{
+	if (!t->collapsing)
+		return;
+	store_release(&t->collapse_stop, true);
+	pthread_join(t->collapser, NULL);
+	t->collapsing = false;
+}

@@ -12,8 +12,9 @@
  *		in the source: what the target must hold at DONE),
  *		cookie_addr u64, cookie u64, pid u32, reserved u32,
  *		src[n_src] u64
- *		(PULL: where to read the cookie that proves who we are, our
- *		pid (SO_PEERCRED names a socketpair's creator, not us), and
+ *		(PULL: where we keep HELLO's cookie, for the target to read
+ *		back, proving that pid is us and that it may read us; our
+ *		pid (SO_PEERCRED names a socketpair's creator, not us); and
  *		each HELLO region's address here, in HELLO's order)
  *	REJECT	errnum u32, reserved u32, text[WIRE_TEXT_MAX]
  *	GO	(empty)			target committed: the guest runs

@@ -1,0 +1,811 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Pull: the new VMM reads the old one's memory and moves it into place
+ * itself. Real processes, every byte checked: faults racing the pullers
+ * for the same chunks (both fault policies), discards racing pulls, pull
+ * denied by the ptrace rules (push instead, and the stats say why), an
+ * unprivileged same-uid pair, Yama, hostile peers on either side, and the
+ * target dying with MODE_AUTO freeing as it goes.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "guest.h"
+#include "compat.h"
+#include "harness.h"
+#include "peer.h"
+#include "wire.h"
+
+#define NOBODY		65534
+#define ROUNDS		4
+#define EXIT_SETUP	50
+
+static const struct guest layout = {
+	.n = 2, .seed = 0x9011, .hole_pct = 25,
+	.spec = {
+		{ "ram0", 48UL << 20, true, 0 },
+		{ "ram1", 16UL << 20, false, 3 * T_PAGE },
+	},
+};
+
+/* How the forked new VMM behaves. */
+struct target_plan {
+	uint32_t fault_policy;
+	unsigned int workers;		/* guest threads during the pull */
+	unsigned int touchers;		/* threads racing for chunk heads */
+	bool discard;			/* a thread discarding meanwhile */
+	bool drop_ptrace;		/* without CAP_SYS_PTRACE */
+	uid_t uid;			/* 0: stay root */
+	uint32_t expect_prim;		/* UFFDMOVE_PRIM_* in its stats */
+	uint32_t expect_why;		/* UFFDMOVE_PULL_WHY_* */
+};
+
+static int fail_child(const char *what, const struct uffdmove_target *t)
+{
+	fprintf(stderr, "  target: %s: %s\n", what,
+		t ? uffdmove_target_error(t) : uffdmove_new_error());
+	return 1;
+}
+
+/* ------------------------------------------------------ racing threads */
+
+/* Every thread touches the first page of each chunk, from a different
+ * start: pullers and faults meet on the same chunks. */
+struct toucher {
+	struct guest *g;
+	pthread_t tid;
+	unsigned int start;
+};
+
+static void *toucher_main(void *arg)
+{
+	struct toucher *tc = arg;
+	struct guest *g = tc->g;
+	size_t r, c, n;
+	volatile uint64_t sink = 0;
+
+	for (r = 0; r < g->n; r++) {
+		n = g->spec[r].len / T_HPAGE;
+		for (c = 0; c < n; c++)
+			sink += *(volatile uint64_t *)(g->addr[r] +
+				((c + tc->start) % n) * T_HPAGE);
+	}
+	(void)sink;
+	return NULL;
+}
+
+/* Discards while the pull runs: half through the library's fence (which
+ * no fill can race), half raw (which the stats must account for). */
+struct discarder {
+	struct guest *g;
+	struct uffdmove_target *t;
+	pthread_t tid;
+	int ret;
+	uint64_t fenced, raw;		/* pages of ram1 */
+};
+
+#define DISCARD_PAGES 8
+
+static void *discarder_main(void *arg)
+{
+	struct discarder *d = arg;
+	uint8_t *base = d->g->addr[1];
+	size_t pages = d->g->spec[1].len / T_PAGE, i;
+
+	for (i = 0; i + DISCARD_PAGES <= pages; i += 4 * DISCARD_PAGES) {
+		void *p = base + i * T_PAGE;
+
+		if ((i / (4 * DISCARD_PAGES)) % 2) {
+			if (madvise(p, DISCARD_PAGES * T_PAGE, MADV_DONTNEED))
+				d->ret = -errno;
+			d->raw++;
+		} else {
+			d->ret = uffdmove_target_discard(d->t, p,
+							 DISCARD_PAGES * T_PAGE);
+			d->fenced++;
+		}
+		if (d->ret)
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * After discards: a fenced range reads zero; a raw one reads zero, or
+ * the source's data if a fill raced it (counted in bytes_discard_raced);
+ * every other page is checked by guest_verify() on a copy of the layout
+ * that treats discarded pages as holes.
+ */
+static int verify_discards(const struct guest *g, const struct uffdmove_stats *st,
+			   char *why, size_t len)
+{
+	size_t pages = g->spec[1].len / T_PAGE, i, k;
+	uint64_t stale = 0;
+
+	for (i = 0; i + DISCARD_PAGES <= pages; i += 4 * DISCARD_PAGES) {
+		bool fenced = !((i / (4 * DISCARD_PAGES)) % 2);
+
+		for (k = i; k < i + DISCARD_PAGES; k++) {
+			const uint8_t *p = g->addr[1] + k * T_PAGE;
+
+			if (t_is_zero(p, T_PAGE))
+				continue;
+			if (fenced) {
+				snprintf(why, len, "fenced discard of ram1 page %zu reads data", k);
+				return -1;
+			}
+			if (guest_verify_page(g, 1, k, why, len))
+				return -1;	/* neither zero nor its data */
+			stale++;
+		}
+	}
+	if (stale && !st->bytes_discard_raced) {
+		snprintf(why, len, "%" PRIu64 " raw-discarded pages kept stale data, but bytes_discard_raced is 0",
+			 stale);
+		return -1;
+	}
+	return 0;
+}
+
+/* Every page outside the discarded ranges, as the source filled it. */
+static int verify_outside_discards(const struct guest *g, char *why,
+				   size_t len)
+{
+	size_t r, pg, pages;
+
+	for (r = 0; r < g->n; r++) {
+		pages = g->spec[r].len / T_PAGE;
+		for (pg = 0; pg < pages; pg++) {
+			if (r == 1 && pg % (4 * DISCARD_PAGES) < DISCARD_PAGES &&
+			    pg - pg % (4 * DISCARD_PAGES) + DISCARD_PAGES <= pages)
+				continue;
+			if (guest_verify_page(g, r, pg, why, len))
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ the target */
+
+static void drop_privileges(const struct target_plan *tp)
+{
+	if (tp->drop_ptrace) {
+		cap_t caps = cap_get_proc();
+		cap_value_t v = CAP_SYS_PTRACE;
+
+		if (!caps || cap_set_flag(caps, CAP_EFFECTIVE, 1, &v, CAP_CLEAR) ||
+		    cap_set_flag(caps, CAP_PERMITTED, 1, &v, CAP_CLEAR) ||
+		    cap_set_proc(caps))
+			_exit(EXIT_SETUP);
+		cap_free(caps);
+	}
+	if (tp->uid && setresuid(tp->uid, tp->uid, tp->uid))
+		_exit(EXIT_SETUP);
+}
+
+static int check_target_stats(const struct target_plan *tp,
+			      const struct uffdmove_stats *st)
+{
+	if (st->primitive != tp->expect_prim ||
+	    st->pull_unused_reason != tp->expect_why) {
+		fprintf(stderr, "  target: primitive %u (want %u), pull_unused_reason %u (want %u)\n",
+			st->primitive, tp->expect_prim,
+			st->pull_unused_reason, tp->expect_why);
+		return 1;
+	}
+	printf("  target: faults %" PRIu64 " p50 %" PRIu64 " us p99 %" PRIu64
+	       " us, pulled %" PRIu64 ", moved %" PRIu64 ", copied %" PRIu64
+	       ", thp_moved %" PRIu64 "\n", st->faults,
+	       st->fault_ns_p50 / 1000, st->fault_ns_p99 / 1000,
+	       st->bytes_pulled, st->bytes_moved, st->bytes_copied,
+	       st->thp_moved);
+	return 0;
+}
+
+/* Guest threads during the handoff, per the plan; joined by finish(). */
+struct activity {
+	struct guest_workers w;
+	struct toucher tc[8];
+	struct discarder d;
+};
+
+static void start_activity(struct activity *a, struct guest *g,
+			   struct uffdmove_target *t,
+			   const struct target_plan *tp)
+{
+	unsigned int i;
+
+	memset(a, 0, sizeof(*a));
+	if (tp->workers)
+		guest_workers_start(&a->w, g, tp->workers);
+	for (i = 0; i < tp->touchers; i++) {
+		a->tc[i] = (struct toucher){ .g = g, .start = i * 7 };
+		pthread_create(&a->tc[i].tid, NULL, toucher_main, &a->tc[i]);
+	}
+	if (tp->discard) {
+		a->d = (struct discarder){ .g = g, .t = t };
+		pthread_create(&a->d.tid, NULL, discarder_main, &a->d);
+	}
+}
+
+static int finish_activity(struct activity *a, const struct target_plan *tp)
+{
+	unsigned int i;
+	int bad = 0;
+
+	for (i = 0; i < tp->touchers; i++)
+		pthread_join(a->tc[i].tid, NULL);
+	if (tp->discard)
+		pthread_join(a->d.tid, NULL);
+	if (tp->workers && guest_workers_stop(&a->w)) {
+		fprintf(stderr, "  target: guest thread: %s\n", a->w.why);
+		bad = 1;
+	}
+	if (tp->discard && a->d.ret) {
+		fprintf(stderr, "  target: discard: %s\n", strerror(-a->d.ret));
+		bad = 1;
+	}
+	return bad;
+}
+
+static int verify_target(struct guest *g, const struct target_plan *tp,
+			 const struct uffdmove_stats *st)
+{
+	char why[256];
+
+	if (tp->discard ? verify_discards(g, st, why, sizeof(why)) ||
+			  verify_outside_discards(g, why, sizeof(why)) :
+			  guest_verify(g, why, sizeof(why))) {
+		fprintf(stderr, "  target: after the handoff: %s\n", why);
+		return 1;
+	}
+	return 0;
+}
+
+static int target_main(int sock, const struct target_plan *tp)
+{
+	struct guest g = layout;
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_target_opts o;
+	struct uffdmove_target *t;
+	struct uffdmove_stats st;
+	struct activity a;
+	int ret, bad;
+
+	guest_map(&g);
+	guest_regions(&g, regions);
+	uffdmove_target_opts_init(&o);
+	o.fault_policy = tp->fault_policy;
+	/* SO_PEERCRED names whoever made the socketpair: root, here. */
+	o.expected_uid = 0;
+	/* The uffd is made with privilege, as a VMM with access to
+	 * /dev/userfaultfd makes it; the rest runs without. */
+	if (uffdmove_target_new(&t, regions, g.n, &o))
+		return fail_child("target_new", NULL);
+	drop_privileges(tp);
+	if (uffdmove_target_handoff(t, sock))
+		return fail_child("handoff", t);
+	if (uffdmove_target_process(t) < 0)
+		return fail_child("commit", t);
+	start_activity(&a, &g, t, tp);
+	ret = uffdmove_target_wait(t, 60000);
+	bad = finish_activity(&a, tp);
+	if (ret)
+		return fail_child("wait", t);
+	uffdmove_target_stats(t, &st);
+	bad |= check_target_stats(tp, &st) | verify_target(&g, tp, &st);
+	uffdmove_target_free(t);
+	return bad;
+}
+
+/* ------------------------------------------------------------ the source */
+
+struct source_plan {
+	uint32_t mode;
+	uid_t uid;			/* 0: stay root */
+	bool undumpable;
+	uint32_t expect_prim;
+};
+
+/* The old VMM in a child of its own (it may change its credentials). */
+static int source_main(int sock, const struct source_plan *sp)
+{
+	struct guest g = layout;
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts o;
+	struct uffdmove_source *s;
+	struct uffdmove_stats st;
+	char why[256];
+	int ret;
+
+	if (sp->uid && (setresuid(sp->uid, sp->uid, sp->uid) ||
+			prctl(PR_SET_DUMPABLE, 1)))	/* setuid cleared it */
+		return EXIT_SETUP;
+	if (sp->undumpable && prctl(PR_SET_DUMPABLE, 0))
+		return EXIT_SETUP;
+	guest_map_source(&g);
+	guest_regions(&g, regions);
+	uffdmove_source_opts_init(&o);
+	o.mode = sp->mode;
+	o.expected_uid = 0;	/* the socketpair's maker, see target_main */
+	if (uffdmove_source_new(&s, regions, g.n, &o))
+		return EXIT_SETUP;
+	ret = uffdmove_source_accept(s, sock);
+	if (!ret)
+		ret = uffdmove_source_run(s);
+	uffdmove_source_stats(s, &st);
+	if (ret || st.primitive != sp->expect_prim) {
+		fprintf(stderr, "  source: %d %s, primitive %u (want %u)\n",
+			ret, uffdmove_source_error(s), st.primitive,
+			sp->expect_prim);
+		return 1;
+	}
+	if (sp->mode == UFFDMOVE_MODE_COPY &&
+	    guest_verify_source(&g, why, sizeof(why))) {
+		fprintf(stderr, "  source: MODE_COPY, but: %s\n", why);
+		return 1;
+	}
+	uffdmove_source_free(s);
+	return 0;
+}
+
+/* Both ends in children of ours; 0 when both passed. */
+static int run_pair(const struct source_plan *sp, const struct target_plan *tp)
+{
+	int sv[2], st_src, st_tgt;
+	pid_t src, tgt;
+
+	if (t_seqpacket_pair(sv))
+		t_die("socketpair");
+	src = fork();
+	if (src == 0) {
+		t_child(90);
+		close(sv[1]);
+		_exit(source_main(sv[0], sp));
+	}
+	tgt = fork();
+	if (tgt == 0) {
+		t_child(90);
+		close(sv[0]);
+		_exit(target_main(sv[1], tp));
+	}
+	close(sv[0]);
+	close(sv[1]);
+	st_src = t_wait(src);
+	st_tgt = t_wait(tgt);
+	if (WIFEXITED(st_src) && WEXITSTATUS(st_src) == EXIT_SETUP)
+		return EXIT_SETUP;
+	if (WIFEXITED(st_tgt) && WEXITSTATUS(st_tgt) == EXIT_SETUP)
+		return EXIT_SETUP;
+	if (!WIFEXITED(st_src) || WEXITSTATUS(st_src) ||
+	    !WIFEXITED(st_tgt) || WEXITSTATUS(st_tgt)) {
+		fprintf(stderr, "  source status 0x%x, target status 0x%x\n",
+			st_src, st_tgt);
+		return 1;
+	}
+	return 0;
+}
+
+/* ----------------------------------------------------------------- cases */
+
+static int faults_race(uint32_t policy, unsigned int rounds)
+{
+	const struct source_plan sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct target_plan tp = {
+		.fault_policy = policy, .workers = 2, .touchers = 4,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	unsigned int i;
+
+	for (i = 0; i < rounds; i++)
+		T_CHECK(run_pair(&sp, &tp) == 0, "round %u", i);
+	return T_PASS;
+}
+
+static int faults_race_chunk(struct t_ctx *ctx)
+{
+	return faults_race(UFFDMOVE_FAULT_CHUNK, ROUNDS);
+}
+
+static int faults_race_page(struct t_ctx *ctx)
+{
+	return faults_race(UFFDMOVE_FAULT_PAGE, ROUNDS);
+}
+
+static int discards_race(struct t_ctx *ctx)
+{
+	const struct source_plan sp = {
+		.mode = UFFDMOVE_MODE_COPY, .expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct target_plan tp = {
+		.workers = 0, .touchers = 2, .discard = true,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	unsigned int i;
+
+	for (i = 0; i < ROUNDS; i++)
+		T_CHECK(run_pair(&sp, &tp) == 0, "round %u", i);
+	return T_PASS;
+}
+
+/* A non-dumpable source and a target without CAP_SYS_PTRACE: the kernel
+ * refuses the read, and the session pushes instead, saying why. */
+static int denied_pushes(struct t_ctx *ctx)
+{
+	const struct source_plan sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .undumpable = true,
+		.expect_prim = UFFDMOVE_PRIM_COPY,
+	};
+	const struct target_plan tp = {
+		.workers = 2, .drop_ptrace = true,
+		.expect_prim = UFFDMOVE_PRIM_COPY,
+		.expect_why = UFFDMOVE_PULL_WHY_DENIED,
+	};
+	int ret;
+
+	if (!ctx->caps->kernel_faults)
+		return t_case_skip(ctx, "no kernel-mode faults");
+	ret = run_pair(&sp, &tp);
+	if (ret == EXIT_SETUP)
+		return t_case_skip(ctx, "cannot drop CAP_SYS_PTRACE here");
+	T_CHECK(ret == 0, "denied pull did not fall back to push cleanly");
+	return T_PASS;
+}
+
+/* Both as nobody: same uid, dumpable, no capability: pull works. */
+static int unprivileged_pair(struct t_ctx *ctx)
+{
+	const struct source_plan sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .uid = NOBODY,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct target_plan tp = {
+		.workers = 2, .uid = NOBODY,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	int ret;
+
+	if (geteuid() != 0)
+		return t_case_skip(ctx, "needs root to become uid %d", NOBODY);
+	ret = run_pair(&sp, &tp);
+	if (ret == EXIT_SETUP)
+		return t_case_skip(ctx, "cannot switch to uid %d", NOBODY);
+	T_CHECK(ret == 0, "unprivileged same-uid pull failed");
+	return T_PASS;
+}
+
+#define YAMA "/proc/sys/kernel/yama/ptrace_scope"
+
+static int write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	int ret;
+
+	if (!f)
+		return -errno;
+	ret = fputs(text, f) < 0 ? -EIO : 0;
+	if (fclose(f) && !ret)
+		ret = -errno;
+	return ret;
+}
+
+/* Under Yama scope 1 only the source's declared ptracer may read it: the
+ * source grants that to the authenticated target for the session. */
+static int yama_scope_1(struct t_ctx *ctx)
+{
+	const struct source_plan sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .uid = NOBODY,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct target_plan tp = {
+		.workers = 1, .uid = NOBODY,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	char old[8] = "";
+	FILE *f = fopen(YAMA, "r");
+	int ret;
+
+	if (!f) {
+		/* The grant, prctl(PR_SET_PTRACER), fails harmlessly with
+		 * EINVAL without Yama: every pull test here ran through it. */
+		return t_case_skip(ctx, "this kernel has no Yama (%s); PR_SET_PTRACER was tried and ignored by every pull above",
+				   YAMA);
+	}
+	if (!fgets(old, sizeof(old), f))
+		old[0] = '\0';
+	fclose(f);
+	if (write_text(YAMA, "1\n"))
+		return t_case_skip(ctx, "cannot set %s to 1", YAMA);
+	ret = run_pair(&sp, &tp);
+	write_text(YAMA, old);
+	T_CHECK(ret == 0, "pull under Yama scope 1 failed (status %d)", ret);
+	return T_PASS;
+}
+
+/* ----------------------------------------------------- hostile sources */
+
+static int send_wire(int sock, const struct wire_msg *m)
+{
+	unsigned char buf[WIRE_MSG_MAX];
+	int len = wire_encode(m, buf, sizeof(buf));
+
+	return len < 0 ? len : peer_send(sock, buf, (size_t)len, -1, 2000);
+}
+
+static int recv_wire(int sock, struct wire_msg *m, int *fd)
+{
+	unsigned char buf[WIRE_MSG_MAX + 1];
+	int fds[PEER_FDS_MAX], len;
+	size_t nfds = 0;
+
+	len = peer_recv(sock, buf, sizeof(buf), fds, &nfds, 5000);
+	if (fd)
+		*fd = nfds ? fds[0] : -1;
+	else if (nfds && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	return len <= 0 ? -EPROTO : wire_decode(buf, (size_t)len, m, NULL, 0);
+}
+
+/* A source that offers a pull with a cookie that is not the target's, or
+ * names a process that is not itself (and has not got the cookie). */
+static int lying_offer(int sock, pid_t pid, bool wrong_cookie)
+{
+	static uint64_t cookie;
+	struct wire_msg *m = calloc(1, sizeof(*m));
+	struct guest g = layout;
+	size_t i;
+
+	if (!m || recv_wire(sock, m, NULL) || m->type != WIRE_HELLO)
+		return EXIT_SETUP;
+	cookie = m->hello.mm_cookie ^ (wrong_cookie ? 1 : 0);
+	guest_map_source(&g);
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_ACCEPT;
+	m->accept.primitive = UFFDMOVE_PRIM_PULL;
+	m->accept.n_src = (uint32_t)g.n;
+	m->accept.pid = (uint32_t)pid;
+	m->accept.cookie_addr = (uintptr_t)&cookie;
+	m->accept.cookie = cookie;
+	for (i = 0; i < g.n; i++)
+		m->accept.src[i] = (uintptr_t)g.addr[i];
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	/* The target must not go on: ABORT, or a hang-up. */
+	return recv_wire(sock, m, NULL) == 0 && m->type == WIRE_PULL ? 1 : 0;
+}
+
+static int hostile_offer(struct t_ctx *ctx, bool wrong_cookie)
+{
+	struct guest d = layout;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_target *t;
+	int sv[2], ret, status;
+	pid_t bystander, pid;
+	size_t k;
+
+	bystander = fork();	/* a process of ours that holds no cookie */
+	if (bystander == 0) {
+		t_child(30);
+		pause();
+		_exit(0);
+	}
+	pid = t_fork_peer(sv, 30);
+	if (pid == 0)
+		_exit(lying_offer(sv[1], wrong_cookie ? getpid() : bystander,
+				  wrong_cookie));
+	guest_map(&d);
+	guest_regions(&d, r);
+	T_CHECK(uffdmove_target_new(&t, r, d.n, NULL) == 0, "target_new");
+	ret = uffdmove_target_handoff(t, sv[0]);
+	printf("  handoff: %d %s\n", ret, uffdmove_target_error(t));
+	T_CHECK(ret == -EPROTO && strstr(uffdmove_target_error(t), "cookie"),
+		"handoff returned %d: %s", ret, uffdmove_target_error(t));
+	status = t_wait(pid);
+	kill(bystander, SIGKILL);
+	t_wait(bystander);
+	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"the lying source saw the target go on (status 0x%x)", status);
+	/* Nothing was read, nothing registered: untouched RAM reads zero. */
+	for (k = 0; k < d.n; k++)
+		T_CHECK(t_resident_bytes(d.addr[k], d.spec[k].len) == 0,
+			"region %zu got pages from a liar", k);
+	uffdmove_target_free(t);
+	close(sv[0]);
+	guest_unmap(&d);
+	return T_PASS;
+}
+
+static int wrong_cookie(struct t_ctx *ctx)
+{
+	return hostile_offer(ctx, true);
+}
+
+static int someone_elses_pid(struct t_ctx *ctx)
+{
+	return hostile_offer(ctx, false);
+}
+
+/* ----------------------------------------------------- hostile targets */
+
+/*
+ * A target that asks to pull, then sends RELEASE where it must not:
+ * before its commit, or outside every region after it. The source frees
+ * nothing it was not told to, and says why.
+ */
+static int releasing_target(int sock, const struct guest *src, bool commit)
+{
+	struct wire_msg *m = calloc(1, sizeof(*m));
+	struct guest d = layout;
+	size_t i;
+
+	guest_map(&d);
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_HELLO;
+	m->hello.flags = WIRE_HELLO_PULL;
+	m->hello.features = UFFD_FEATURE_EVENT_REMOVE |
+			    UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
+			    UFFD_FEATURE_MOVE;
+	m->hello.n_regions = (uint32_t)d.n;
+	for (i = 0; i < d.n; i++) {
+		struct wire_region *r = &m->hello.regions[i];
+
+		snprintf(r->name, sizeof(r->name), "%s", d.spec[i].name);
+		r->addr = (uintptr_t)d.addr[i];
+		r->len = d.spec[i].len;
+		r->page_size = T_PAGE;
+		r->ioctls = ~0ULL;
+	}
+	if (send_wire(sock, m) || recv_wire(sock, m, NULL) ||
+	    m->accept.primitive != UFFDMOVE_PRIM_PULL)
+		return EXIT_SETUP;
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_PULL;
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	if (commit) {
+		m->type = WIRE_GO;
+		if (send_wire(sock, m))
+			return EXIT_SETUP;
+	}
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_RELEASE;
+	m->ranges.n = 1;
+	/* Before the commit: the source's own guest RAM. After it: memory
+	 * of the source outside every region (its stack, here). */
+	m->ranges.ranges[0].start = commit ? (uintptr_t)&m & ~(T_PAGE - 1) :
+				    (uintptr_t)src->addr[0];
+	m->ranges.ranges[0].len = commit ? T_PAGE : src->spec[0].len;
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	pause();
+	return 0;
+}
+
+static int hostile_release(struct t_ctx *ctx, bool commit)
+{
+	struct guest g = layout;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_source *s;
+	char why[256];
+	int sv[2], ret;
+	pid_t pid;
+
+	guest_map_source(&g);
+	guest_regions(&g, r);
+	pid = t_fork_peer(sv, 30);
+	if (pid == 0)
+		_exit(releasing_target(sv[1], &g, commit));
+	T_CHECK(uffdmove_source_new(&s, r, g.n, NULL) == 0, "source_new");
+	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
+		uffdmove_source_error(s));
+	ret = uffdmove_source_run(s);
+	printf("  run: %d %s\n", ret, uffdmove_source_error(s));
+	T_CHECK(ret == (commit ? -EPROTO : -ECANCELED) &&
+		strstr(uffdmove_source_error(s), "RELEASE"),
+		"run returned %d: %s", ret, uffdmove_source_error(s));
+	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
+		"guest RAM changed: %s", why);
+	uffdmove_source_free(s);
+	kill(pid, SIGKILL);
+	t_wait(pid);
+	close(sv[0]);
+	guest_unmap(&g);
+	return T_PASS;
+}
+
+static int release_before_commit(struct t_ctx *ctx)
+{
+	return hostile_release(ctx, false);
+}
+
+static int release_outside_regions(struct t_ctx *ctx)
+{
+	return hostile_release(ctx, true);
+}
+
+/* ------------------------------------------------- the target dies */
+
+/* MODE_AUTO frees as the target reports: a target killed mid-pull ends
+ * the source's run promptly, with an error, and leaks nothing. */
+static int target_killed_auto(struct t_ctx *ctx)
+{
+	const struct target_plan tp = { .workers = 2,
+					.expect_prim = UFFDMOVE_PRIM_PULL };
+	struct guest g = layout;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	unsigned int i, seed = 77;
+
+	guest_map_source(&g);
+	guest_regions(&g, r);
+	for (i = 0; i < 2 * ROUNDS; i++) {
+		/* What the last round's target took, we freed: fill again. */
+		guest_fill(&g);
+		struct uffdmove_source *s;
+		struct timespec ts = { 0, (long)(rand_r(&seed) % 40) * 1000000 };
+		int sv[2], fds, ret;
+		pid_t pid;
+
+		fds = t_count_fds();
+		pid = t_fork_peer(sv, 60);
+		if (pid == 0)
+			_exit(target_main(sv[1], &tp));
+		T_CHECK(uffdmove_source_new(&s, r, g.n, NULL) == 0,
+			"source_new");
+		T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
+			uffdmove_source_error(s));
+		if (fork() == 0) {
+			t_child(30);
+			nanosleep(&ts, NULL);
+			kill(pid, SIGKILL);
+			_exit(0);
+		}
+		ret = uffdmove_source_run(s);
+		printf("  kill at %ld ms: %d %s\n", ts.tv_nsec / 1000000, ret,
+		       uffdmove_source_error(s));
+		T_CHECK(ret == 0 || ret == -ECONNRESET || ret == -ECANCELED,
+			"run returned %d: %s", ret, uffdmove_source_error(s));
+		uffdmove_source_free(s);
+		close(sv[0]);
+		kill(pid, SIGKILL);
+		t_wait(pid);
+		while (waitpid(-1, NULL, 0) > 0)
+			;
+		T_CHECK(t_count_fds() == fds, "fd leak: %d -> %d", fds,
+			t_count_fds());
+	}
+	guest_unmap(&g);
+	return T_PASS;
+}
+
+int main(void)
+{
+	static const struct t_case cases[] = {
+		{ "faults-race-pulls-chunk", faults_race_chunk },
+		{ "faults-race-pulls-page", faults_race_page },
+		{ "discards-race-pulls", discards_race },
+		{ "denied-falls-back-to-push", denied_pushes },
+		{ "unprivileged-same-uid", unprivileged_pair },
+		{ "yama-scope-1", yama_scope_1 },
+		{ "wrong-cookie", wrong_cookie },
+		{ "someone-elses-pid", someone_elses_pid },
+		{ "release-before-commit", release_before_commit },
+		{ "release-outside-regions", release_outside_regions },
+		{ "target-killed-auto", target_killed_auto },
+	};
+
+	return t_main(cases, T_ARRAY_SIZE(cases), 280, T_NEED_MOVE, NULL);
+}

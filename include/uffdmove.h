@@ -226,12 +226,16 @@ struct uffdmove_target_opts {
 #define UFFDMOVE_PULL_OFF	1
 
 /* How the pulling target serves a fault on a page not yet there. */
-#define UFFDMOVE_FAULT_PAGE	0 /* default: read and copy just the 4 KiB
-				     page (tens of us); its chunk follows next
-				     in small pages and is collapsed to THP
-				     after the handoff */
-#define UFFDMOVE_FAULT_CHUNK	1 /* pull its whole 2 MiB chunk first (THP
-				     kept; a first touch waits ~0.2-3 ms) */
+#define UFFDMOVE_FAULT_AUTO	0 /* default: PAGE while faults are rare,
+				     CHUNK while they come faster than about
+				     one per 500 us (the guest then waits on
+				     memory anyway: bring it in bulk) */
+#define UFFDMOVE_FAULT_PAGE	1 /* read and copy just the 4 KiB page (tens
+				     of us); its chunk follows next in small
+				     pages and is collapsed to THP after the
+				     handoff */
+#define UFFDMOVE_FAULT_CHUNK	2 /* pull its whole 2 MiB chunk first (THP
+				     kept; a first touch waits ~0.3-3 ms) */
 
 /**
  * uffdmove_target_opts_init - fill @opts with the defaults.

@@ -54,6 +54,9 @@ struct mover {
 	pid_t pid;			/* pull: the source */
 	int pidfd;			/* pull: the source, for sure */
 	uint32_t fault_policy;		/* pull: UFFDMOVE_FAULT_* */
+	uint64_t rate_since;		/* FAULT_AUTO: this window's start */
+	unsigned int rate_count;	/* faults in it */
+	bool rate_high;			/* the last window was busy */
 	struct stages stages;		/* pull: see stage.h */
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;

@@ -345,13 +345,43 @@ int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg)
 	return 0;
 }
 
-/* Serve a fault by its whole chunk: MOVE keeps a THP whole (push), and a
- * pulled chunk lands as one THP (pull, FAULT_CHUNK). */
-static bool fault_takes_chunk(const struct mover *m, const struct chunk *ch)
+#define RATE_WINDOW_NS	(10 * 1000 * 1000ULL)
+#define RATE_HIGH	20	/* faults per window: one per 500 us */
+
+/*
+ * FAULT_AUTO: were faults frequent in the last window? Then the guest
+ * waits on memory more than it runs, and a whole chunk per fault brings
+ * it in fastest (fewer faults, THP kept); while they are rare, a page
+ * each serves them in microseconds. Only the fault thread calls this.
+ */
+static bool faults_frequent(struct mover *m)
 {
-	if (m->pull)
-		return m->fault_policy == UFFDMOVE_FAULT_CHUNK;
-	return core_wants_move(m, ch);
+	uint64_t now = now_ns();
+
+	if (now - m->rate_since > RATE_WINDOW_NS) {
+		m->rate_high = m->rate_count >= RATE_HIGH &&
+			       now - m->rate_since < 2 * RATE_WINDOW_NS;
+		m->rate_since = now;
+		m->rate_count = 0;
+	}
+	m->rate_count++;
+	return m->rate_high;
+}
+
+/* Serve a fault by its whole chunk: MOVE keeps a THP whole (push), and a
+ * pulled chunk lands as one THP (pull, per the fault policy). */
+static bool fault_takes_chunk(struct mover *m, const struct chunk *ch)
+{
+	if (!m->pull)
+		return core_wants_move(m, ch);
+	switch (m->fault_policy) {
+	case UFFDMOVE_FAULT_CHUNK:
+		return true;
+	case UFFDMOVE_FAULT_PAGE:
+		return false;
+	default:
+		return faults_frequent(m);
+	}
 }
 
 /*
@@ -375,6 +405,10 @@ static int fault_page(struct mover *m, struct plan_region *r, size_t c,
 			return ret;
 		from = page;
 	}
+	/* Its chunk cannot arrive as one PMD any more: stage it in small
+	 * pages (splitting a staged THP costs more than the copy). */
+	__atomic_fetch_or(&m->plan.chunks[c].flags, CHUNK_TOUCHED,
+			  __ATOMIC_RELEASE);
 	fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
 	ret = plan_page_wanted(r, pg) ?
 	      uffd_copy(m->uffd, dst, from, PAGE_SZ, 0, &done) : -ENODATA;

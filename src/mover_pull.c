@@ -100,22 +100,27 @@ int mover_pull_chunk(struct mover *m, size_t c, bool reader)
 {
 	struct stage *st = stage_get(&m->stages);
 	struct xfer x;
+	uint8_t flags;
 	char *mem;
 	int ret;
 
 	if (!st)
 		return mover_fail(m, -ENOMEM, "no staging memory for pulling");
 	core_xfer_begin(m, c, &x, reader);
-	mem = stage_mem(st, m->plan.chunks[c].flags & CHUNK_THP);
+	flags = load_acquire(&m->plan.chunks[c].flags);
+	/* A fresh THP moves as one PMD; anything else is copied from the
+	 * bounce buffer (stage.h says why). */
+	x.moving = (flags & CHUNK_THP) && !(flags & CHUNK_TOUCHED) && x.whole;
+	mem = x.moving ? st->huge : st->bounce;
 	x.from = (uintptr_t)mem - x.first * PAGE_SZ;
-	x.moving = true;	/* within our own mm: always allowed */
 	ret = stage_chunk(m, &x, mem);
 	if (!ret)
 		ret = core_transfer(m, &x);
 	/* Pages a MOVE did not take (a fault or a discard got there first,
 	 * or we stopped early) must not linger in the slot. On -EAGAIN the
 	 * rest is read again: the source's memory has not changed. */
-	stage_clear(mem);
+	if (x.moving)
+		stage_clear(st);
 	stage_put(&m->stages, st);
 	ret = core_xfer_end(m, &x, ret);
 	if (!ret)	/* the source may free it now (MODE_COPY keeps all) */

@@ -172,6 +172,10 @@ int pull_answer(struct uffdmove_target *t, struct wire_msg *ans, pid_t peer)
 			return err_set(&t->err, EPROTO,
 				       "ACCEPT: %u source addresses for %zu regions",
 				       ans->accept.n_src, t->nregions);
+		if (t->opts.expected_pid && pid != t->opts.expected_pid)
+			return err_set(&t->err, EPERM,
+				       "the source says it is pid %d, not the expected pid %d",
+				       (int)pid, (int)t->opts.expected_pid);
 		pidfd = peer_pidfd(t->sock, pid == peer, pid);
 		if (pidfd < 0) {
 			why = UFFDMOVE_PULL_WHY_DENIED;
@@ -373,6 +377,7 @@ const char *pull_error(struct uffdmove_target *t)
 void pull_stats(struct uffdmove_target *t, struct uffdmove_stats *st)
 {
 	mover_stats(&t->pull->m, st);
+	st->move_unused_reason = UFFDMOVE_WHY_USED;	/* MOVE, within us */
 	st->pull_unused_reason = UFFDMOVE_PULL_WHY_USED;
 }
 

@@ -10,9 +10,10 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "stage.h"
 #include "uffdmove.h"
 
-#define PULL_THREADS_MAX	16
+#define PULL_THREADS_MAX	STAGE_PULLERS_MAX
 
 struct uffdmove_target;
 struct wire_msg;

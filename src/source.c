@@ -235,7 +235,7 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	hello = malloc(sizeof(*hello));
 	if (!hello)
 		return reject(s, err_set(&s->err, ENOMEM, "out of memory"));
-	ret = source_recv_hello(s, hello, &uffd, &answer, false);
+	ret = source_recv_hello(s, hello, &uffd, &answer, HELLO_FIRST);
 	s->pull_why = UFFDMOVE_PULL_WHY_OFF_TARGET;
 	if (!ret && uffd < 0)
 		ret = source_offer_pull(s, hello, pid, &uffd);

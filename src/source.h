@@ -47,8 +47,13 @@ int source_in_state(struct uffdmove_source *s, enum source_state want,
  * with push. */
 struct wire_msg;
 struct plan_input;
+enum hello_round {
+	HELLO_FIRST,		/* HELLO, asking to pull or with its uffd */
+	HELLO_AFTER_OFFER,	/* PULL, or HELLO with its uffd */
+	HELLO_AFTER_DECLINE,	/* HELLO with its uffd */
+};
 int source_recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
-		      int *uffd, bool *answer, bool pull_offered);
+		      int *uffd, bool *answer, enum hello_round round);
 int source_match_regions(struct uffdmove_source *s, const struct wire_msg *h,
 			 struct plan_input *in);
 bool source_same_mm(const struct wire_msg *h);

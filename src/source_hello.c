@@ -138,12 +138,42 @@ static size_t fds_expected(const struct wire_msg *m)
 }
 
 /*
- * HELLO from the target (or, after we offered to be pulled, its PULL):
- * @hello, and *@uffd when it brought one (else -1). On failure *@answer
- * says whether the target may still read a REJECT.
+ * What the target may send in each round: first a HELLO (asking to pull
+ * or not); after our offer, PULL or a HELLO with its uffd; after we
+ * declined, only a HELLO with its uffd. 0, or -EPROTO with @why.
+ */
+static int check_round(enum hello_round round, const struct wire_msg *m,
+		       size_t nfds, char *why, size_t len)
+{
+	bool pull_asked = m->type == WIRE_HELLO &&
+			  (m->hello.flags & WIRE_HELLO_PULL);
+
+	if (m->type == WIRE_PULL && round != HELLO_AFTER_OFFER)
+		return err_format(why, len, EPROTO,
+				  "PULL, but we did not offer it");
+	if (m->type != WIRE_HELLO && m->type != WIRE_PULL)
+		return err_format(why, len, EPROTO, "expected HELLO, got %s",
+				  wire_type_name(m->type));
+	if (pull_asked && round != HELLO_FIRST)
+		return err_format(why, len, EPROTO,
+				  "a second HELLO asking to pull");
+	if (nfds != fds_expected(m))
+		return err_format(why, len, EPROTO,
+				  "HELLO must carry %s, it carried %s",
+				  fds_expected(m) ? "exactly one fd" : "no fd",
+				  nfds > PEER_FDS_MAX ? "too many" :
+				  nfds > 1 ? "more than one" :
+				  nfds ? "one" : "none");
+	return 0;
+}
+
+/*
+ * The target's message in round @round: @hello, and *@uffd when it brought
+ * one (else -1). On failure *@answer says whether the target may still
+ * read a REJECT.
  */
 int source_recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
-		      int *uffd, bool *answer, bool pull_offered)
+		      int *uffd, bool *answer, enum hello_round round)
 {
 	char buf[WIRE_MSG_MAX + 1], why[160];
 	int fds[PEER_FDS_MAX], len, ret;
@@ -159,40 +189,26 @@ int source_recv_hello(struct uffdmove_source *s, struct wire_msg *hello,
 	*answer = len >= 0;
 	if (len == -ETIMEDOUT)
 		return err_set(&s->err, ETIMEDOUT, "no %s within %u ms",
-			       pull_offered ? "answer to our offer to be pulled" :
-			       "HELLO", s->opts.handshake_timeout_ms);
+			       round == HELLO_FIRST ? "HELLO" :
+			       "answer to our ACCEPT",
+			       s->opts.handshake_timeout_ms);
 	if (len < 0)
 		return err_set(&s->err, -len, "receiving HELLO: %s",
 			       strerror(-len));
 	ret = len ? wire_decode(buf, (size_t)len, hello, why, sizeof(why)) :
 		    err_format(why, sizeof(why), EPROTO, "an empty message");
-	if (!ret && hello->type == WIRE_ABORT && pull_offered)
+	if (!ret && hello->type == WIRE_ABORT && round != HELLO_FIRST)
+		ret = -ECANCELED;
+	else if (!ret)
+		ret = check_round(round, hello, nfds, why, sizeof(why));
+	if (ret && nfds <= PEER_FDS_MAX)
+		peer_close_fds(fds, nfds);
+	if (ret == -ECANCELED)
 		return err_set(&s->err, ECANCELED,
 			       "the target gave up the handshake (%s); nothing was handed over, every byte of the guest is intact here",
 			       hello->reason.text);
-	if (!ret && hello->type == WIRE_PULL && !pull_offered)
-		ret = err_format(why, sizeof(why), EPROTO,
-				 "PULL, but we did not offer it");
-	else if (!ret && hello->type != WIRE_HELLO && hello->type != WIRE_PULL)
-		ret = err_format(why, sizeof(why), EPROTO,
-				 "expected HELLO, got %s",
-				 wire_type_name(hello->type));
-	else if (!ret && pull_offered && hello->type == WIRE_HELLO &&
-		 (hello->hello.flags & WIRE_HELLO_PULL))
-		ret = err_format(why, sizeof(why), EPROTO,
-				 "a second HELLO asking to pull");
-	else if (!ret && nfds != fds_expected(hello))
-		ret = err_format(why, sizeof(why), EPROTO,
-				 "HELLO must carry %s, it carried %s",
-				 fds_expected(hello) ? "exactly one fd" : "no fd",
-				 nfds > PEER_FDS_MAX ? "too many" :
-				 nfds > 1 ? "more than one" :
-				 nfds ? "one" : "none");
-	if (ret) {
-		if (nfds <= PEER_FDS_MAX)
-			peer_close_fds(fds, nfds);
+	if (ret)
 		return err_set(&s->err, -ret, "bad HELLO: %s", why);
-	}
 	if (nfds)
 		*uffd = fds[0];
 	return 0;

@@ -39,7 +39,9 @@ static uint32_t pull_refused(const struct uffdmove_source *s,
  */
 static void grant_reader(pid_t target)
 {
-	prctl(PR_SET_PTRACER, (unsigned long)target, 0, 0, 0);
+	/* A socketpair's creator is whoever made it: maybe we ourselves. */
+	if (target != getpid())
+		prctl(PR_SET_PTRACER, (unsigned long)target, 0, 0, 0);
 }
 
 void source_revoke_reader(void)
@@ -121,7 +123,8 @@ int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
 		return err_set(&s->err, -ret, "sending ACCEPT: %s",
 			       strerror(-ret));
 	/* PULL, or the target cannot read us: HELLO again, with its uffd. */
-	ret = source_recv_hello(s, hello, uffd, &answer, !why);
+	ret = source_recv_hello(s, hello, uffd, &answer,
+				why ? HELLO_AFTER_DECLINE : HELLO_AFTER_OFFER);
 	if (ret || *uffd >= 0) {
 		source_revoke_reader();
 		source_teardown_mover(s);
@@ -132,11 +135,44 @@ int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
 	return 0;
 }
 
+/* Free [start, end) but what is declared pinned: a device may still
+ * write there, and its pages must not leave under it. */
+static int free_unpinned(struct uffdmove_source *s, uint64_t start,
+			 uint64_t end)
+{
+	const struct pinned_range *p = s->pinned;
+	uint64_t a = start, cut;
+	size_t i;
+
+	while (a < end) {
+		for (i = 0; i < s->npinned && a < end; i++) {
+			if (p[i].start <= a && a < p[i].end) {
+				cut = MIN(p[i].end, end);
+				mover_count_arrived(&s->m, a, cut - a, false);
+				a = cut;
+				i = (size_t)-1;	/* look again from there */
+			}
+		}
+		if (a >= end)
+			break;
+		cut = end;
+		for (i = 0; i < s->npinned; i++)
+			if (p[i].start > a && p[i].start < cut)
+				cut = p[i].start;
+		mover_count_arrived(&s->m, a, cut - a, true);
+		if (madvise((void *)(uintptr_t)a, cut - a, MADV_DONTNEED))
+			return -errno;
+		a = cut;
+	}
+	return 0;
+}
+
 /* RELEASE: the target holds these ranges (our addresses) now. */
 static int release(struct run *run, const struct wire_msg *msg)
 {
 	struct uffdmove_source *s = run->s;
 	uint32_t i;
+	int ret;
 
 	if (!committed(run))
 		return mover_fail(&s->m, -EPROTO,
@@ -149,17 +185,18 @@ static int release(struct run *run, const struct wire_msg *msg)
 					  "RELEASE 0x%llx+%llu is not inside one region",
 					  (unsigned long long)r->start,
 					  (unsigned long long)r->len);
-		mover_count_arrived(&s->m, r->start, r->len, s->opts.mode !=
-				    UFFDMOVE_MODE_COPY);
-		if (s->opts.mode == UFFDMOVE_MODE_COPY)
-			continue;	/* its promise: we stay intact */
-		if (madvise((void *)(uintptr_t)r->start, r->len,
-			    MADV_DONTNEED))
-			return mover_fail(&s->m, -errno,
+		if (s->opts.mode == UFFDMOVE_MODE_COPY) {
+			/* its promise: we stay intact */
+			mover_count_arrived(&s->m, r->start, r->len, false);
+			continue;
+		}
+		ret = free_unpinned(s, r->start, r->start + r->len);
+		if (ret)
+			return mover_fail(&s->m, ret,
 					  "freeing 0x%llx+%llu: %s",
 					  (unsigned long long)r->start,
 					  (unsigned long long)r->len,
-					  strerror(errno));
+					  strerror(-ret));
 	}
 	return 0;
 }

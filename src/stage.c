@@ -27,29 +27,31 @@ void stages_fini(struct stages *s)
 	for (i = 0; i < s->nslots; i++) {
 		if (s->slot[i].huge)
 			munmap(s->slot[i].huge, CHUNK_SZ);
-		if (s->slot[i].small)
-			munmap(s->slot[i].small, CHUNK_SZ);
+		if (s->slot[i].bounce)
+			munmap(s->slot[i].bounce, CHUNK_SZ);
 	}
 	pthread_mutex_destroy(&s->lock);
 	memset(s, 0, sizeof(*s));
 }
 
-/* Both memories of a new slot. THP advice is only advice: a kernel
- * without it still stages correctly, in small pages. */
+/* Both memories of a new slot; the bounce buffer is touched once here
+ * and stays. THP advice is only advice: a kernel without it still
+ * stages correctly, in small pages. */
 static int map_slot(struct stage *st)
 {
 	st->huge = mem_map_aligned(CHUNK_SZ, CHUNK_SZ);
-	st->small = mem_map(CHUNK_SZ);
-	if (!st->huge || !st->small) {
+	st->bounce = mem_map_aligned(CHUNK_SZ, CHUNK_SZ);
+	if (!st->huge || !st->bounce) {
 		if (st->huge)
 			munmap(st->huge, CHUNK_SZ);
-		if (st->small)
-			munmap(st->small, CHUNK_SZ);
-		st->huge = st->small = NULL;
+		if (st->bounce)
+			munmap(st->bounce, CHUNK_SZ);
+		st->huge = st->bounce = NULL;
 		return -ENOMEM;
 	}
 	madvise(st->huge, CHUNK_SZ, MADV_HUGEPAGE);
-	madvise(st->small, CHUNK_SZ, MADV_NOHUGEPAGE);
+	madvise(st->bounce, CHUNK_SZ, MADV_HUGEPAGE);
+	memset(st->bounce, 0, CHUNK_SZ);
 	return 0;
 }
 
@@ -80,12 +82,7 @@ void stage_put(struct stages *s, struct stage *st)
 	pthread_mutex_unlock(&s->lock);
 }
 
-void *stage_mem(struct stage *st, bool huge)
+void stage_clear(struct stage *st)
 {
-	return huge ? st->huge : st->small;
-}
-
-void stage_clear(void *mem)
-{
-	madvise(mem, CHUNK_SZ, MADV_DONTNEED);
+	madvise(st->huge, CHUNK_SZ, MADV_DONTNEED);
 }

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Staging slots for the pull engine: 2 MiB of the target's own memory per
- * puller, where process_vm_readv() lands the source's pages before one
- * same-mm UFFDIO_MOVE puts them in guest RAM. A "huge" slot is 2 MiB
- * aligned and MADV_HUGEPAGE: the read faults one THP there, which then
- * moves as one PMD. A "small" slot never gets THP: a sparse chunk must
- * not allocate (and zero) 2 MiB for a few pages.
+ * Staging slots for the pull engine: the target's own memory per puller,
+ * where process_vm_readv() lands the source's pages. A "huge" slot is
+ * 2 MiB aligned and MADV_HUGEPAGE: the read faults one fresh THP there,
+ * which one same-mm UFFDIO_MOVE puts in guest RAM as a PMD (one copy,
+ * THP kept). Where no PMD fits (a sparse chunk, or one a fault already
+ * put a page in), the "bounce" buffer is read into instead and stays
+ * ours: UFFDIO_COPY fills guest RAM from it. Moving 4 KiB pages out of a
+ * slot would cost a page fault and a zeroed page per 4 KiB to refill it,
+ * which measured slower than the second copy.
  */
 #ifndef UFFDMOVE_STAGE_H
 #define UFFDMOVE_STAGE_H
@@ -14,10 +17,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define STAGES_MAX	16
+/* Pullers at most; they and the fault thread may each hold a slot. */
+#define STAGE_PULLERS_MAX	16
+#define STAGES_MAX		(STAGE_PULLERS_MAX + 1)
 
 struct stage {
-	void *huge, *small;	/* CHUNK_SZ each, mapped on first use */
+	void *huge, *bounce;	/* CHUNK_SZ each, mapped on first use */
 };
 
 struct stages {
@@ -36,9 +41,7 @@ struct stage *stage_get(struct stages *s);
 /* Give @st back; its memory is empty again (the caller moved or dropped
  * what it read). */
 void stage_put(struct stages *s, struct stage *st);
-/* The memory of @st's slot for a chunk (@huge or not). */
-void *stage_mem(struct stage *st, bool huge);
-/* Drop what is left in @mem (pages a MOVE did not take). */
-void stage_clear(void *mem);
+/* Drop what is left in the huge slot (pages a MOVE did not take). */
+void stage_clear(struct stage *st);
 
 #endif /* UFFDMOVE_STAGE_H */

@@ -53,7 +53,7 @@ static struct uffdmove_target_opts target_defaults(void)
 		.on_source_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK,
 		.collapse_thp = 1,
 		.pull = UFFDMOVE_PULL_AUTO,
-		.fault_policy = UFFDMOVE_FAULT_PAGE,
+		.fault_policy = UFFDMOVE_FAULT_AUTO,
 	};
 }
 

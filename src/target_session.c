@@ -234,6 +234,7 @@ static int finish(struct uffdmove_target *t)
 	if (t->pull)
 		pull_finish(t);	/* THP to collapse, the last RELEASE */
 	target_unregister_all(t, t->nregions);
+	pull_stop(t);	/* it read the uffd until now: discards never hang */
 	session_send(t->sock, &fin, -1, 1000);	/* the source may leave now */
 	target_close_uffd(t);
 	pull_free(t);
@@ -373,10 +374,8 @@ static int pull_progress(struct uffdmove_target *t)
 		ret = -ECONNRESET;
 	if (ret < 0)
 		return target_orphan(t, ret, pull_error(t));
-	if (ret == 1) {
-		pull_stop(t);
+	if (ret == 1)
 		pull_stats(t, &t->st);
-	}
 	return ret;
 }
 
@@ -402,9 +401,11 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 		return err_set(&t->err, EINVAL,
 			       "no handoff in progress (call uffdmove_target_handoff() first)");
 	}
-	ret = t->done_seen ? 1 : read_messages(t);
-	if (t->pull && ret == 0)
-		ret = pull_progress(t);
+	/* Pulled in full, we need nothing more from the source: a source
+	 * that gave up waiting for us meanwhile changes nothing. */
+	ret = t->done_seen ? 1 : t->pull ? pull_progress(t) : 0;
+	if (ret == 0)
+		ret = read_messages(t);
 	if (ret == 1)
 		ret = check_done(t);
 	return ret == 1 ? finish(t) : ret;

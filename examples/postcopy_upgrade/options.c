@@ -19,7 +19,7 @@ const char *const mode_names[] = { "auto", "copy", "move" };
 enum {
 	O_MEM = 256, O_VCPUS, O_THP, O_POPULATE, O_MODE, O_THREADS,
 	O_SAME, O_KILL, O_DEATH, O_JSON, O_WARMUP, O_SEED, O_NEWBIN,
-	O_ROLE, O_SOCKFD, O_PULL,
+	O_ROLE, O_SOCKFD, O_PULL, O_FAULTS,
 };
 
 static const struct option longopts[] = {
@@ -29,6 +29,7 @@ static const struct option longopts[] = {
 	{ "populate", required_argument, NULL, O_POPULATE },
 	{ "mode", required_argument, NULL, O_MODE },
 	{ "pull", required_argument, NULL, O_PULL },
+	{ "faults", required_argument, NULL, O_FAULTS },
 	{ "threads", required_argument, NULL, O_THREADS },
 	{ "same-process", no_argument, NULL, O_SAME },
 	{ "kill-source-at", required_argument, NULL, O_KILL },
@@ -68,6 +69,11 @@ static void usage(FILE *f, const char *argv0)
 "                       memory and moves it into place itself where the\n"
 "                       kernel lets it (one copy, THP kept, the old VMM\n"
 "                       frees what arrived); off: the old VMM pushes\n"
+"  --faults auto|page|chunk  pulling, serve a fault with its 4 KiB page\n"
+"                       (page: lowest latency), its whole 2 MiB chunk\n"
+"                       (chunk: THP kept, fewer faults, slower first\n"
+"                       touch), or page while faults are rare and chunk\n"
+"                       while they are frequent (auto, default)\n"
 "  --threads N          mover threads of the side that moves pages\n"
 "                       (default: the library's, 2)\n"
 "  --same-process       hand over within one process (source and target in\n"
@@ -195,6 +201,8 @@ static int parse_number(int c, const char *arg, struct options *o)
 	}
 }
 
+static const char *const fault_names[] = { "auto", "page", "chunk" };
+
 /* The options that take one of a few words. */
 static int parse_word(int c, const char *arg, struct options *o)
 {
@@ -219,6 +227,15 @@ static int parse_word(int c, const char *arg, struct options *o)
 		if (strcmp(arg, "auto") && strcmp(arg, "off"))
 			return complain("--pull %s: want auto or off\n", arg);
 		o->pull = !strcmp(arg, "auto");
+		return 0;
+	case O_FAULTS:
+		for (u = 0; u < 3; u++)
+			if (!strcmp(arg, fault_names[u]))
+				break;
+		if (u == 3)
+			return complain("--faults %s: want auto, page or chunk\n",
+					arg);
+		o->fault_policy = u;	/* UFFDMOVE_FAULT_*, in this order */
 		return 0;
 	case O_DEATH:
 		if (!strcmp(arg, "block"))
@@ -254,10 +271,7 @@ static int parse_one(int c, const char *arg, struct options *o)
 	case O_THP:
 	case O_MODE:
 	case O_PULL:
-		if (strcmp(arg, "auto") && strcmp(arg, "off"))
-			return complain("--pull %s: want auto or off\n", arg);
-		o->pull = !strcmp(arg, "auto");
-		return 0;
+	case O_FAULTS:
 	case O_DEATH:
 	case O_ROLE:
 		return parse_word(c, arg, o);

@@ -57,7 +57,9 @@ int handoff_end_new(const struct options *o, uint8_t *ram,
 		uffdmove_target_opts_init(&topts);
 		topts.on_source_death = o->on_death;
 		topts.pull = o->pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
-		topts.threads = o->threads;
+		/* The new VMM pulls with at most 16 threads. */
+		topts.threads = o->threads < 16 ? o->threads : 16;
+		topts.fault_policy = o->fault_policy;
 		return uffdmove_target_new(t, &region, 1, &topts);
 	}
 	uffdmove_source_opts_init(&sopts);

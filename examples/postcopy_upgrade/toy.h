@@ -63,6 +63,7 @@ struct options {
 	uint32_t mode;		/* enum uffdmove_mode */
 	unsigned int threads;	/* mover threads; 0: library default */
 	bool pull;		/* let the new VMM pull (UFFDMOVE_PULL_AUTO) */
+	uint32_t fault_policy;	/* pulling: UFFDMOVE_FAULT_* */
 	bool same_process;
 	int kill_at;		/* percent; -1: never */
 	uint32_t on_death;	/* UFFDMOVE_ON_SOURCE_DEATH_* */

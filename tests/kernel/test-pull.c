@@ -646,29 +646,36 @@ static int someone_elses_pid(struct t_ctx *ctx)
  * before its commit, or outside every region after it. The source frees
  * nothing it was not told to, and says why.
  */
-static int releasing_target(int sock, const struct guest *src, bool commit)
+/* HELLO asking to pull, for guest RAM @d: what a pulling target sends. */
+static void pull_hello(struct wire_msg *m, const struct guest *d)
 {
-	struct wire_msg *m = calloc(1, sizeof(*m));
-	struct guest d = layout;
 	size_t i;
 
-	guest_map(&d);
 	memset(m, 0, sizeof(*m));
 	m->type = WIRE_HELLO;
 	m->hello.flags = WIRE_HELLO_PULL;
 	m->hello.features = UFFD_FEATURE_EVENT_REMOVE |
 			    UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP |
 			    UFFD_FEATURE_MOVE;
-	m->hello.n_regions = (uint32_t)d.n;
-	for (i = 0; i < d.n; i++) {
+	m->hello.n_regions = (uint32_t)d->n;
+	for (i = 0; i < d->n; i++) {
 		struct wire_region *r = &m->hello.regions[i];
 
-		snprintf(r->name, sizeof(r->name), "%s", d.spec[i].name);
-		r->addr = (uintptr_t)d.addr[i];
-		r->len = d.spec[i].len;
+		snprintf(r->name, sizeof(r->name), "%s", d->spec[i].name);
+		r->addr = (uintptr_t)d->addr[i];
+		r->len = d->spec[i].len;
 		r->page_size = T_PAGE;
 		r->ioctls = ~0ULL;
 	}
+}
+
+static int releasing_target(int sock, const struct guest *src, bool commit)
+{
+	struct wire_msg *m = calloc(1, sizeof(*m));
+	struct guest d = layout;
+
+	guest_map(&d);
+	pull_hello(m, &d);
 	if (send_wire(sock, m) || recv_wire(sock, m, NULL) ||
 	    m->accept.primitive != UFFDMOVE_PRIM_PULL)
 		return EXIT_SETUP;
@@ -735,6 +742,137 @@ static int release_before_commit(struct t_ctx *ctx)
 static int release_outside_regions(struct t_ctx *ctx)
 {
 	return hostile_release(ctx, true);
+}
+
+/*
+ * A source that declined to be pulled (its opts.pull is OFF) must not be
+ * talked into it: a second HELLO asking again is refused, and a target
+ * that gives up instead gets the handshake ended as cancelled.
+ */
+static int asking_again(int sock, bool give_up)
+{
+	struct wire_msg *m = calloc(1, sizeof(*m));
+	struct guest d = layout;
+
+	guest_map(&d);
+	pull_hello(m, &d);
+	if (send_wire(sock, m) || recv_wire(sock, m, NULL) ||
+	    m->type != WIRE_ACCEPT ||
+	    m->accept.primitive != UFFDMOVE_PRIM_NONE ||
+	    m->accept.cookie != UFFDMOVE_PULL_WHY_OFF_SOURCE)
+		return 2;	/* it should have declined, saying why */
+	if (give_up) {
+		memset(m, 0, sizeof(*m));
+		m->type = WIRE_ABORT;
+		m->reason.errnum = ECANCELED;
+		snprintf(m->reason.text, sizeof(m->reason.text), "bored");
+	} else {
+		pull_hello(m, &d);	/* no uffd: asks to pull again */
+	}
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	pause();
+	return 0;
+}
+
+static int declined(struct t_ctx *ctx, bool give_up)
+{
+	struct guest g = layout;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts o;
+	struct uffdmove_source *s;
+	char why[256];
+	int sv[2], ret;
+	pid_t pid;
+
+	guest_map_source(&g);
+	guest_regions(&g, r);
+	pid = t_fork_peer(sv, 30);
+	if (pid == 0)
+		_exit(asking_again(sv[1], give_up));
+	uffdmove_source_opts_init(&o);
+	o.pull = UFFDMOVE_PULL_OFF;
+	T_CHECK(uffdmove_source_new(&s, r, g.n, &o) == 0, "source_new");
+	ret = uffdmove_source_accept(s, sv[0]);
+	printf("  accept: %d %s\n", ret, uffdmove_source_error(s));
+	T_CHECK(give_up ? ret == -ECANCELED : ret == -EPROTO &&
+		strstr(uffdmove_source_error(s), "second HELLO"),
+		"accept returned %d: %s", ret, uffdmove_source_error(s));
+	T_CHECK(uffdmove_source_run(s) == -EINVAL, "run after a failed accept");
+	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
+		"guest RAM changed: %s", why);
+	uffdmove_source_free(s);
+	kill(pid, SIGKILL);
+	t_wait(pid);
+	close(sv[0]);
+	guest_unmap(&g);
+	return T_PASS;
+}
+
+static int declined_asks_again(struct t_ctx *ctx)
+{
+	return declined(ctx, false);
+}
+
+static int declined_then_gives_up(struct t_ctx *ctx)
+{
+	return declined(ctx, true);
+}
+
+/*
+ * Declared pinned ranges stay in the source after a pull in MODE_AUTO: a
+ * device may still write there. Everything else was freed.
+ */
+static int pinned_stay(struct t_ctx *ctx)
+{
+	const struct target_plan tp = { .expect_prim = UFFDMOVE_PRIM_PULL };
+	struct guest g = layout;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_source *s;
+	struct uffdmove_stats st;
+	uint8_t *pin = NULL;
+	size_t pin_len = 3 * T_HPAGE + 5 * T_PAGE, k, pg;
+	uint64_t left = 0;
+	char why[256];
+	int sv[2], ret, status;
+	pid_t pid;
+
+	guest_map_source(&g);
+	guest_regions(&g, r);
+	pin = g.addr[0] + T_HPAGE + 7 * T_PAGE;	/* across chunk edges */
+	pid = t_fork_peer(sv, 60);
+	if (pid == 0)
+		_exit(target_main(sv[1], &tp));
+	T_CHECK(uffdmove_source_new(&s, r, g.n, NULL) == 0, "source_new");
+	T_CHECK(uffdmove_source_declare_pinned(s, pin, pin_len) == 0,
+		"declare_pinned: %s", uffdmove_source_error(s));
+	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
+		uffdmove_source_error(s));
+	ret = uffdmove_source_run(s);
+	uffdmove_source_stats(s, &st);
+	T_CHECK(ret == 0, "run: %s", uffdmove_source_error(s));
+	status = t_wait(pid);
+	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"target status 0x%x", status);
+	T_CHECK(st.primitive == UFFDMOVE_PRIM_PULL, "primitive %u",
+		st.primitive);
+	/* The pinned pages are there, as they were; nothing else is. */
+	for (pg = 0; pg < pin_len / T_PAGE; pg++) {
+		k = (size_t)(pin - g.addr[0]) / T_PAGE + pg;
+		T_CHECK(guest_verify_page(&g, 0, k, why, sizeof(why)) == 0,
+			"pinned page %zu: %s", k, why);
+	}
+	for (k = 0; k < g.n; k++)
+		left += t_resident_bytes(g.addr[k], g.spec[k].len);
+	T_CHECK(left <= pin_len, "%" PRIu64 " bytes left, pinned %zu", left,
+		pin_len);
+	T_CHECK(st.bytes_released + left >= st.bytes_populated,
+		"released %" PRIu64 " + left %" PRIu64 " < populated %" PRIu64,
+		st.bytes_released, left, st.bytes_populated);
+	uffdmove_source_free(s);
+	close(sv[0]);
+	guest_unmap(&g);
+	return T_PASS;
 }
 
 /* ------------------------------------------------- the target dies */
@@ -804,6 +942,9 @@ int main(void)
 		{ "someone-elses-pid", someone_elses_pid },
 		{ "release-before-commit", release_before_commit },
 		{ "release-outside-regions", release_outside_regions },
+		{ "declined-asks-again", declined_asks_again },
+		{ "declined-then-gives-up", declined_then_gives_up },
+		{ "pinned-ranges-stay", pinned_stay },
 		{ "target-killed-auto", target_killed_auto },
 	};
 

@@ -28,7 +28,7 @@ extern "C" {
 /* ------------------------------------------------------------------ version */
 
 #define UFFDMOVE_VERSION_MAJOR 0
-#define UFFDMOVE_VERSION_MINOR 2
+#define UFFDMOVE_VERSION_MINOR 3
 #define UFFDMOVE_VERSION_MICRO 0
 
 /**
@@ -271,13 +271,17 @@ int uffdmove_target_new(struct uffdmove_target **out,
 			const struct uffdmove_target_opts *opts);
 
 /**
- * uffdmove_target_handoff - give the uffd to the source and wait for its
- * answer.
+ * uffdmove_target_handoff - start the handoff with the source and wait for
+ * its answer.
  *
- * Checks the peer's credentials, sends HELLO with the uffd over @sock (a
- * connected AF_UNIX SOCK_SEQPACKET socket) and waits, up to the handshake
- * deadline, for ACCEPT or REJECT. @sock stays the caller's and must stay
- * open until the handoff completes or the handle is freed.
+ * Checks the peer's credentials and sends HELLO over @sock (a connected
+ * AF_UNIX SOCK_SEQPACKET socket). Where opts.pull allows, HELLO asks to
+ * pull and the uffd stays here: the source offers its memory, and once we
+ * proved we may read it (ptrace rules) we pull. Else, or when the source
+ * declines, HELLO goes (again) with the uffd and the source pushes. Waits,
+ * up to the handshake deadline per step, for ACCEPT or REJECT. @sock stays
+ * the caller's and must stay open until the handoff completes or the
+ * handle is freed.
  *
  * Blocking (bounded by the handshake deadline).
  *
@@ -287,9 +291,11 @@ int uffdmove_target_new(struct uffdmove_target **out,
  *	   the source is not the expected peer. When the source REJECTs, its
  *	   errno is returned with its message: -EINVAL regions do not match,
  *	   -EPROTO malformed HELLO, -EPERM we are not authorised,
- *	   -EOPNOTSUPP / -EBUSY its MODE_MOVE cannot be honoured. On failure
- *	   the regions are unregistered and untouched: the old VMM still owns
- *	   the guest.
+ *	   -EOPNOTSUPP / -EBUSY its MODE_MOVE cannot be honoured. -EPROTO
+ *	   also when a source offering to be pulled cannot prove who it is
+ *	   (its cookie). On failure the regions are unregistered and
+ *	   untouched, and a source still waiting for us is told: the old VMM
+ *	   still owns the guest.
  */
 int uffdmove_target_handoff(struct uffdmove_target *t, int sock);
 
@@ -351,10 +357,13 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  * the newer one and uffdmove_target_abort() is no longer possible. Resume
  * the vCPUs right after it.
  *
- * Reads the source's messages (progress, THP chunks complete, done), and
- * after the source's death keeps the uffd serviced under the death policy.
- * On DONE it unregisters the regions, collapses THP where the source had it
- * and closes the uffd.
+ * Pushed: reads the source's messages (progress, THP chunks complete,
+ * done). Pulling: the commit starts our puller threads and a fault thread
+ * of ours (the fd above becomes readable when they end or fail), and
+ * every chunk in is DONE. After the source's death it keeps the uffd
+ * serviced under the death policy. On DONE it unregisters the regions,
+ * closes the uffd and starts collapsing THP chunks that arrived as small
+ * pages, in a thread of its own: stats.thp_collapsed grows afterwards.
  *
  * @return 1 handoff complete; 0 in progress; -ECONNRESET the source died
  *	   before completing (missing pages stay blocked or poisoned, never
@@ -422,8 +431,9 @@ struct uffdmove_source_opts {
 	/* How long the target may take to commit after ACCEPT, and to
 	 * confirm DONE once it was sent; 0: default (30000). */
 	uint32_t peer_timeout_ms;
-	/* Called about every 64 MiB handed over and at the end; may be
-	 * NULL. Runs on the thread that serves faults: keep it short. */
+	/* Called about every 64 MiB handed over (pulled: reported by the
+	 * target) and at the end; may be NULL. Runs on the thread that serves
+	 * faults: keep it short. */
 	void (*progress)(const struct uffdmove_stats *st, void *arg);
 	void *progress_arg;
 	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default) or _OFF */
@@ -466,10 +476,12 @@ int uffdmove_source_declare_pinned(struct uffdmove_source *s, void *addr,
 /**
  * uffdmove_source_accept - receive the target's HELLO and answer it.
  *
- * Authenticates the peer (SO_PEERCRED), receives HELLO and the uffd,
- * validates the regions against ours, classifies our pages and answers
- * ACCEPT or a specific REJECT. @sock stays the caller's; keep it open until
- * uffdmove_source_run() returns.
+ * Authenticates the peer (SO_PEERCRED), receives HELLO, validates the
+ * regions against ours and answers ACCEPT or a specific REJECT. A HELLO
+ * that asks to pull is offered our memory (or declined, opts.pull OFF or
+ * MODE_MOVE), and the target's answer is taken too: PULL, or HELLO again
+ * with its uffd to be pushed (then our pages are classified). @sock stays
+ * the caller's; keep it open until uffdmove_source_run() returns.
  *
  * Blocking (bounded by the handshake deadline).
  *
@@ -479,24 +491,29 @@ int uffdmove_source_declare_pinned(struct uffdmove_source *s, void *addr,
  *	   match (message names the region and both values) or called out of
  *	   order; -EOPNOTSUPP MODE_MOVE but the kernel cannot move here;
  *	   -EBUSY MODE_MOVE and a range is declared pinned; -ETIMEDOUT;
- *	   -ECONNRESET. Guest memory is untouched, and the target was sent a
+ *	   -ECONNRESET; -ECANCELED the target gave up the handshake after
+ *	   our ACCEPT. Guest memory is untouched, and the target was sent a
  *	   REJECT with the same errno.
  */
 int uffdmove_source_accept(struct uffdmove_source *s, int sock);
 
 /**
- * uffdmove_source_run - serve faults and push until the target has all.
+ * uffdmove_source_run - serve faults and push, or be pulled, until the
+ * target has all.
  *
- * The calling thread serves faults through io_uring; opts.threads - 1
- * more threads push in the background (with one thread, the caller does
- * both, faults first). Before the target commits nothing is moved, only
- * copied. Returns 0 only when the target committed and then confirmed
- * that it has every page (FIN after DONE). On failure the socket is shut
- * down, so a target blocked on an event learns of it.
+ * Pushing: the calling thread serves faults through io_uring; opts.threads
+ * - 1 more threads push in the background (with one thread, the caller
+ * does both, faults first). Before the target commits nothing is moved,
+ * only copied. Pulled: the target reads our memory itself; we follow its
+ * messages and, in MODE_AUTO after its commit, free the ranges it reports
+ * as arrived (declared pinned ranges stay). Returns 0 only when the target
+ * committed and then confirmed that it has every page (FIN). On failure
+ * the socket is shut down, so a target blocked on an event learns of it.
  *
  * Blocking; bounded by opts.peer_timeout_ms while the target has not
- * committed, and after DONE until it confirms. uffdmove_source_cancel()
- * ends it from another thread.
+ * committed, after DONE until it confirms, and, pulled, after each report
+ * of the committed target. uffdmove_source_cancel() ends it from another
+ * thread.
  *
  * @return 0; -ECANCELED the target never committed, whatever ended the
  *	   session (it aborted, went away, did not commit in time, the
@@ -505,7 +522,7 @@ int uffdmove_source_accept(struct uffdmove_source *s, int sock);
  *	   so the old VMM may resume; -ECONNRESET or -ESRCH the target died
  *	   or hung up after committing (stats tell how much was handed over;
  *	   in COPY mode our memory is intact); -ETIMEDOUT the target did not
- *	   confirm DONE in time; -ECONNABORTED cancelled after the commit;
+ *	   confirm DONE in time, or, pulling, went silent; -ECONNABORTED cancelled after the commit;
  *	   -EBUSY MODE_MOVE and the kernel refused to move a page (pinned or
  *	   shared): the handoff completed by copying that page, the message
  *	   names it; -EPROTO a malformed message, or the target mremap()ed

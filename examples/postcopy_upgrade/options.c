@@ -19,7 +19,7 @@ const char *const mode_names[] = { "auto", "copy", "move" };
 enum {
 	O_MEM = 256, O_VCPUS, O_THP, O_POPULATE, O_MODE, O_THREADS,
 	O_SAME, O_KILL, O_DEATH, O_JSON, O_WARMUP, O_SEED, O_NEWBIN,
-	O_ROLE, O_SOCKFD, O_PULL, O_FAULTS,
+	O_ROLE, O_SOCKFD, O_PULL, O_FAULTS, O_GUEST,
 };
 
 static const struct option longopts[] = {
@@ -30,6 +30,7 @@ static const struct option longopts[] = {
 	{ "mode", required_argument, NULL, O_MODE },
 	{ "pull", required_argument, NULL, O_PULL },
 	{ "faults", required_argument, NULL, O_FAULTS },
+	{ "guest", required_argument, NULL, O_GUEST },
 	{ "threads", required_argument, NULL, O_THREADS },
 	{ "same-process", no_argument, NULL, O_SAME },
 	{ "kill-source-at", required_argument, NULL, O_KILL },
@@ -74,6 +75,10 @@ static void usage(FILE *f, const char *argv0)
 "                       (chunk: THP kept, fewer faults, slower first\n"
 "                       touch), or page while faults are rare and chunk\n"
 "                       while they are frequent (auto, default)\n"
+"  --guest running|paused  whether the guest runs while its RAM streams\n"
+"                       in (running, default) or waits until all of it is\n"
+"                       in (paused: the same handoff without a guest's\n"
+"                       faults, to compare with)\n"
 "  --threads N          mover threads of the side that moves pages\n"
 "                       (default: the library's, 2)\n"
 "  --same-process       hand over within one process (source and target in\n"
@@ -237,6 +242,12 @@ static int parse_word(int c, const char *arg, struct options *o)
 					arg);
 		o->fault_policy = u;	/* UFFDMOVE_FAULT_*, in this order */
 		return 0;
+	case O_GUEST:
+		if (strcmp(arg, "running") && strcmp(arg, "paused"))
+			return complain("--guest %s: want running or paused\n",
+					arg);
+		o->paused = !strcmp(arg, "paused");
+		return 0;
 	case O_DEATH:
 		if (!strcmp(arg, "block"))
 			o->on_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK;
@@ -272,6 +283,7 @@ static int parse_one(int c, const char *arg, struct options *o)
 	case O_MODE:
 	case O_PULL:
 	case O_FAULTS:
+	case O_GUEST:
 	case O_DEATH:
 	case O_ROLE:
 		return parse_word(c, arg, o);

@@ -98,9 +98,27 @@ static int guest_failed(const struct vm *vm, struct report *r)
 	return 1;
 }
 
+#define COLLAPSE_WAIT_MS	5000
+
+/* THP comes back in the library's own thread after DONE: give it a few
+ * seconds (the VMM itself need not wait), to report what it achieved. */
+static void wait_collapse(struct uffdmove_target *t, struct report *r)
+{
+	struct uffdmove_stats st;
+	int ms;
+
+	for (ms = 0; ms < COLLAPSE_WAIT_MS; ms += 10) {
+		uffdmove_target_stats(t, &st);
+		if (st.thp_collapsed >= st.thp_copied)
+			break;
+		usleep(10000);
+	}
+	uffdmove_target_stats(t, &r->st);
+}
+
 /* Every page arrived: stop the guest and check all of guest RAM. */
-static int finish_complete(struct vm *vm, struct report *r,
-			   const struct counts *c0)
+static int finish_complete(struct vm *vm, struct uffdmove_target *t,
+			   struct report *r, const struct counts *c0)
 {
 	struct verify_result vr;
 	unsigned int abandoned, npoison;
@@ -116,6 +134,9 @@ static int finish_complete(struct vm *vm, struct report *r,
 			     abandoned, abandoned == 1 ? " is" : "s are");
 		return 3;
 	}
+	range_usage(vm->ram, vm->size, &r->rss_done, &r->huge_done);
+	if (r->o->thp)
+		wait_collapse(t, r);
 	range_usage(vm->ram, vm->size, &r->rss_after, &r->huge_after);
 	poison = vm_poison_hit(vm, &npoison);
 	io_errno = vm->agents[vm->nagents - 1].io_errno;
@@ -188,18 +209,27 @@ static int finish_failed(struct vm *vm, struct uffdmove_target *t,
 int run_guest_until_done(struct vm *vm, struct uffdmove_target *t,
 			 struct report *r, uint64_t gen)
 {
+	struct memwatch mw;
 	struct counts c0;
-	int ret;
+	int ret = 0;
 
 	vm_counters(vm, &c0.reads, &c0.writes, &c0.io);
-	ret = resume_guest(vm, r, gen);
+	/* The old VMM is our parent, unless we are both in one process. */
+	memwatch_start(&mw, r->same_process ? 0 : getppid());
+	if (!r->o->paused)
+		ret = resume_guest(vm, r, gen);
 	if (ret) {
 		report_error(r, "starting the guest threads: %s",
 			     strerror(-ret));
 		return 1;	/* cannot stop safely; exit */
 	}
 	ret = stream_in(t, r);
+	r->peak_host = memwatch_stop(&mw);
+	if (r->o->paused && resume_guest(vm, r, gen)) {
+		report_error(r, "starting the guest threads");
+		return 1;
+	}
 	if (ret == 0)
-		return finish_complete(vm, r, &c0);
+		return finish_complete(vm, t, r, &c0);
 	return finish_failed(vm, t, r, ret, &c0);
 }

@@ -215,6 +215,7 @@ static void json_setup(const struct report *r)
 	const struct uffdmove_stats *st = &r->st;
 
 	json_str("mode", mode_names[r->o->mode], false);
+	json_str("guest", r->o->paused ? "paused" : "running", false);
 	json_bool("same_process", r->same_process);
 	json_u64("mem_bytes", r->o->mem);
 	json_u64("populated_bytes", r->populated);
@@ -277,12 +278,20 @@ static void json_outcome(const struct report *r)
 
 	json_u64("rss_before", r->rss_before);
 	json_u64("anon_huge_before", r->huge_before);
+	json_u64("rss_done", r->rss_done);
+	json_u64("anon_huge_done", r->huge_done);
 	json_u64("rss_after", r->rss_after);
 	json_u64("anon_huge_after", r->huge_after);
 	json_num("thp_before_pct", pct(r->huge_before, r->rss_before),
 		 r->o->thp && r->rss_before);
+	json_num("thp_done_pct", pct(r->huge_done, r->rss_done),
+		 r->o->thp && r->done && r->rss_done);
 	json_num("thp_after_pct", pct(r->huge_after, r->rss_after),
 		 r->o->thp && r->done && r->rss_after);
+	json_u64("peak_host_bytes", r->peak_host);
+	json_num("peak_host_ratio", r->populated ?
+		 (double)r->peak_host / (double)r->populated : 0,
+		 r->peak_host && r->populated);
 	json_u64("guest_reads", r->reads);
 	json_u64("guest_writes", r->writes);
 	json_u64("io_ops", r->io_ops);
@@ -377,10 +386,17 @@ static void text_stats(const struct report *r)
 	if (!r->o->thp)
 		printf("  THP coverage       off (--thp off)\n");
 	else if (r->done)
-		printf("  THP coverage       before %.1f%%, after %.1f%% (THP chunks: %" PRIu64 " moved, %" PRIu64 " copied, %" PRIu64 " collapsed)\n",
+		printf("  THP coverage       before %.1f%%, when all was in %.1f%%, after collapsing %.1f%% (THP chunks: %" PRIu64 " arrived whole, %" PRIu64 " in small pages, %" PRIu64 " collapsed)\n",
 		       pct(r->huge_before, r->rss_before),
+		       pct(r->huge_done, r->rss_done),
 		       pct(r->huge_after, r->rss_after), st->thp_moved,
 		       st->thp_copied, st->thp_collapsed);
+	if (r->peak_host)
+		printf("  peak host memory   %s, %.2fx the populated guest RAM (%s both VMMs' resident memory during the handoff)\n",
+		       fmt_bytes(a, sizeof(a), r->peak_host),
+		       r->populated ? (double)r->peak_host /
+				      (double)r->populated : 0,
+		       r->same_process ? "this VMM's," : "the sum of");
 	else
 		printf("  THP coverage       before %.1f%%\n",
 		       pct(r->huge_before, r->rss_before));

@@ -64,6 +64,7 @@ struct options {
 	unsigned int threads;	/* mover threads; 0: library default */
 	bool pull;		/* let the new VMM pull (UFFDMOVE_PULL_AUTO) */
 	uint32_t fault_policy;	/* pulling: UFFDMOVE_FAULT_* */
+	bool paused;		/* the guest waits for all of its RAM */
 	bool same_process;
 	int kill_at;		/* percent; -1: never */
 	uint32_t on_death;	/* UFFDMOVE_ON_SOURCE_DEATH_* */
@@ -207,13 +208,27 @@ struct report {
 	uint64_t pause_ns, resume_ns, done_ns;
 	struct uffdmove_stats st;
 	bool have_stats;
-	uint64_t rss_before, huge_before, rss_after, huge_after;
+	uint64_t rss_before, huge_before;
+	uint64_t rss_done, huge_done;		/* when every byte was in */
+	uint64_t rss_after, huge_after;		/* after THP came back */
+	uint64_t peak_host;			/* both VMMs, see memwatch.c */
 	uint64_t reads, writes, io_ops;		/* during the handoff */
 	bool verified;
 	uint64_t verified_bytes, checked_bytes, missing_bytes;
 	uintptr_t bad_addr;
 	char error[1024];
 };
+
+/* memwatch.c: peak resident memory of this VMM and @other together. */
+struct memwatch {
+	pthread_t tid;
+	pid_t other;		/* the old VMM, 0 if it is us */
+	bool running, stop;
+	uint64_t peak;
+};
+
+void memwatch_start(struct memwatch *w, pid_t other);
+uint64_t memwatch_stop(struct memwatch *w);
 
 struct progress {
 	bool tty, shown;

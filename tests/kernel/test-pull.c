@@ -442,6 +442,18 @@ static int discards_race(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/* One pair; a child that could not set itself up skips the case. */
+static int run_or_skip(struct t_ctx *ctx, const struct source_plan *sp,
+		       const struct target_plan *tp, const char *setup)
+{
+	int ret = run_pair(sp, tp);
+
+	if (ret == EXIT_SETUP)
+		return t_case_skip(ctx, "%s", setup);
+	T_CHECK(ret == 0, "the pair failed (see above)");
+	return T_PASS;
+}
+
 /* A non-dumpable source and a target without CAP_SYS_PTRACE: the kernel
  * refuses the read, and the session pushes instead, saying why. */
 static int denied_pushes(struct t_ctx *ctx)
@@ -455,15 +467,10 @@ static int denied_pushes(struct t_ctx *ctx)
 		.expect_prim = UFFDMOVE_PRIM_COPY,
 		.expect_why = UFFDMOVE_PULL_WHY_DENIED,
 	};
-	int ret;
 
 	if (!ctx->caps->kernel_faults)
 		return t_case_skip(ctx, "no kernel-mode faults");
-	ret = run_pair(&sp, &tp);
-	if (ret == EXIT_SETUP)
-		return t_case_skip(ctx, "cannot drop CAP_SYS_PTRACE here");
-	T_CHECK(ret == 0, "denied pull did not fall back to push cleanly");
-	return T_PASS;
+	return run_or_skip(ctx, &sp, &tp, "cannot drop CAP_SYS_PTRACE here");
 }
 
 /* Both as nobody: same uid, dumpable, no capability: pull works. */
@@ -477,15 +484,10 @@ static int unprivileged_pair(struct t_ctx *ctx)
 		.workers = 2, .uid = NOBODY,
 		.expect_prim = UFFDMOVE_PRIM_PULL,
 	};
-	int ret;
 
 	if (geteuid() != 0)
 		return t_case_skip(ctx, "needs root to become uid %d", NOBODY);
-	ret = run_pair(&sp, &tp);
-	if (ret == EXIT_SETUP)
-		return t_case_skip(ctx, "cannot switch to uid %d", NOBODY);
-	T_CHECK(ret == 0, "unprivileged same-uid pull failed");
-	return T_PASS;
+	return run_or_skip(ctx, &sp, &tp, "cannot switch uid");
 }
 
 #define YAMA "/proc/sys/kernel/yama/ptrace_scope"
@@ -641,6 +643,23 @@ static int someone_elses_pid(struct t_ctx *ctx)
 
 /* ----------------------------------------------------- hostile targets */
 
+/* After a hostile target: guest RAM as the source filled it; the handle,
+ * the peer and the guest gone. */
+static int end_hostile(struct guest *g, struct uffdmove_source *s, pid_t pid,
+		       int sock)
+{
+	char why[256];
+	int bad = guest_verify_source(g, why, sizeof(why));
+
+	uffdmove_source_free(s);
+	kill(pid, SIGKILL);
+	t_wait(pid);
+	close(sock);
+	guest_unmap(g);
+	T_CHECK(!bad, "guest RAM changed: %s", why);
+	return T_PASS;
+}
+
 /*
  * A target that asks to pull, then sends RELEASE where it must not:
  * before its commit, or outside every region after it. The source frees
@@ -707,7 +726,6 @@ static int hostile_release(struct t_ctx *ctx, bool commit)
 	struct guest g = layout;
 	struct uffdmove_region r[GUEST_REGIONS_MAX];
 	struct uffdmove_source *s;
-	char why[256];
 	int sv[2], ret;
 	pid_t pid;
 
@@ -724,14 +742,7 @@ static int hostile_release(struct t_ctx *ctx, bool commit)
 	T_CHECK(ret == (commit ? -EPROTO : -ECANCELED) &&
 		strstr(uffdmove_source_error(s), "RELEASE"),
 		"run returned %d: %s", ret, uffdmove_source_error(s));
-	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
-		"guest RAM changed: %s", why);
-	uffdmove_source_free(s);
-	kill(pid, SIGKILL);
-	t_wait(pid);
-	close(sv[0]);
-	guest_unmap(&g);
-	return T_PASS;
+	return end_hostile(&g, s, pid, sv[0]);
 }
 
 static int release_before_commit(struct t_ctx *ctx)
@@ -781,7 +792,6 @@ static int declined(struct t_ctx *ctx, bool give_up)
 	struct uffdmove_region r[GUEST_REGIONS_MAX];
 	struct uffdmove_source_opts o;
 	struct uffdmove_source *s;
-	char why[256];
 	int sv[2], ret;
 	pid_t pid;
 
@@ -799,14 +809,7 @@ static int declined(struct t_ctx *ctx, bool give_up)
 		strstr(uffdmove_source_error(s), "second HELLO"),
 		"accept returned %d: %s", ret, uffdmove_source_error(s));
 	T_CHECK(uffdmove_source_run(s) == -EINVAL, "run after a failed accept");
-	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,
-		"guest RAM changed: %s", why);
-	uffdmove_source_free(s);
-	kill(pid, SIGKILL);
-	t_wait(pid);
-	close(sv[0]);
-	guest_unmap(&g);
-	return T_PASS;
+	return end_hostile(&g, s, pid, sv[0]);
 }
 
 static int declined_asks_again(struct t_ctx *ctx)

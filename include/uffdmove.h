@@ -328,8 +328,9 @@ int uffdmove_target_abort(struct uffdmove_target *t);
  * plain MADV_DONTNEED.
  *
  * Blocking: a few microseconds per page; waits while a userfaultfd event
- * is pending (up to 5 s). One thread per handle: call it from the thread
- * that calls uffdmove_target_process(), or serialise the two.
+ * is pending (up to 5 s). May be called from any thread, also while
+ * another is in uffdmove_target_process() or uffdmove_target_wait()
+ * (a balloon driver's own thread, say): the handle serialises them.
  *
  * @param addr page aligned, inside one region.
  * @param len page multiple, non-zero.

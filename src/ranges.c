@@ -31,6 +31,8 @@ size_t ranges_take(struct ranges *l, struct wire_range *out, size_t cap)
 {
 	size_t n = MIN(cap, l->n);
 
+	if (!n)
+		return 0;
 	memcpy(out, l->v, n * sizeof(*out));
 	memmove(l->v, l->v + n, (l->n - n) * sizeof(*l->v));
 	l->n -= n;

@@ -157,6 +157,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	if (!t)
 		return ret;
 	t->uffd = t->sock = t->epfd = t->pm.fd = -1;
+	pthread_mutex_init(&t->lock, NULL);
 	t->opts = opts ? *opts : target_defaults();
 	ret = check_opts(&t->opts, &t->err);
 	if (!ret)
@@ -209,6 +210,7 @@ fail:
 	thp_free(t);
 	free(t->thp);
 	free(t->regions);
+	pthread_mutex_destroy(&t->lock);
 	free(t);
 	return ret;
 }
@@ -223,15 +225,12 @@ int target_release(struct uffdmove_target *t, int ret)
 	return ret;
 }
 
-UFFDMOVE_EXPORT int uffdmove_target_discard(struct uffdmove_target *t,
-					    void *addr, size_t len)
+static int discard_locked(struct uffdmove_target *t, void *addr, size_t len)
 {
 	uint64_t a = (uintptr_t)addr, end = a + len;
 	size_t i;
 	int ret;
 
-	if (!t)
-		return -EINVAL;
 	err_clear(&t->err);
 	if (!len || !IS_ALIGNED(a | len, PAGE_SZ) || end < a)
 		return err_set(&t->err, EINVAL,
@@ -265,6 +264,21 @@ UFFDMOVE_EXPORT int uffdmove_target_discard(struct uffdmove_target *t,
 		return err_set(&t->err, EINVAL,
 			       "discard: guest RAM is not the target's before the commit");
 	}
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_discard(struct uffdmove_target *t,
+					    void *addr, size_t len)
+{
+	int ret;
+
+	if (!t)
+		return -EINVAL;
+	/* A balloon thread may discard while the VMM's loop processes:
+	 * never against a state change (DONE unregisters guest RAM). */
+	pthread_mutex_lock(&t->lock);
+	ret = discard_locked(t, addr, len);
+	pthread_mutex_unlock(&t->lock);
+	return ret;
 }
 
 UFFDMOVE_EXPORT int uffdmove_target_fd(const struct uffdmove_target *t)
@@ -315,5 +329,6 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 	thp_free(t);
 	free(t->thp);
 	free(t->regions);
+	pthread_mutex_destroy(&t->lock);
 	free(t);
 }

@@ -37,6 +37,7 @@ struct uffdmove_target {
 	uint64_t features;
 	uint64_t mm_cookie;		/* see wire.h */
 	enum target_state state;
+	pthread_mutex_t lock;		/* process() against discard() */
 	int uffd, sock, epfd;
 	int failure;			/* -errno once orphaned */
 	struct uffdmove_stats st;	/* as the source last reported */

@@ -379,12 +379,10 @@ static int pull_progress(struct uffdmove_target *t)
 	return ret;
 }
 
-UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
+static int process_locked(struct uffdmove_target *t)
 {
 	int ret;
 
-	if (!t)
-		return -EINVAL;
 	switch (t->state) {
 	case TGT_ACCEPTED:
 		ret = commit(t);
@@ -409,6 +407,18 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 	if (ret == 1)
 		ret = check_done(t);
 	return ret == 1 ? finish(t) : ret;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
+{
+	int ret;
+
+	if (!t)
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	ret = process_locked(t);
+	pthread_mutex_unlock(&t->lock);
+	return ret;
 }
 
 UFFDMOVE_EXPORT int uffdmove_target_wait(struct uffdmove_target *t,

@@ -63,7 +63,9 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 	if (plan_init(&m->plan, cfg->regions, cfg->nregions))
 		return err_set(err, ENOMEM, "out of memory for the plan");
 	ret = pm_open(&m->pm, m->pid);
-	if (!ret)
+	/* Pulling, each chunk is counted as it is classified: a scan of all
+	 * guest RAM here would add to the guest's downtime. */
+	if (!ret && !m->pull)
 		ret = count_populated(m);
 	if (ret && m->pull)
 		return err_set(err, -ret,

@@ -106,9 +106,11 @@ struct mover_config {
 };
 
 /*
- * Set the core up for a session: plan, pagemap, populated bytes counted
- * while the guest is paused. 0, or -errno with @err saying why. Either
- * way the core owns cfg->uffd, and mover_fini() undoes it all.
+ * Set the core up for a session: plan, pagemap, and, pushing, populated
+ * bytes counted while the guest is paused (pulling, chunks are counted as
+ * they are classified). 0, or -errno with @err saying why. Either way the
+ * core owns cfg->uffd (unless it pulls) and cfg->pull_pidfd, and
+ * mover_fini() undoes it all.
  */
 int mover_setup(struct mover *m, const struct mover_config *cfg,
 		struct err_buf *err);

@@ -80,13 +80,11 @@ out:
 /*
  * Pulled: one copy into staging and a MOVE, so a THP chunk arrives whole
  * unless a fault copied a page of it first; those are collapsed after
- * DONE, in the background: wait for that (a few seconds at most).
+ * DONE, like copied ones (see wait_collapse()).
  */
-static int check_pulled(struct uffdmove_target *t, const struct guest *g,
-			struct uffdmove_stats *st)
+static int check_pulled(const struct guest *g, const struct uffdmove_stats *st)
 {
 	uint64_t huge;
-	int i;
 
 	if (st->primitive != UFFDMOVE_PRIM_PULL || st->pull_unused_reason) {
 		fprintf(stderr, "FAIL: primitive %u, pull_unused_reason %u\n",
@@ -101,10 +99,6 @@ static int check_pulled(struct uffdmove_target *t, const struct guest *g,
 			st->bytes_populated);
 		return 1;
 	}
-	for (i = 0; i < 500 && st->thp_collapsed < st->thp_copied; i++) {
-		usleep(10000);
-		uffdmove_target_stats(t, st);
-	}
 	huge = t_anon_huge_bytes_range(0, g->addr[1], g->spec[1].len);
 	if (huge < g->spec[1].len * 99 / 100) {
 		fprintf(stderr, "FAIL: THP region %" PRIu64 " KiB huge; %" PRIu64
@@ -114,6 +108,19 @@ static int check_pulled(struct uffdmove_target *t, const struct guest *g,
 		return 1;
 	}
 	return 0;
+}
+
+/* THP chunks that arrived as small pages are collapsed after DONE, in
+ * the library's own thread: give it a few seconds. */
+static void wait_collapse(struct uffdmove_target *t, struct uffdmove_stats *st)
+{
+	int i;
+
+	uffdmove_target_stats(t, st);
+	for (i = 0; i < 500 && st->thp_collapsed < st->thp_copied; i++) {
+		usleep(10000);
+		uffdmove_target_stats(t, st);
+	}
 }
 
 static int target_main(int sock, bool pull)
@@ -157,8 +164,8 @@ static int target_main(int sock, bool pull)
 		fprintf(stderr, "FAIL: after the handoff: %s\n", why);
 		return 1;
 	}
-	uffdmove_target_stats(t, &st);
-	if (pull && check_pulled(t, &g, &st))
+	wait_collapse(t, &st);
+	if (pull && check_pulled(&g, &st))
 		return 1;
 	printf("target: %" PRIu64 " reads and %" PRIu64 " writes during the handoff, %" PRIu64 " THP collapsed, AnonHugePages %" PRIu64 " KiB\n",
 	       w.reads, w.writes, st.thp_collapsed,

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Faults in the transfer core: a hole gets the zero page, a page already
+ * handed over a wake-up, and a missing one its page or its whole chunk,
+ * as the session's primitive and the pull fault policy say.
+ */
+#include <string.h>
+
+#include "mover_core.h"
+#include "uffd.h"
+#include "util.h"
+
+/* Resolve a page the source has no data for (hole or discarded). */
+int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg)
+{
+	uint64_t dst = r->dst + pg * PAGE_SZ;
+	size_t done;
+	int ret = uffd_zeropage(m->uffd, dst, PAGE_SZ, &done);
+
+	if (ret == -EEXIST)
+		return uffd_wake(m->uffd, dst, PAGE_SZ);
+	if (ret)
+		return ret;
+	count_add(&m->cnt.zeroed, PAGE_SZ);
+	if (!bit_test(r->discarded, pg))
+		count_sub(&m->cnt.skipped, PAGE_SZ);
+	return 0;
+}
+
+#define RATE_WINDOW_NS	(10 * 1000 * 1000ULL)
+#define RATE_HIGH	20	/* faults per window: one per 500 us */
+
+/*
+ * FAULT_AUTO: were faults frequent in the last window? Then the guest
+ * waits on memory more than it runs, and a whole chunk per fault brings
+ * it in fastest (fewer faults, THP kept); while they are rare, a page
+ * each serves them in microseconds. Only the fault thread calls this.
+ */
+static bool faults_frequent(struct mover *m)
+{
+	uint64_t now = now_ns();
+
+	if (now - m->rate_since > RATE_WINDOW_NS) {
+		m->rate_high = m->rate_count >= RATE_HIGH &&
+			       now - m->rate_since < 2 * RATE_WINDOW_NS;
+		m->rate_since = now;
+		m->rate_count = 0;
+	}
+	m->rate_count++;
+	return m->rate_high;
+}
+
+/* Serve a fault by its whole chunk: MOVE keeps a THP whole (push), and a
+ * pulled chunk lands as one THP (pull, per the fault policy). */
+static bool fault_takes_chunk(struct mover *m, const struct chunk *ch)
+{
+	if (!m->pull)
+		return core_wants_move(m, ch);
+	switch (m->fault_policy) {
+	case UFFDMOVE_FAULT_CHUNK:
+		return true;
+	case UFFDMOVE_FAULT_PAGE:
+		return false;
+	default:
+		return faults_frequent(m);
+	}
+}
+
+/*
+ * Copy just the faulting page so its thread runs at once; the rest of its
+ * chunk goes next. Published first (fills.h). Pull reads the page from
+ * the source first.
+ */
+static int fault_page(struct mover *m, struct plan_region *r, size_t c,
+		      size_t pg)
+{
+	static __thread char page[PAGE_SZ] __attribute__((aligned(PAGE_SZ)));
+	uint64_t dst = r->dst + pg * PAGE_SZ, src = r->src + pg * PAGE_SZ;
+	const void *from = (const void *)(uintptr_t)src;
+	unsigned int fill;
+	size_t done;
+	int ret;
+
+	if (m->pull) {
+		ret = core_pull_page(m, src, page);
+		if (ret)
+			return ret;
+		from = page;
+	}
+	/* Its chunk cannot arrive as one PMD any more: stage it in small
+	 * pages (splitting a staged THP costs more than the copy). */
+	__atomic_fetch_or(&m->plan.chunks[c].flags, CHUNK_TOUCHED,
+			  __ATOMIC_RELEASE);
+	fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
+	ret = plan_page_wanted(r, pg) ?
+	      uffd_copy(m->uffd, dst, from, PAGE_SZ, 0, &done) : -ENODATA;
+	fills_end(&m->fills, fill);
+	if (ret == -ENODATA)	/* discarded just now */
+		ret = core_fault_zero(m, r, pg);
+	else if (ret == -EEXIST)
+		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	else if (!ret)
+		count_add(&m->cnt.copied, PAGE_SZ);
+	if (!ret && load_acquire(&m->plan.chunks[c].state) == CHUNK_PENDING)
+		core_make_urgent(m, c);
+	return ret;
+}
+
+int mover_fault(struct mover *m, uint64_t addr)
+{
+	uint64_t dst = ALIGN_DOWN(addr, PAGE_SZ);
+	long c = plan_find(&m->plan, dst);
+	struct plan_region *r;
+	struct chunk *ch;
+	size_t pg;
+	int ret;
+
+	if (c < 0)	/* not ours: let the thread retry */
+		return uffd_wake(m->uffd, dst, PAGE_SZ);
+	ch = &m->plan.chunks[c];
+	r = plan_region_of(&m->plan, (size_t)c);
+	pg = (dst - r->dst) / PAGE_SZ;
+	core_classify(m, (size_t)c);
+
+	if (!plan_page_wanted(r, pg)) {
+		ret = core_fault_zero(m, r, pg);
+	} else if (load_acquire(&ch->state) == CHUNK_DONE) {
+		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	} else if (fault_takes_chunk(m, ch)) {
+		/* A chunk another thread holds is finished soon, and its
+		 * fill wakes this thread; the caller keeps the fault and
+		 * goes on reading events, which that thread may need. */
+		if (!core_claim(m, (size_t)c))
+			return -EAGAIN;
+		ret = m->pull ? mover_pull_chunk(m, (size_t)c, true) :
+				mover_push_chunk(m, (size_t)c, true);
+		if (!ret)
+			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	} else {
+		ret = fault_page(m, r, (size_t)c, pg);
+	}
+	if (ret == -ENOENT)	/* unregistered or unmapped meanwhile: the */
+		ret = 0;	/* thread retries without us */
+	if (!ret)
+		count_add(&m->cnt.faults, 1);
+	return ret;
+}

@@ -250,6 +250,8 @@ static int fault_timeout(struct uffdmove_target *t)
 {
 	struct pull *p = t->pull;
 
+	if (mover_fatal(&p->m))
+		return -1;	/* holding: events only (see hold()) */
 	if (p->faults.nwaiting)
 		return 0;
 	/* Pullers fill the outbox without waking us: look every few ms. */

@@ -90,7 +90,12 @@ struct uffdmove_caps {
 	bool cap_sys_ptrace;	/* effective capabilities of this process */
 	bool cap_sys_admin;
 	bool cap_sys_nice;
-	uint64_t reserved[8];
+	int32_t yama_ptrace_scope; /* kernel.yama.ptrace_scope, -1 without Yama */
+	bool pidfd;		/* pidfd_open() works: the source's identity */
+	bool pull;		/* a new VMM of this user may pull from an old
+				   one (see uffdmove(7), "Pull"); a source
+				   that is not dumpable still refuses it */
+	uint64_t reserved[7];
 };
 
 /**

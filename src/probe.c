@@ -29,6 +29,7 @@
 #define DEV_USERFAULTFD		"/dev/userfaultfd"
 #define SYSCTL_UNPRIV_UFFD	"/proc/sys/vm/unprivileged_userfaultfd"
 #define SYSCTL_IO_URING		"/proc/sys/kernel/io_uring_disabled"
+#define SYSCTL_YAMA		"/proc/sys/kernel/yama/ptrace_scope"
 #define THP_ENABLED		"/sys/kernel/mm/transparent_hugepage/enabled"
 
 
@@ -87,6 +88,25 @@ static void probe_caps(struct uffdmove_caps *c)
 		c->cap_sys_admin = have;
 	if (caps_have(CAP_SYS_NICE, &have) == 0)
 		c->cap_sys_nice = have;
+}
+
+/*
+ * Can a new VMM read an old one of the same user (process_vm_readv needs
+ * ptrace-attach rights), and name it for sure (a pidfd)? Yama scope 1 is
+ * fine: the source declares the target its ptracer; scope 2 wants
+ * CAP_SYS_PTRACE; scope 3 allows no one.
+ */
+static void probe_pull(struct uffdmove_caps *c)
+{
+	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+
+	c->pidfd = fd >= 0;
+	if (fd >= 0)
+		close(fd);
+	c->yama_ptrace_scope = read_sysctl(SYSCTL_YAMA);
+	c->pull = c->move && c->pidfd &&
+		  (c->yama_ptrace_scope < 2 ||
+		   (c->yama_ptrace_scope == 2 && c->cap_sys_ptrace));
 }
 
 static void probe_uffd(struct uffdmove_caps *c)
@@ -231,6 +251,7 @@ static void probe_local_run(void)
 	probe_io_uring(c);
 	c->thp_mode = probe_thp_mode();
 	probe_collapse(c);
+	probe_pull(c);
 	errno = saved_errno;
 }
 

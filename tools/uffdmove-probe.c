@@ -88,7 +88,11 @@ static void print_json(const struct uffdmove_caps *c)
 	printf("  \"madv_collapse\": %s,\n", json_bool(c->madv_collapse));
 	printf("  \"cap_sys_ptrace\": %s,\n", json_bool(c->cap_sys_ptrace));
 	printf("  \"cap_sys_admin\": %s,\n", json_bool(c->cap_sys_admin));
-	printf("  \"cap_sys_nice\": %s\n", json_bool(c->cap_sys_nice));
+	printf("  \"cap_sys_nice\": %s,\n", json_bool(c->cap_sys_nice));
+	printf("  \"yama_ptrace_scope\": %" PRId32 ",\n",
+	       c->yama_ptrace_scope);
+	printf("  \"pidfd\": %s,\n", json_bool(c->pidfd));
+	printf("  \"pull\": %s\n", json_bool(c->pull));
 	printf("}\n");
 }
 
@@ -132,6 +136,12 @@ static void print_table(const struct uffdmove_caps *c)
 	row("CAP_SYS_PTRACE", yes_no(c->cap_sys_ptrace));
 	row("CAP_SYS_ADMIN", yes_no(c->cap_sys_admin));
 	row("CAP_SYS_NICE", yes_no(c->cap_sys_nice));
+	if (c->yama_ptrace_scope < 0)
+		row("kernel.yama.ptrace_scope", "no Yama");
+	else
+		row_int("kernel.yama.ptrace_scope", c->yama_ptrace_scope);
+	row("pidfd", yes_no(c->pidfd));
+	row("pull (new VMM reads old)", yes_no(c->pull));
 }
 
 /* One line per "no": what it costs a live upgrade, and the remedy. */
@@ -196,6 +206,15 @@ static void print_consequences(const struct uffdmove_caps *c)
 	SAY(!c->cap_sys_ptrace && !c->kernel_faults,
 	    "no CAP_SYS_PTRACE: with it (or /dev/userfaultfd access) "
 	    "kernel-mode faults could be caught");
+	SAY(c->move && !c->pull,
+	    "a new VMM cannot pull from an old one here (Yama ptrace_scope "
+	    ">= 2 without CAP_SYS_PTRACE, or no pidfd): the old VMM pushes, "
+	    "copying every page and collapsing THP after; see uffdmove(7), "
+	    "\"Pull\"");
+	SAY(c->pull && c->yama_ptrace_scope == 1,
+	    "Yama ptrace_scope 1: the old VMM declares the new one its "
+	    "ptracer for the session (PR_SET_PTRACER); a socketpair it made "
+	    "itself names no peer: declare the new VMM yourself");
 	SAY(!c->cap_sys_admin,
 	    "no CAP_SYS_ADMIN: only pagemap PFNs are hidden (diagnostics)");
 	SAY(!c->cap_sys_nice,

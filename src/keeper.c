@@ -193,7 +193,8 @@ int target_orphan(struct uffdmove_target *t, int err, const char *why)
 	t->failure = err_set(&t->err, -err,
 			     "%s after about %llu of %llu populated bytes arrived; missing pages %s",
 			     why, (unsigned long long)got,
-			     (unsigned long long)t->expected,
+			     (unsigned long long)MAX(t->expected,
+						     t->st.bytes_populated),
 			     t->opts.on_source_death ==
 			     UFFDMOVE_ON_SOURCE_DEATH_POISON ?
 			     "are poisoned (SIGBUS on touch)" :

@@ -19,7 +19,6 @@
 
 #define EVENTS_WAIT_US	200
 
-static int count_populated(struct mover *m);
 
 int mover_setup(struct mover *m, const struct mover_config *cfg,
 		struct err_buf *err)
@@ -65,8 +64,8 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 	ret = pm_open(&m->pm, m->pid);
 	/* Pulling, each chunk is counted as it is classified: a scan of all
 	 * guest RAM here would add to the guest's downtime. */
-	if (!ret && !m->pull)
-		ret = count_populated(m);
+	if (!ret && !m->pull && !cfg->no_count)
+		ret = mover_count_populated(m);
 	if (ret && m->pull)
 		return err_set(err, -ret,
 			       "reading the source's page map (/proc/%d/pagemap): %s",
@@ -227,13 +226,7 @@ static void count_run(void *arg, uint64_t start, uint64_t end)
 	}
 }
 
-/*
- * Count the populated bytes of every region, per chunk, while the guest is
- * paused: the stats start from it, and classifying a chunk corrects it by
- * what the chunk really holds then (pages can vanish meanwhile: reclaimed
- * MADV_FREE pages, KSM merging into the zero page).
- */
-static int count_populated(struct mover *m)
+int mover_count_populated(struct mover *m)
 {
 	struct count_ctx ctx = { .m = m };
 	size_t i;

@@ -99,6 +99,7 @@ struct mover_config {
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;			/* the target is this process */
 	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
+	bool no_count;			/* do not count populated bytes */
 	const struct pinned_range *pinned;	/* the caller keeps them */
 	size_t npinned;
 	const struct plan_input *regions;
@@ -123,6 +124,14 @@ bool mover_committed(const struct mover *m);
 /* Threads leave: the session is ending. */
 void mover_stop(struct mover *m);
 bool mover_stopping(const struct mover *m);
+/*
+ * Count the populated bytes of every region, per chunk (mover_setup()
+ * does, pushing, while the guest is paused): the stats start from it, and
+ * classifying a chunk corrects it by what the chunk really holds then
+ * (pages can vanish meanwhile: reclaimed MADV_FREE pages, KSM merging
+ * into the zero page).
+ */
+int mover_count_populated(struct mover *m);
 /* The primitive ACCEPT announces, and the populated bytes so far. */
 uint32_t mover_primitive(const struct mover *m);
 uint64_t mover_populated(const struct mover *m);

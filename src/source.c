@@ -50,11 +50,12 @@ static int check_opts(const struct uffdmove_source_opts *o, struct err_buf *err)
 		{ "mode", o->mode, UFFDMOVE_MODE_MOVE },
 		{ "threads", o->threads, 64 },
 		{ "pull", o->pull, UFFDMOVE_PULL_OFF },
-		{ "reserved32", o->reserved32, 0 },
 	};
 
 	return session_check_opts(err, opts, ARRAY_SIZE(opts), o->reserved,
-				  sizeof(o->reserved));
+				  sizeof(o->reserved)) ?:
+	       session_check_reserved(err, &o->reserved32,
+				      sizeof(o->reserved32));
 }
 
 UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,

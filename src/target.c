@@ -225,13 +225,14 @@ int target_release(struct uffdmove_target *t, int ret)
 	return ret;
 }
 
+/* Only a failure sets the message: a discard must not wipe the reason
+ * a session failed, which process() keeps returning. */
 static int discard_locked(struct uffdmove_target *t, void *addr, size_t len)
 {
 	uint64_t a = (uintptr_t)addr, end = a + len;
 	size_t i;
 	int ret;
 
-	err_clear(&t->err);
 	if (!len || !IS_ALIGNED(a | len, PAGE_SZ) || end < a)
 		return err_set(&t->err, EINVAL,
 			       "discard %p+%zu: must be non-empty, page aligned and not wrap",
@@ -289,17 +290,21 @@ UFFDMOVE_EXPORT int uffdmove_target_fd(const struct uffdmove_target *t)
 UFFDMOVE_EXPORT int uffdmove_target_stats(const struct uffdmove_target *t,
 					  struct uffdmove_stats *st)
 {
+	struct uffdmove_target *w = (struct uffdmove_target *)t;
+
 	if (!t || !st)
 		return -EINVAL;
+	pthread_mutex_lock(&w->lock);
 	*st = t->st;
-	if (t->pull && t->state == TGT_RUNNING)
-		pull_stats((struct uffdmove_target *)t, st);
+	if (t->pull)	/* from the handshake on, ours are the counters */
+		pull_stats(w, st);
 	st->pull_unused_reason = t->pull ? UFFDMOVE_PULL_WHY_USED :
 				 t->pull_why;
 	st->thp_collapsed = load_acquire(&t->thp_collapsed);
 	st->bytes_discarded += t->discards.bytes;
 	if (t->t_start)
 		st->elapsed_ns = (t->t_end ? t->t_end : now_ns()) - t->t_start;
+	pthread_mutex_unlock(&w->lock);
 	return 0;
 }
 

@@ -159,6 +159,13 @@ static int target_side(unsigned int kill_us, uint32_t policy)
 	T_CHECK(waited < 1000, "noticed the death after %" PRIu64 " ms", waited);
 	T_CHECK(strstr(uffdmove_target_error(t), "missing pages"), "message: %s",
 		uffdmove_target_error(t));
+	/* A balloon may still discard; its success must not wipe why the
+	 * session failed, which process() keeps returning. */
+	T_CHECK(uffdmove_target_discard(t, g.addr[0], T_PAGE) == 0,
+		"discard after the death: %s", uffdmove_target_error(t));
+	T_CHECK(uffdmove_target_process(t) == -ECONNRESET &&
+		strstr(uffdmove_target_error(t), "missing pages"),
+		"after a discard: %s", uffdmove_target_error(t));
 	/* A fresh thread touching pages the walker did not reach yet. */
 	before = __atomic_load_n(&w1.next, __ATOMIC_ACQUIRE);
 	w2.g = &g;

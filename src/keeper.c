@@ -14,6 +14,8 @@
 #include "classify.h"
 #include "pagemap.h"
 #include "pull.h"
+#include "session.h"
+#include "wire.h"
 #include "target.h"
 #include "uffd.h"
 #include "util.h"
@@ -166,17 +168,30 @@ void keeper_stop(struct uffdmove_target *t)
 	t->keeper_running = false;
 }
 
+/* Best effort: the session is over for us, whatever the source thinks. */
+static void tell_source(struct uffdmove_target *t, int err, const char *why)
+{
+	struct wire_msg m = { .type = WIRE_ABORT };
+
+	m.reason.errnum = (uint32_t)(err < 0 && err > -4096 ? -err : EPROTO);
+	str_copy(m.reason.text, sizeof(m.reason.text), why);
+	session_send(t->sock, &m, -1, 0);
+}
+
 /* The source is gone (or gave up) before DONE: take the uffd back. */
 int target_orphan(struct uffdmove_target *t, int err, const char *why)
 {
 	uint64_t got = t->st.bytes_moved + t->st.bytes_copied;
 	int ret;
 
-	/* Our pull threads leave the uffd to the keeper. */
+	/* Our pull threads leave the uffd to the keeper, and a source that
+	 * may still be there learns that we gave up (else it would wait for
+	 * its deadline). */
 	if (t->pull) {
 		pull_stop(t);
 		pull_stats(t, &t->st);
 		got = t->st.bytes_moved + t->st.bytes_copied;
+		tell_source(t, err, why);
 	}
 	/* uffdmove_target_wait() keeps -ETIMEDOUT for its own timeout. */
 	if (err == -ETIMEDOUT)

@@ -161,7 +161,8 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader);
 int mover_fault(struct mover *m, uint64_t addr);
 /* Pull, in the source: the target reported [start, start + len) arrived.
  * Counts the bytes with data there as pulled (and as released when we are
- * about to free them: @freeing). */
+ * about to free them: @freeing), each chunk once. Only the thread that
+ * reads the target's messages calls it. */
 void mover_count_arrived(struct mover *m, uint64_t start, uint64_t len,
 			 bool freeing);
 /* A fault read at @t_read was served / had to wait (latency, counters). */

@@ -25,8 +25,9 @@ struct xfer {
 };
 
 /* Chunk @c's hand-over, from where it stopped; the fill path sets
- * x->from and x->moving. @reader: see mover_push_chunk(). */
-void core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader);
+ * x->from and x->moving. @reader: see mover_push_chunk(). 0, or the
+ * fatal -errno of core_classify(). */
+int core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader);
 /* After the fill returned @ret: done, or given back to resume (-EAGAIN). */
 int core_xfer_end(struct mover *m, const struct xfer *x, int ret);
 /* Hand over the wanted pages [x->pos, x->end): 0, -EAGAIN (x->pos says
@@ -35,6 +36,8 @@ int core_transfer(struct mover *m, struct xfer *x);
 /* The chunk is in: count it, and have THP chunks that arrived as small
  * pages collapsed. */
 void core_chunk_done(struct mover *m, const struct xfer *x);
+/* Pull: can one byte be read at the source's @src? 0 or -errno. */
+int core_pull_probe(struct mover *m, uint64_t src, char *byte);
 /* Pull: read the source's page at @src into @buf (PAGE_SZ), and make sure
  * it came from the source we authenticated. 0 or the fatal -errno. */
 int core_pull_page(struct mover *m, uint64_t src, void *buf);
@@ -51,8 +54,9 @@ void core_decide(struct mover *m, int prim, uint32_t why);
 bool core_wants_move(const struct mover *m, const struct chunk *ch);
 /* Wait until events were read since @seen, or a short while. */
 void core_wait_events_read(struct mover *m, uint64_t seen);
-/* Classify chunk @c once; other threads wait for the one doing it. */
-void core_classify(struct mover *m, size_t c);
+/* Classify chunk @c once; other threads wait for the one doing it.
+ * 0, or (pulling) -EFAULT when the source maps nothing there. */
+int core_classify(struct mover *m, size_t c);
 /* A THP chunk arrived as small pages: collapse it (push: the target). */
 void core_thp_small(struct mover *m, uint64_t dst);
 /* MODE_MOVE: the kernel refused to move source page @src. */

@@ -120,7 +120,9 @@ int mover_fault(struct mover *m, uint64_t addr)
 	ch = &m->plan.chunks[c];
 	r = plan_region_of(&m->plan, (size_t)c);
 	pg = (dst - r->dst) / PAGE_SZ;
-	core_classify(m, (size_t)c);
+	ret = core_classify(m, (size_t)c);
+	if (ret)
+		return ret;	/* never a zero page for an unreadable source */
 
 	if (!plan_page_wanted(r, pg)) {
 		ret = core_fault_zero(m, r, pg);

@@ -67,7 +67,20 @@ static bool chunk_thp(const struct mover *m, const struct plan_region *r,
 	return cls->thp;
 }
 
-void core_classify(struct mover *m, size_t c)
+/*
+ * Pulling, an empty chunk is either holes or not mapped in the source at
+ * all (the source unmapped it, or named a wrong address): the page map
+ * cannot tell, a read can. Holes read as zeros and map nothing there.
+ */
+static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
+{
+	char byte;
+
+	return !core_pull_probe(m, start, &byte) &&
+	       !core_pull_probe(m, end - PAGE_SZ, &byte);
+}
+
+int core_classify(struct mover *m, size_t c)
 {
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = plan_region_of(&m->plan, c);
@@ -77,9 +90,9 @@ void core_classify(struct mover *m, size_t c)
 	size_t i, n, first;
 	bool pinned;
 
-	if (!classify_claim(ch))
-		return;
 	plan_chunk_range(&m->plan, c, &start, &end);
+	if (!classify_claim(ch))
+		goto out;
 	n = (end - start) / PAGE_SZ;
 	pinned = overlaps_pinned(m, start, end);
 	/* Exclusivity matters only while MOVE is still a candidate. */
@@ -96,13 +109,21 @@ void core_classify(struct mover *m, size_t c)
 			bit_set(r->populated, first + i);
 	ch->flags = (chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
 		    (cls.movable ? CHUNK_MOVABLE : 0) |
-		    (pinned ? CHUNK_PINNED : 0);
+		    (pinned ? CHUNK_PINNED : 0) |
+		    (m->pull && !cls.populated && !source_maps(m, start, end) ?
+		     CHUNK_UNMAPPED : 0);
 	count_add(&m->cnt.populated,
 		  cls.populated * PAGE_SZ - ch->counted * PAGE_SZ);
 	count_add(&m->cnt.skipped, (n - cls.populated) * PAGE_SZ);
 	if (pinned)
 		count_add(&m->cnt.pinned_skipped, cls.populated * PAGE_SZ);
 	store_release(&ch->cls_state, CLS_READY);
+out:
+	if (!(load_acquire(&ch->flags) & CHUNK_UNMAPPED))
+		return 0;
+	return mover_fail(m, -EFAULT,
+			  "the source maps nothing at 0x%llx, which it said is guest RAM",
+			  (unsigned long long)start);
 }
 
 enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
@@ -261,7 +282,10 @@ int core_transfer(struct mover *m, struct xfer *x)
 			return mover_fatal(m);
 		}
 	}
-	return mover_fatal(m);
+	/* Stopped half way, the chunk is not in: never report it so. */
+	if (mover_stopping(m))
+		return mover_fatal(m) ?: -ECANCELED;
+	return 0;
 }
 
 /*
@@ -287,12 +311,13 @@ void core_chunk_done(struct mover *m, const struct xfer *x)
 	count_add(&m->cnt.chunks_done, 1);
 }
 
-void core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader)
+int core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader)
 {
 	struct chunk *ch = &m->plan.chunks[c];
+	int ret;
 
 	memset(x, 0, sizeof(*x));
-	core_classify(m, c);
+	ret = core_classify(m, c);
 	x->c = c;
 	x->r = plan_region_of(&m->plan, c);
 	plan_chunk_range(&m->plan, c, &x->start, &x->stop);
@@ -301,6 +326,7 @@ void core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader)
 	x->end = (x->stop - x->r->src) / PAGE_SZ;
 	x->whole = !ch->resume;
 	x->may_wait = !reader;
+	return ret;
 }
 
 int core_xfer_end(struct mover *m, const struct xfer *x, int ret)
@@ -323,7 +349,8 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 {
 	struct xfer x;
 
-	core_xfer_begin(m, c, &x, reader);
+	if (core_xfer_begin(m, c, &x, reader))
+		return mover_fatal(m);
 	x.from = x.r->src;
 	x.moving = core_wants_move(m, &m->plan.chunks[c]);
 	return core_xfer_end(m, &x, core_transfer(m, &x));

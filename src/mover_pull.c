@@ -65,6 +65,15 @@ static int read_source(struct mover *m, const struct iovec *local,
 	return source_alive(m);
 }
 
+int core_pull_probe(struct mover *m, uint64_t src, char *byte)
+{
+	struct iovec local = { byte, 1 };
+	struct iovec remote = { (void *)(uintptr_t)src, 1 };
+
+	return process_vm_readv(m->pid, &local, 1, &remote, 1, 0) == 1 ?
+	       0 : -errno;
+}
+
 int core_pull_page(struct mover *m, uint64_t src, void *buf)
 {
 	struct iovec local = { buf, PAGE_SZ };
@@ -106,7 +115,10 @@ int mover_pull_chunk(struct mover *m, size_t c, bool reader)
 
 	if (!st)
 		return mover_fail(m, -ENOMEM, "no staging memory for pulling");
-	core_xfer_begin(m, c, &x, reader);
+	if (core_xfer_begin(m, c, &x, reader)) {
+		stage_put(&m->stages, st);
+		return mover_fatal(m);
+	}
 	flags = load_acquire(&m->plan.chunks[c].flags);
 	/* A fresh THP moves as one PMD; anything else is copied from the
 	 * bounce buffer (stage.h says why). */

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -74,18 +76,60 @@ static int prove_access(struct uffdmove_target *t, const struct wire_msg *ans,
 		(void *)(uintptr_t)ans->accept.cookie_addr, sizeof(v)
 	};
 
-	if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != sizeof(v))
-		return errno == EPERM || errno == EACCES ?
-		       UFFDMOVE_PULL_WHY_DENIED :
-		       err_set(&t->err, EPROTO,
+	if (pid == getpid() ||
+	    syscall(SYS_kcmp, getpid(), pid, KCMP_VM, 0, 0) == 0)
+		return err_set(&t->err, EPROTO,
+			       "the source names our own address space (pid %d) as its own",
+			       (int)pid);
+	if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != sizeof(v)) {
+		if (errno == EPERM || errno == EACCES)
+			return UFFDMOVE_PULL_WHY_DENIED;
+		if (errno == ESRCH)
+			return err_set(&t->err, ECONNRESET,
+				       "the source (pid %d) went away during the handshake",
+				       (int)pid);
+		return err_set(&t->err, EPROTO,
 			       "reading the source's cookie: %s",
 			       strerror(errno));
+	}
 	/* Our HELLO's random cookie, which only the source has seen. */
 	if (v != t->mm_cookie || ans->accept.cookie != t->mm_cookie ||
 	    poll(&pfd, 1, 0) != 0)
 		return err_set(&t->err, EPROTO,
 			       "the source's cookie does not match: pid %d is not the process on the socket",
 			       (int)pid);
+	return 0;
+}
+
+/*
+ * Where the source says its regions are: aligned, and mapped there as
+ * private anonymous memory, in /proc/<pid>/maps. An address it does not
+ * map would read as holes, and guest RAM as zeros.
+ */
+static int check_source_regions(struct uffdmove_target *t,
+				const struct wire_msg *ans, pid_t pid,
+				struct plan_input *in)
+{
+	struct session_region src[UFFDMOVE_REGIONS_MAX];
+	struct err_buf err;
+	size_t i;
+
+	for (i = 0; i < t->nregions; i++) {
+		in[i] = (struct plan_input){
+			.src = ans->accept.src[i], .dst = t->regions[i].addr,
+			.len = t->regions[i].len, .thp = t->thp[i],
+		};
+		if (!IS_ALIGNED(in[i].src, PAGE_SZ) ||
+		    in[i].src + in[i].len < in[i].src)
+			return err_set(&t->err, EPROTO,
+				       "ACCEPT: source address 0x%llx of region '%s' is unusable",
+				       (unsigned long long)in[i].src,
+				       t->regions[i].name);
+		src[i] = t->regions[i];
+		src[i].addr = in[i].src;
+	}
+	if (session_check_mappings_of(&err, pid, src, t->nregions, false))
+		return err_set(&t->err, EPROTO, "the source's %s", err.msg);
 	return 0;
 }
 
@@ -105,22 +149,12 @@ static int setup(struct uffdmove_target *t, const struct wire_msg *ans,
 		.nregions = t->nregions,
 	};
 	struct pull *p;
-	size_t i;
 	int ret;
 
-	for (i = 0; i < t->nregions; i++) {
-		in[i] = (struct plan_input){
-			.src = ans->accept.src[i], .dst = t->regions[i].addr,
-			.len = t->regions[i].len, .thp = t->thp[i],
-		};
-		if (!IS_ALIGNED(in[i].src, PAGE_SZ) ||
-		    in[i].src + in[i].len < in[i].src) {
-			close(pidfd);
-			return err_set(&t->err, EPROTO,
-				       "ACCEPT: source address 0x%llx of region '%s' is unusable",
-				       (unsigned long long)in[i].src,
-				       t->regions[i].name);
-		}
+	ret = check_source_regions(t, ans, pid, in);
+	if (ret) {
+		close(pidfd);
+		return ret;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
@@ -177,6 +211,10 @@ int pull_answer(struct uffdmove_target *t, struct wire_msg *ans, pid_t peer)
 				       "the source says it is pid %d, not the expected pid %d",
 				       (int)pid, (int)t->opts.expected_pid);
 		pidfd = peer_pidfd(t->sock, pid == peer, pid);
+		if (pidfd == -ESRCH)	/* never send our uffd to its heir */
+			return err_set(&t->err, ECONNRESET,
+				       "the source (pid %d) went away during the handshake",
+				       (int)pid);
 		if (pidfd < 0) {
 			why = UFFDMOVE_PULL_WHY_DENIED;
 			break;

@@ -13,6 +13,8 @@
 #include "run.h"
 #include "util.h"
 #include "wake.h"
+
+#define SOCKET_BATCH	64	/* messages read per look at the socket */
 #include "wire.h"
 
 /* Completed THP chunks, so the target can collapse them at once. When
@@ -106,7 +108,8 @@ static int handle_message(struct run *run, const struct wire_msg *msg)
 		run->fin = true;
 		return 0;
 	case WIRE_QUERY:	/* fresh counters, e.g. to check DONE */
-		run->query = true;	/* answered once events are read */
+		/* Before its commit we send nothing but ABORT. */
+		run->query = committed(run);	/* answered once events are read */
 		return 0;
 	case WIRE_ABORT:
 		if (committed(run))
@@ -128,9 +131,11 @@ int handle_socket(struct run *run)
 	struct wire_msg msg;
 	char why[160];
 	bool gone = false;
-	int ret;
+	int ret, n;
 
-	for (;;) {
+	/* A bounded batch: a flood must not keep deadlines and a cancel
+	 * from being looked at. */
+	for (n = 0; n < SOCKET_BATCH; n++) {
 		ret = session_recv(s->sock, &msg, 0, why, sizeof(why));
 		if (ret == -ECONNRESET && !gone) {
 			gone = true;	/* what it left may follow */
@@ -151,6 +156,7 @@ int handle_socket(struct run *run)
 		if (ret)
 			return ret;
 	}
+	return 0;
 }
 
 /*

@@ -186,13 +186,25 @@ int session_check_mappings(struct err_buf *err,
 			   const struct session_region *regions, size_t n,
 			   bool writable)
 {
-	FILE *f = fopen("/proc/self/maps", "re");
+	return session_check_mappings_of(err, 0, regions, n, writable);
+}
+
+int session_check_mappings_of(struct err_buf *err, pid_t pid,
+			      const struct session_region *regions, size_t n,
+			      bool writable)
+{
+	char path[32];
 	size_t i;
 	int ret = 0;
+	FILE *f;
 
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/maps");
+	f = fopen(path, "re");
 	if (!f)
-		return err_set(err, errno, "/proc/self/maps: %s",
-			       strerror(errno));
+		return err_set(err, errno, "%s: %s", path, strerror(errno));
 	for (i = 0; i < n && !ret; i++)
 		ret = check_one(err, &regions[i], f, writable);
 	fclose(f);

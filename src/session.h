@@ -62,6 +62,11 @@ int session_open(struct err_buf *err, bool ready, const char *misuse,
 		 int sock, uint32_t expected_uid, int32_t expected_pid,
 		 pid_t *pid);
 
+/* The same in process @pid's address space (0: ours). */
+int session_check_mappings_of(struct err_buf *err, pid_t pid,
+			      const struct session_region *regions, size_t n,
+			      bool writable);
+
 /* SO_PEERCRED against the expected uid (UFFDMOVE_UID_SELF: ours) and pid
  * (0: any): 0, -EPERM with a message naming both values, or -errno. */
 int session_check_peer(struct err_buf *err, int sock, uint32_t expected_uid,

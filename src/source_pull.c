@@ -123,9 +123,11 @@ int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
 	} else {
 		ret = decline(s, why);
 	}
-	if (ret)
+	if (ret) {
+		source_revoke_reader();
 		return err_set(&s->err, -ret, "sending ACCEPT: %s",
 			       strerror(-ret));
+	}
 	/* PULL, or the target cannot read us: HELLO again, with its uffd. */
 	ret = source_recv_hello(s, hello, uffd, &answer,
 				why ? HELLO_AFTER_DECLINE : HELLO_AFTER_OFFER);
@@ -184,9 +186,10 @@ static int release(struct run *run, const struct wire_msg *msg)
 	for (i = 0; i < msg->ranges.n; i++) {
 		const struct wire_range *r = &msg->ranges.ranges[i];
 
-		if (!source_owns(s, r->start, r->len))
+		if (!source_owns(s, r->start, r->len) ||
+		    !IS_ALIGNED(r->start | r->len, PAGE_SZ))
 			return mover_fail(&s->m, -EPROTO,
-					  "RELEASE 0x%llx+%llu is not inside one region",
+					  "RELEASE 0x%llx+%llu is not pages inside one region",
 					  (unsigned long long)r->start,
 					  (unsigned long long)r->len);
 		if (s->opts.mode == UFFDMOVE_MODE_COPY) {

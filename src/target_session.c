@@ -292,10 +292,16 @@ static int read_messages(struct uffdmove_target *t)
 		if (ret)
 			return target_orphan(t, ret == -EMSGSIZE ? -EPROTO : -ECONNRESET,
 				      "the source went away");
+		/* Pulling, we count and finish ourselves: a pushing source's
+		 * messages are a protocol error here (a DONE would end the
+		 * session with pages still missing). */
+		if (t->pull && (m.type == WIRE_PROGRESS ||
+				m.type == WIRE_RANGE_DONE ||
+				m.type == WIRE_DONE))
+			m.type = 0;
 		switch (m.type) {
 		case WIRE_PROGRESS:
-			if (!t->pull)	/* pulling, our own counters count */
-				t->st = m.stats;
+			t->st = m.stats;
 			break;
 		case WIRE_RANGE_DONE:
 			for (i = 0; i < m.ranges.n; i++)
@@ -322,7 +328,8 @@ static int read_messages(struct uffdmove_target *t)
 		default:
 			if (t->state == TGT_ACCEPTED)
 				return cancelled(t, "an unexpected message");
-			return target_orphan(t, -EPROTO, "unexpected message");
+			return target_orphan(t, -EPROTO,
+				      "the source sent an unexpected message");
 		}
 	}
 }

@@ -96,10 +96,13 @@ static int decode_hello(struct cur *c, struct wire_msg *m, char *why,
 	return 0;
 }
 
-static void get_stats(struct cur *c, struct uffdmove_stats *st)
+/* The counters as sent; the three reasons must be ones we know, so that
+ * what decodes encodes back the same. */
+static int get_stats(struct cur *c, struct uffdmove_stats *st, char *why,
+		     size_t why_len, const char *name)
 {
 	unsigned char *base = (unsigned char *)st;
-	uint64_t last;
+	uint64_t last, pull;
 	size_t i;
 
 	memset(st, 0, sizeof(*st));
@@ -109,9 +112,18 @@ static void get_stats(struct cur *c, struct uffdmove_stats *st)
 		memcpy(base + wire_stats_words[i], &v, sizeof(v));
 	}
 	last = get_u64(c);
+	pull = get_u64(c);
 	st->primitive = (uint32_t)last;
 	st->move_unused_reason = (uint32_t)(last >> 32);
-	st->pull_unused_reason = (uint32_t)get_u64(c);
+	st->pull_unused_reason = (uint32_t)pull;
+	if (st->primitive > UFFDMOVE_PRIM_PULL ||
+	    st->move_unused_reason > UFFDMOVE_WHY_NOT_MOVABLE ||
+	    pull > UFFDMOVE_PULL_WHY_SAME_MM)
+		return fail(why, why_len, EPROTO,
+			    "%s: primitive %u, reasons %u and %llu: unknown",
+			    name, st->primitive, st->move_unused_reason,
+			    (unsigned long long)pull);
+	return 0;
 }
 
 static int decode_ranges(struct cur *c, struct wire_msg *m, char *why,
@@ -174,10 +186,14 @@ static int decode_accept(struct cur *c, struct wire_msg *m, char *why,
 			    "ACCEPT: body of %zu more bytes for %u source addresses with primitive %u",
 			    c->left, m->accept.n_src, prim);
 	/* NONE declines a pull; its cookie word says why (PULL_WHY_*). */
+	if (prim == UFFDMOVE_PRIM_NONE &&
+	    (!m->accept.cookie || m->accept.cookie > UFFDMOVE_PULL_WHY_SAME_MM))
+		return fail(why, why_len, EPROTO,
+			    "ACCEPT: declines a pull without a known reason (cookie %llu)",
+			    (unsigned long long)m->accept.cookie);
 	if (prim != UFFDMOVE_PRIM_PULL &&
 	    (m->accept.cookie_addr ||
-	     (prim != UFFDMOVE_PRIM_NONE && m->accept.cookie) ||
-	     m->accept.cookie > UFFDMOVE_PULL_WHY_SAME_MM))
+	     (prim != UFFDMOVE_PRIM_NONE && m->accept.cookie)))
 		return fail(why, why_len, EPROTO,
 			    "ACCEPT: a cookie without PULL");
 	for (i = 0; i < m->accept.n_src; i++)
@@ -254,7 +270,9 @@ int wire_decode(const void *buf, size_t len, struct wire_msg *m,
 		break;
 	case WIRE_PROGRESS:
 	case WIRE_DONE:
-		get_stats(&c, &m->stats);
+		if (get_stats(&c, &m->stats, why, why_len,
+			      wire_type_name(type)))
+			return -EPROTO;
 		for (i = wire_stats_nwords + STATS_PACKED;
 		     i < WIRE_STATS_WORDS; i++)
 			if (get_u64(&c))

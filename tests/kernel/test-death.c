@@ -159,13 +159,6 @@ static int target_side(unsigned int kill_us, uint32_t policy)
 	T_CHECK(waited < 1000, "noticed the death after %" PRIu64 " ms", waited);
 	T_CHECK(strstr(uffdmove_target_error(t), "missing pages"), "message: %s",
 		uffdmove_target_error(t));
-	/* A balloon may still discard; its success must not wipe why the
-	 * session failed, which process() keeps returning. */
-	T_CHECK(uffdmove_target_discard(t, g.addr[0], T_PAGE) == 0,
-		"discard after the death: %s", uffdmove_target_error(t));
-	T_CHECK(uffdmove_target_process(t) == -ECONNRESET &&
-		strstr(uffdmove_target_error(t), "missing pages"),
-		"after a discard: %s", uffdmove_target_error(t));
 	/* A fresh thread touching pages the walker did not reach yet. */
 	before = __atomic_load_n(&w1.next, __ATOMIC_ACQUIRE);
 	w2.g = &g;
@@ -186,6 +179,15 @@ static int target_side(unsigned int kill_us, uint32_t policy)
 	printf("    kill at %u us: %s after %" PRIu64 " ms, walker %s at page %zu\n",
 	       kill_us, strerror(-ret), waited,
 	       w1.done ? "done" : w1.sigbus ? "SIGBUS" : "blocked", w1.next);
+	/* A balloon may still discard (the last page, which no walker
+	 * checks any more); its success must not wipe why the session
+	 * failed, which process() keeps returning. */
+	T_CHECK(uffdmove_target_discard(t, g.addr[0] + g.spec[0].len - T_PAGE,
+					T_PAGE) == 0,
+		"discard after the death: %s", uffdmove_target_error(t));
+	T_CHECK(uffdmove_target_process(t) == -ECONNRESET &&
+		strstr(uffdmove_target_error(t), "missing pages"),
+		"after a discard: %s", uffdmove_target_error(t));
 	(void)status;
 	/* Leave: blocked threads die with the process; never free the
 	 * handle under BLOCK while they wait. */

@@ -58,6 +58,14 @@ static int fail_child(const char *what, const struct uffdmove_target *t)
 	return 1;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* ------------------------------------------------------ racing threads */
 
 /* Every thread touches the first page of each chunk, from a different
@@ -562,41 +570,88 @@ static int recv_wire(int sock, struct wire_msg *m, int *fd)
 	return len <= 0 ? -EPROTO : wire_decode(buf, (size_t)len, m, NULL, 0);
 }
 
-/* A source that offers a pull with a cookie that is not the target's, or
- * names a process that is not itself (and has not got the cookie). */
-static int lying_offer(int sock, pid_t pid, bool wrong_cookie)
+/* How a fake source lies, or what it does after an honest offer. */
+enum fake {
+	FAKE_WRONG_COOKIE,	/* not the target's cookie */
+	FAKE_BYSTANDER,		/* names a process that is not itself */
+	FAKE_TARGET_ITSELF,	/* names the target, and its own cookie */
+	FAKE_UNMAPPED,		/* a region where it maps nothing */
+	FAKE_DONE,		/* honest, then DONE as if it pushed */
+	FAKE_UNMAP_LATE,	/* honest, then unmaps a region */
+	FAKES,
+};
+
+static const char *const fake_name[FAKES] = {
+	"wrong cookie", "bystander's pid", "the target itself",
+	"an unmapped region", "DONE while pulled", "unmapped after PULL",
+};
+
+/* After the offer: what the target answers, and what the fake does then.
+ * 0 when the target did what it must. */
+static int fake_after_offer(int sock, enum fake how, struct wire_msg *m,
+			    struct guest *g)
+{
+	bool pulls = recv_wire(sock, m, NULL) == 0 && m->type == WIRE_PULL;
+
+	if (how < FAKE_DONE)	/* it must not pull from a liar */
+		return pulls ? 1 : 0;
+	if (!pulls)
+		return 2;
+	/* After the target checked our mappings, before it pulls. */
+	if (how == FAKE_UNMAP_LATE)
+		munmap(g->map[1], g->maplen[1]);
+	if (recv_wire(sock, m, NULL) || m->type != WIRE_GO)
+		return 2;
+	if (how == FAKE_DONE) {
+		memset(m, 0, sizeof(*m));
+		m->type = WIRE_DONE;	/* "all is there", with no stats */
+		if (send_wire(sock, m))
+			return EXIT_SETUP;
+	}
+	pause();
+	return 0;
+}
+
+static int fake_offer(int sock, enum fake how, pid_t pid)
 {
 	static uint64_t cookie;
 	struct wire_msg *m = calloc(1, sizeof(*m));
 	struct guest g = layout;
+	uint64_t addr;
 	size_t i;
 
 	if (!m || recv_wire(sock, m, NULL) || m->type != WIRE_HELLO)
 		return EXIT_SETUP;
-	cookie = m->hello.mm_cookie ^ (wrong_cookie ? 1 : 0);
+	cookie = m->hello.mm_cookie ^ (how == FAKE_WRONG_COOKIE);
+	/* Naming the target, point at its own cookie: HELLO disclosed it. */
+	addr = how == FAKE_TARGET_ITSELF ? m->hello.mm_cookie_addr :
+	       (uintptr_t)&cookie;
 	guest_map_source(&g);
 	memset(m, 0, sizeof(*m));
 	m->type = WIRE_ACCEPT;
 	m->accept.primitive = UFFDMOVE_PRIM_PULL;
 	m->accept.n_src = (uint32_t)g.n;
 	m->accept.pid = (uint32_t)pid;
-	m->accept.cookie_addr = (uintptr_t)&cookie;
+	m->accept.cookie_addr = addr;
 	m->accept.cookie = cookie;
 	for (i = 0; i < g.n; i++)
 		m->accept.src[i] = (uintptr_t)g.addr[i];
+	if (how == FAKE_UNMAPPED)
+		munmap(g.map[1], g.maplen[1]);
 	if (send_wire(sock, m))
 		return EXIT_SETUP;
-	/* The target must not go on: ABORT, or a hang-up. */
-	return recv_wire(sock, m, NULL) == 0 && m->type == WIRE_PULL ? 1 : 0;
+	return fake_after_offer(sock, how, m, &g);
 }
 
-static int hostile_offer(struct t_ctx *ctx, bool wrong_cookie)
+/* The target, against a fake source: what each lie must come to. */
+static int against_fake(struct t_ctx *ctx, enum fake how)
 {
 	struct guest d = layout;
 	struct uffdmove_region r[GUEST_REGIONS_MAX];
 	struct uffdmove_target *t;
 	int sv[2], ret, status;
-	pid_t bystander, pid;
+	pid_t bystander, pid, named;
+	char why[256];
 	size_t k;
 
 	bystander = fork();	/* a process of ours that holds no cookie */
@@ -606,25 +661,47 @@ static int hostile_offer(struct t_ctx *ctx, bool wrong_cookie)
 		_exit(0);
 	}
 	pid = t_fork_peer(sv, 30);
-	if (pid == 0)
-		_exit(lying_offer(sv[1], wrong_cookie ? getpid() : bystander,
-				  wrong_cookie));
+	if (pid == 0) {
+		named = how == FAKE_BYSTANDER ? bystander :
+			how == FAKE_TARGET_ITSELF ? getppid() : getpid();
+		_exit(fake_offer(sv[1], how, named));
+	}
 	guest_map(&d);
 	guest_regions(&d, r);
 	T_CHECK(uffdmove_target_new(&t, r, d.n, NULL) == 0, "target_new");
 	ret = uffdmove_target_handoff(t, sv[0]);
-	printf("  handoff: %d %s\n", ret, uffdmove_target_error(t));
-	T_CHECK(ret == -EPROTO && strstr(uffdmove_target_error(t), "cookie"),
-		"handoff returned %d: %s", ret, uffdmove_target_error(t));
-	status = t_wait(pid);
+	printf("  %s: handoff %d %s\n", fake_name[how], ret,
+	       uffdmove_target_error(t));
+	if (how < FAKE_DONE) {
+		T_CHECK(ret == -EPROTO, "handoff returned %d: %s", ret,
+			uffdmove_target_error(t));
+		status = t_wait(pid);
+		T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			"the fake saw the target go on (status 0x%x)", status);
+		/* Nothing read, nothing registered: untouched RAM. */
+		for (k = 0; k < d.n; k++)
+			T_CHECK(t_resident_bytes(d.addr[k], d.spec[k].len) == 0,
+				"region %zu got pages from a liar", k);
+	} else {
+		T_CHECK(ret == 0, "handoff: %s", uffdmove_target_error(t));
+		ret = uffdmove_target_wait(t, 10000);
+		printf("  %s: wait %d %s\n", fake_name[how], ret,
+		       uffdmove_target_error(t));
+		/* Never "complete" with pages missing (no thread touches
+		 * guest RAM here, so freeing the orphan is safe). A late
+		 * unmap may lose the race to the pullers: then every byte
+		 * must have arrived before it. */
+		if (how == FAKE_UNMAP_LATE && ret == 0)
+			T_CHECK(guest_verify(&d, why, sizeof(why)) == 0,
+				"complete, but %s", why);
+		else
+			T_CHECK(ret < 0 && ret != -ETIMEDOUT,
+				"wait returned %d", ret);
+		kill(pid, SIGKILL);
+		t_wait(pid);
+	}
 	kill(bystander, SIGKILL);
 	t_wait(bystander);
-	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		"the lying source saw the target go on (status 0x%x)", status);
-	/* Nothing was read, nothing registered: untouched RAM reads zero. */
-	for (k = 0; k < d.n; k++)
-		T_CHECK(t_resident_bytes(d.addr[k], d.spec[k].len) == 0,
-			"region %zu got pages from a liar", k);
 	uffdmove_target_free(t);
 	close(sv[0]);
 	guest_unmap(&d);
@@ -633,12 +710,32 @@ static int hostile_offer(struct t_ctx *ctx, bool wrong_cookie)
 
 static int wrong_cookie(struct t_ctx *ctx)
 {
-	return hostile_offer(ctx, true);
+	return against_fake(ctx, FAKE_WRONG_COOKIE);
 }
 
 static int someone_elses_pid(struct t_ctx *ctx)
 {
-	return hostile_offer(ctx, false);
+	return against_fake(ctx, FAKE_BYSTANDER);
+}
+
+static int names_the_target(struct t_ctx *ctx)
+{
+	return against_fake(ctx, FAKE_TARGET_ITSELF);
+}
+
+static int unmapped_region(struct t_ctx *ctx)
+{
+	return against_fake(ctx, FAKE_UNMAPPED);
+}
+
+static int done_while_pulled(struct t_ctx *ctx)
+{
+	return against_fake(ctx, FAKE_DONE);
+}
+
+static int unmapped_late(struct t_ctx *ctx)
+{
+	return against_fake(ctx, FAKE_UNMAP_LATE);
 }
 
 /* ----------------------------------------------------- hostile targets */
@@ -753,6 +850,86 @@ static int release_before_commit(struct t_ctx *ctx)
 static int release_outside_regions(struct t_ctx *ctx)
 {
 	return hostile_release(ctx, true);
+}
+
+/* After GO, RELEASE of all of region 0, again and again. */
+static int flooding_target(int sock)
+{
+	struct wire_msg *m = calloc(1, sizeof(*m));
+	struct guest d = layout;
+	uint64_t start;
+
+	guest_map(&d);
+	pull_hello(m, &d);
+	if (send_wire(sock, m) || recv_wire(sock, m, NULL) ||
+	    m->accept.primitive != UFFDMOVE_PRIM_PULL)
+		return EXIT_SETUP;
+	start = m->accept.src[0];
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_PULL;
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	m->type = WIRE_GO;
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	m->type = WIRE_RELEASE;
+	m->ranges.n = 1;
+	m->ranges.ranges[0] = (struct wire_range){ start, d.spec[0].len };
+	while (send_wire(sock, m) == 0)
+		;
+	return 0;
+}
+
+static void *cancel_soon(void *arg)
+{
+	struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+	uffdmove_source_cancel(arg);
+	return NULL;
+}
+
+/*
+ * A target that reports the same range arrived without end: a cancel is
+ * still seen at once, and the range counts once.
+ */
+static int release_flood(struct t_ctx *ctx)
+{
+	struct guest g = layout;
+	struct uffdmove_region r[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts o;
+	struct uffdmove_source *s;
+	struct uffdmove_stats st;
+	pthread_t tid;
+	uint64_t t0, ms;
+	int sv[2], ret;
+	pid_t pid;
+
+	guest_map_source(&g);
+	guest_regions(&g, r);
+	pid = t_fork_peer(sv, 30);
+	if (pid == 0)
+		_exit(flooding_target(sv[1]));
+	uffdmove_source_opts_init(&o);
+	o.mode = UFFDMOVE_MODE_COPY;
+	T_CHECK(uffdmove_source_new(&s, r, g.n, &o) == 0, "source_new");
+	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
+		uffdmove_source_error(s));
+	t0 = now_ms();
+	pthread_create(&tid, NULL, cancel_soon, s);
+	ret = uffdmove_source_run(s);
+	ms = now_ms() - t0;
+	pthread_join(tid, NULL);
+	uffdmove_source_stats(s, &st);
+	printf("  run: %d after %" PRIu64 " ms: %s; pulled %" PRIu64 " of %"
+	       PRIu64 "\n", ret, ms, uffdmove_source_error(s),
+	       st.bytes_pulled, st.bytes_populated);
+	T_CHECK(ret == -ECONNABORTED && ms < 2000,
+		"run returned %d after %" PRIu64 " ms", ret, ms);
+	T_CHECK(st.bytes_pulled <= st.bytes_populated,
+		"one range reported again and again counted %" PRIu64
+		" of %" PRIu64 " bytes", st.bytes_pulled, st.bytes_populated);
+	return end_hostile(&g, s, pid, sv[0]);
 }
 
 /*
@@ -943,8 +1120,13 @@ int main(void)
 		{ "yama-scope-1", yama_scope_1 },
 		{ "wrong-cookie", wrong_cookie },
 		{ "someone-elses-pid", someone_elses_pid },
+		{ "source-names-the-target", names_the_target },
+		{ "source-region-unmapped", unmapped_region },
+		{ "done-while-pulled", done_while_pulled },
+		{ "source-unmaps-late", unmapped_late },
 		{ "release-before-commit", release_before_commit },
 		{ "release-outside-regions", release_outside_regions },
+		{ "release-flood", release_flood },
 		{ "declined-asks-again", declined_asks_again },
 		{ "declined-then-gives-up", declined_then_gives_up },
 		{ "pinned-ranges-stay", pinned_stay },

@@ -133,9 +133,11 @@ static void stats(struct uffdmove_stats *st, uint64_t salt)
 	st->bytes_discard_raced = 0x1313000000000013ULL ^ salt;
 	st->bytes_pulled = 0x1414000000000014ULL ^ salt;
 	st->bytes_released = 0x1515000000000015ULL ^ salt;
-	st->primitive = 0xdeadbe02u ^ (uint32_t)salt;
-	st->move_unused_reason = 0xfeedf00du ^ (uint32_t)salt;
-	st->pull_unused_reason = 0xcafe0005u ^ (uint32_t)salt;
+	/* The reasons must be known ones (decoding refuses others). */
+	st->primitive = UFFDMOVE_PRIM_PULL - (uint32_t)(salt & 1);
+	st->move_unused_reason = UFFDMOVE_WHY_NOT_MOVABLE - (uint32_t)(salt & 1);
+	st->pull_unused_reason = UFFDMOVE_PULL_WHY_SAME_MM -
+				 (uint32_t)(salt & 1);
 }
 
 static void ranges(struct wire_msg *m, unsigned int n)
@@ -514,9 +516,19 @@ static void test_roundtrip_stats(void **state)
 	stats(&m.stats, 0x00ff00ff00ff00ffULL);
 	assert_int_equal(round_trip(&m, b), HDR + WIRE_STATS_WORDS * 8);
 
-	/* all ones survive too (no sign or width games) */
+	/* all ones survive too in the counters (no sign or width games) */
 	memset(&m.stats, 0xff, offsetof(struct uffdmove_stats, reserved));
+	m.stats.primitive = UFFDMOVE_PRIM_COPY;
+	m.stats.move_unused_reason = UFFDMOVE_WHY_CROSS_MM;
+	m.stats.pull_unused_reason = UFFDMOVE_PULL_WHY_DENIED;
+	m.stats.reserved32 = 0;
 	round_trip(&m, b);
+	/* unknown reasons are refused, on either side of the wire */
+	m.stats.pull_unused_reason = UFFDMOVE_PULL_WHY_SAME_MM + 1;
+	assert_int_equal(wire_encode(&m, b, sizeof(b)), -EINVAL);
+	m.stats.pull_unused_reason = 0;
+	m.stats.primitive = UFFDMOVE_PRIM_PULL + 1;
+	assert_int_equal(wire_encode(&m, b, sizeof(b)), -EINVAL);
 }
 
 static void test_roundtrip_range_done(void **state)
@@ -1104,6 +1116,16 @@ static void test_stats_msgs(void **state)
 		const char *name = wire_type_name(types[t]);
 
 		len = simple_bytes(b, types[t]);
+
+		/* the reasons: known values only, high halves zero */
+		memcpy(x, b, len);
+		put64(x, BODY + 22 * 8, 1ULL << 32);
+		expect_bad(x, len, EPROTO, name, "reasons");
+		put64(x, BODY + 22 * 8, UFFDMOVE_PULL_WHY_SAME_MM + 1);
+		expect_bad(x, len, EPROTO, name, "reasons");
+		memcpy(x, b, len);
+		put64(x, BODY + 21 * 8, UFFDMOVE_PRIM_PULL + 1);
+		expect_bad(x, len, EPROTO, name, "primitive");
 
 		/* each reserved stats word, low and high bit */
 		for (w = 23; w < WIRE_STATS_WORDS; w++) {

@@ -159,12 +159,17 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader);
  * -errno.
  */
 int mover_fault(struct mover *m, uint64_t addr);
-/* Pull, in the source: the target reported [start, start + len) arrived.
- * Counts the bytes with data there as pulled (and as released when we are
- * about to free them: @freeing), each chunk once. Only the thread that
- * reads the target's messages calls it. */
-void mover_count_arrived(struct mover *m, uint64_t start, uint64_t len,
-			 bool freeing);
+/*
+ * In the source, after the commit: [start, start + len) (source addresses,
+ * inside the plan) is in the target. Counts what had data there (as pulled
+ * when the target @reported it) and, but in MODE_COPY, frees it except the
+ * declared pinned ranges; each whole chunk once. 0, -EINVAL outside the
+ * plan, or madvise()'s -errno.
+ */
+int mover_release(struct mover *m, uint64_t start, uint64_t len,
+		  bool reported);
+/* Pushed, at the commit: free the chunks handed over before it. */
+void mover_release_done(struct mover *m);
 /* A fault read at @t_read was served / had to wait (latency, counters). */
 void mover_fault_served(struct mover *m, uint64_t t_read);
 void mover_fault_deferred(struct mover *m);

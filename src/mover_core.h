@@ -41,6 +41,8 @@ int core_pull_probe(struct mover *m, uint64_t src, char *byte);
 /* Pull: read the source's page at @src into @buf (PAGE_SZ), and make sure
  * it came from the source we authenticated. 0 or the fatal -errno. */
 int core_pull_page(struct mover *m, uint64_t src, void *buf);
+/* Pushed: chunk @c is in the target; free it once committed. */
+void core_release_chunk(struct mover *m, size_t c);
 /* A page the source has no data for (hole or discarded): zero page. */
 int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg);
 

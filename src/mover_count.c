@@ -23,49 +23,6 @@ void mover_fault_served(struct mover *m, uint64_t t_read)
 	hist_add(&m->lat, now_ns() - t_read);
 }
 
-/* The plan region holding source address @a, or NULL. */
-static struct plan_region *region_of_src(struct mover *m, uint64_t a)
-{
-	size_t i;
-
-	for (i = 0; i < m->plan.nregions; i++)
-		if (a >= m->plan.regions[i].src &&
-		    a < m->plan.regions[i].src + m->plan.regions[i].len)
-			return &m->plan.regions[i];
-	return NULL;
-}
-
-/*
- * Each chunk counts once: a chunk reported whole is marked in, and a
- * report of it again (a confused or hostile target) adds nothing.
- */
-void mover_count_arrived(struct mover *m, uint64_t start, uint64_t len,
-			 bool freeing)
-{
-	uint64_t a = start, end = start + len, cs, ce, stop, bytes;
-	struct plan_region *r;
-	size_t c;
-
-	for (; a < end; a = stop) {
-		r = region_of_src(m, a);
-		if (!r)
-			return;
-		c = plan_chunk_of_src(r, a);
-		plan_chunk_range(&m->plan, c, &cs, &ce);
-		stop = MIN(ce, end);
-		if (m->plan.chunks[c].state == CHUNK_DONE)
-			continue;
-		if (a == cs && stop == ce)
-			m->plan.chunks[c].state = CHUNK_DONE;
-		bytes = 0;
-		if (pm_count_populated(&m->pm, a, stop - a, &bytes))
-			bytes = stop - a;	/* unknown: an upper bound */
-		count_add(&m->cnt.pulled, bytes);
-		if (freeing)
-			count_add(&m->cnt.released, bytes);
-	}
-}
-
 void mover_fault_deferred(struct mover *m)
 {
 	count_add(&m->cnt.eagain, 1);

@@ -348,10 +348,14 @@ int core_xfer_end(struct mover *m, const struct xfer *x, int ret)
 int mover_push_chunk(struct mover *m, size_t c, bool reader)
 {
 	struct xfer x;
+	int ret;
 
 	if (core_xfer_begin(m, c, &x, reader))
 		return mover_fatal(m);
 	x.from = x.r->src;
 	x.moving = core_wants_move(m, &m->plan.chunks[c]);
-	return core_xfer_end(m, &x, core_transfer(m, &x));
+	ret = core_xfer_end(m, &x, core_transfer(m, &x));
+	if (!ret && !x.moving)	/* moved: nothing of it is left here */
+		core_release_chunk(m, c);
+	return ret;
 }

@@ -32,6 +32,7 @@ enum chunk_cls {
 #define CHUNK_PINNED	(1u << 2)	/* overlaps a declared pinned range */
 #define CHUNK_TOUCHED	(1u << 3)	/* a fault put a page in: no PMD fits */
 #define CHUNK_UNMAPPED	(1u << 4)	/* pull: the source maps nothing there */
+#define CHUNK_RELEASED	(1u << 5)	/* freed in the source (atomic) */
 
 struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */

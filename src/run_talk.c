@@ -99,6 +99,7 @@ static int handle_message(struct run *run, const struct wire_msg *msg)
 	switch (msg->type) {
 	case WIRE_GO:
 		mover_commit(m);
+		mover_release_done(m);	/* what went before it */
 		return 0;
 	case WIRE_FIN:
 		if (!run->done_sent || !committed(run))

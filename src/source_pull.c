@@ -95,6 +95,8 @@ static int setup_pull_mover(struct uffdmove_source *s,
 		.uffd = -1,
 		.mode = s->opts.mode,
 		.no_count = true,
+		.pinned = s->pinned,	/* never freed, see mover_release() */
+		.npinned = s->npinned,
 		.regions = in,
 		.nregions = s->nregions,
 	};
@@ -141,38 +143,6 @@ int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
 	return 0;
 }
 
-/* Free [start, end) but what is declared pinned: a device may still
- * write there, and its pages must not leave under it. */
-static int free_unpinned(struct uffdmove_source *s, uint64_t start,
-			 uint64_t end)
-{
-	const struct pinned_range *p = s->pinned;
-	uint64_t a = start, cut;
-	size_t i;
-
-	while (a < end) {
-		for (i = 0; i < s->npinned && a < end; i++) {
-			if (p[i].start <= a && a < p[i].end) {
-				cut = MIN(p[i].end, end);
-				mover_count_arrived(&s->m, a, cut - a, false);
-				a = cut;
-				i = (size_t)-1;	/* look again from there */
-			}
-		}
-		if (a >= end)
-			break;
-		cut = end;
-		for (i = 0; i < s->npinned; i++)
-			if (p[i].start > a && p[i].start < cut)
-				cut = p[i].start;
-		mover_count_arrived(&s->m, a, cut - a, true);
-		if (madvise((void *)(uintptr_t)a, cut - a, MADV_DONTNEED))
-			return -errno;
-		a = cut;
-	}
-	return 0;
-}
-
 /* RELEASE: the target holds these ranges (our addresses) now. */
 static int release(struct run *run, const struct wire_msg *msg)
 {
@@ -192,12 +162,7 @@ static int release(struct run *run, const struct wire_msg *msg)
 					  "RELEASE 0x%llx+%llu is not pages inside one region",
 					  (unsigned long long)r->start,
 					  (unsigned long long)r->len);
-		if (s->opts.mode == UFFDMOVE_MODE_COPY) {
-			/* its promise: we stay intact */
-			mover_count_arrived(&s->m, r->start, r->len, false);
-			continue;
-		}
-		ret = free_unpinned(s, r->start, r->start + r->len);
+		ret = mover_release(&s->m, r->start, r->len, true);
 		if (ret)
 			return mover_fail(&s->m, ret,
 					  "freeing 0x%llx+%llu: %s",

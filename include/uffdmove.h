@@ -156,6 +156,9 @@ struct uffdmove_region {
 					     uid, Yama, LSM, non-dumpable) */
 #define UFFDMOVE_PULL_WHY_NO_MOVE	4 /* no UFFD_FEATURE_MOVE here */
 #define UFFDMOVE_PULL_WHY_SAME_MM	5 /* one process: MOVE needs no copy */
+#define UFFDMOVE_PULL_WHY_NO_THP	6 /* AUTO, and no target region takes
+					     huge pages: a push copies once,
+					     a 4 KiB pull twice */
 
 struct uffdmove_stats {
 	uint64_t bytes_total;	  /* sum of region lengths */
@@ -211,7 +214,7 @@ struct uffdmove_target_opts {
 	uint32_t handshake_timeout_ms; /* 0: default (5000) */
 	uint32_t on_source_death; /* UFFDMOVE_ON_SOURCE_DEATH_* */
 	uint32_t collapse_thp;	/* 1 (default): MADV_COLLAPSE what was THP */
-	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default) or _OFF */
+	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default), _OFF, _ON */
 	uint32_t threads;	/* pull: threads that pull; 0: default (2) */
 	uint32_t fault_policy;	/* pull: UFFDMOVE_FAULT_* */
 	uint64_t reserved[5];
@@ -225,10 +228,13 @@ struct uffdmove_target_opts {
  * no Yama restriction, or CAP_SYS_PTRACE), moves it into place, and keeps
  * its uffd to itself; the old VMM frees what arrived. OFF always pushes.
  * Pull gives the target read access to the whole source process for the
- * session: see uffdmove(7), "Pull".
+ * session: see uffdmove(7), "Pull". The target's AUTO pulls only when one
+ * of its regions takes huge pages; ON pulls whenever it may (in the
+ * source, ON is AUTO).
  */
 #define UFFDMOVE_PULL_AUTO	0
 #define UFFDMOVE_PULL_OFF	1
+#define UFFDMOVE_PULL_ON	2
 
 /* How the pulling target serves a fault on a page not yet there. */
 #define UFFDMOVE_FAULT_AUTO	0 /* default: PAGE while faults are rare,
@@ -442,7 +448,7 @@ struct uffdmove_source_opts {
 	 * faults: keep it short. */
 	void (*progress)(const struct uffdmove_stats *st, void *arg);
 	void *progress_arg;
-	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default) or _OFF */
+	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default), _OFF, _ON */
 	uint32_t reserved32;
 	uint64_t reserved[5];
 };

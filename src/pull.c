@@ -58,6 +58,13 @@ bool pull_wanted(struct uffdmove_target *t)
 		t->pull_why = UFFDMOVE_PULL_WHY_NO_MOVE;
 		return false;
 	}
+	/* 4 KiB pages come through a bounce buffer: a second copy. */
+	for (i = 0; i < t->nregions && !t->thp[i]; i++)
+		;
+	if (t->opts.pull == UFFDMOVE_PULL_AUTO && i == t->nregions) {
+		t->pull_why = UFFDMOVE_PULL_WHY_NO_THP;
+		return false;
+	}
 	return true;
 }
 

@@ -49,7 +49,7 @@ static int check_opts(const struct uffdmove_source_opts *o, struct err_buf *err)
 	const struct session_opt opts[] = {
 		{ "mode", o->mode, UFFDMOVE_MODE_MOVE },
 		{ "threads", o->threads, 64 },
-		{ "pull", o->pull, UFFDMOVE_PULL_OFF },
+		{ "pull", o->pull, UFFDMOVE_PULL_ON },
 	};
 
 	return session_check_opts(err, opts, ARRAY_SIZE(opts), o->reserved,
@@ -237,7 +237,7 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	if (!hello)
 		return reject(s, err_set(&s->err, ENOMEM, "out of memory"));
 	ret = source_recv_hello(s, hello, &uffd, &answer, HELLO_FIRST);
-	s->pull_why = UFFDMOVE_PULL_WHY_OFF_TARGET;
+	s->pull_why = wire_hello_why(hello) ?: UFFDMOVE_PULL_WHY_OFF_TARGET;
 	if (!ret && uffd < 0)
 		ret = source_offer_pull(s, hello, pid, &uffd);
 	if (!ret && !s->pulling)

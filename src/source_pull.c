@@ -136,7 +136,8 @@ int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
 	if (ret || *uffd >= 0) {
 		source_revoke_reader();
 		source_teardown_mover(s);
-		s->pull_why = why ? why : UFFDMOVE_PULL_WHY_DENIED;
+		s->pull_why = why ?: wire_hello_why(hello) ?:
+			      UFFDMOVE_PULL_WHY_DENIED;
 		return ret;
 	}
 	s->pulling = true;

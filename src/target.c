@@ -36,7 +36,7 @@ static int check_opts(const struct uffdmove_target_opts *o, struct err_buf *err)
 		{ "on_source_death", o->on_source_death,
 		  UFFDMOVE_ON_SOURCE_DEATH_POISON },
 		{ "collapse_thp", o->collapse_thp, 1 },
-		{ "pull", o->pull, UFFDMOVE_PULL_OFF },
+		{ "pull", o->pull, UFFDMOVE_PULL_ON },
 		{ "threads", o->threads, PULL_THREADS_MAX },
 		{ "fault_policy", o->fault_policy, UFFDMOVE_FAULT_CHUNK },
 	};

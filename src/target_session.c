@@ -29,7 +29,8 @@ void target_build_hello(struct uffdmove_target *t, struct wire_msg *m,
 
 	memset(m, 0, sizeof(*m));
 	m->type = WIRE_HELLO;
-	m->hello.flags = pull ? WIRE_HELLO_PULL : 0;
+	m->hello.flags = pull ? WIRE_HELLO_PULL :
+			 t->pull_why << WIRE_HELLO_WHY_SHIFT;
 	m->hello.features = t->features;
 	m->hello.n_regions = (uint32_t)t->nregions;
 	if (getrandom(&t->mm_cookie, sizeof(t->mm_cookie), 0) !=

@@ -7,7 +7,8 @@
  *	header	magic u32, version u16, type u16, length u32, reserved u32
  *	HELLO	features u64, n_regions u32, flags u32,
  *		mm_cookie_addr u64, mm_cookie u64, regions[n]
- *		(flags PULL: the target asks to pull; no uffd comes with it)
+ *		(flags PULL: the target asks to pull; no uffd comes with it;
+ *		else bits 8-15 say why not, UFFDMOVE_PULL_WHY_*)
  *	ACCEPT	primitive u32, n_src u32, populated u64 (bytes with data
  *		in the source: what the target must hold at DONE),
  *		cookie_addr u64, cookie u64, pid u32, reserved u32,
@@ -62,6 +63,9 @@ enum wire_type {
 
 #define WIRE_REGION_THP	(1u << 0)
 #define WIRE_HELLO_PULL	(1u << 0)
+/* Without PULL: why the target does not pull (UFFDMOVE_PULL_WHY_*). */
+#define WIRE_HELLO_WHY_SHIFT	8
+#define WIRE_HELLO_WHY_MASK	(0xffu << WIRE_HELLO_WHY_SHIFT)
 
 struct wire_region {
 	char name[UFFDMOVE_NAME_MAX + 1];
@@ -114,6 +118,12 @@ struct wire_msg {
 
 /* The largest encoded message (a full HELLO). */
 #define WIRE_MSG_MAX	(16 + 32 + UFFDMOVE_REGIONS_MAX * 64)
+
+/* A HELLO without PULL: why the target does not pull, 0 if it did not say. */
+static inline uint32_t wire_hello_why(const struct wire_msg *m)
+{
+	return (m->hello.flags & WIRE_HELLO_WHY_MASK) >> WIRE_HELLO_WHY_SHIFT;
+}
 
 /*
  * Encode @m into @buf (at least WIRE_MSG_MAX bytes).

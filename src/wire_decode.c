@@ -32,7 +32,9 @@ static int decode_hello(struct cur *c, struct wire_msg *m, char *why,
 	m->hello.features = get_u64(c);
 	n = get_u32(c);
 	m->hello.flags = get_u32(c);
-	if (m->hello.flags & ~WIRE_HELLO_PULL)
+	if ((m->hello.flags & ~(WIRE_HELLO_PULL | WIRE_HELLO_WHY_MASK)) ||
+	    wire_hello_why(m) > UFFDMOVE_PULL_WHY_NO_THP ||
+	    ((m->hello.flags & WIRE_HELLO_PULL) && wire_hello_why(m)))
 		return fail(why, why_len, EPROTO, "HELLO: unknown flags 0x%x",
 			    m->hello.flags);
 	m->hello.mm_cookie_addr = get_u64(c);
@@ -118,7 +120,7 @@ static int get_stats(struct cur *c, struct uffdmove_stats *st, char *why,
 	st->pull_unused_reason = (uint32_t)pull;
 	if (st->primitive > UFFDMOVE_PRIM_PULL ||
 	    st->move_unused_reason > UFFDMOVE_WHY_NOT_MOVABLE ||
-	    pull > UFFDMOVE_PULL_WHY_SAME_MM)
+	    pull > UFFDMOVE_PULL_WHY_NO_THP)
 		return fail(why, why_len, EPROTO,
 			    "%s: primitive %u, reasons %u and %llu: unknown",
 			    name, st->primitive, st->move_unused_reason,

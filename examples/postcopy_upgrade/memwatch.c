@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * Peak host memory during the handoff: the resident memory of both VMMs
- * together, sampled every millisecond. Pushing, the old VMM keeps every
- * page until it exits (about 2x guest RAM at the end); pulled, it frees
- * what arrived as it goes (about 1x).
+ * together, sampled every millisecond. In --mode auto the old VMM frees
+ * what arrived as it goes, pushed or pulled (about 1x guest RAM); in
+ * --mode copy it keeps every page until it exits (about 2x at the end).
  */
 #include "toy.h"
 

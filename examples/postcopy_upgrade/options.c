@@ -66,10 +66,12 @@ static void usage(FILE *f, const char *argv0)
 "  --mode auto|copy|move  how the source hands pages over: move where the\n"
 "                       kernel allows and copy otherwise (auto, default),\n"
 "                       always copy, or move or fail\n"
-"  --pull auto|off      auto (default): the new VMM reads the old one's\n"
-"                       memory and moves it into place itself where the\n"
-"                       kernel lets it (one copy, THP kept, the old VMM\n"
-"                       frees what arrived); off: the old VMM pushes\n"
+"  --pull auto|off|on   auto (default): with --thp on the new VMM reads\n"
+"                       the old one's memory and moves it into place\n"
+"                       itself where the kernel lets it (one copy, THP\n"
+"                       kept), with --thp off the old VMM pushes (one\n"
+"                       copy too); on: pull also without THP (4 KiB\n"
+"                       pages then cost a second copy); off: push\n"
 "  --faults auto|page|chunk  pulling, serve a fault with its 4 KiB page\n"
 "                       (page: lowest latency), its whole 2 MiB chunk\n"
 "                       (chunk: THP kept, fewer faults, slower first\n"
@@ -207,6 +209,7 @@ static int parse_number(int c, const char *arg, struct options *o)
 }
 
 static const char *const fault_names[] = { "auto", "page", "chunk" };
+static const char *const pull_names[] = { "auto", "off", "on" };
 
 /* The options that take one of a few words. */
 static int parse_word(int c, const char *arg, struct options *o)
@@ -229,9 +232,13 @@ static int parse_word(int c, const char *arg, struct options *o)
 		o->mode = u;
 		return 0;
 	case O_PULL:
-		if (strcmp(arg, "auto") && strcmp(arg, "off"))
-			return complain("--pull %s: want auto or off\n", arg);
-		o->pull = !strcmp(arg, "auto");
+		for (u = 0; u < 3; u++)
+			if (!strcmp(arg, pull_names[u]))
+				break;
+		if (u == 3)
+			return complain("--pull %s: want auto, off or on\n",
+					arg);
+		o->pull = u;	/* UFFDMOVE_PULL_* */
 		return 0;
 	case O_FAULTS:
 		for (u = 0; u < 3; u++)
@@ -299,7 +306,7 @@ int parse_options(int argc, char **argv, struct options *o)
 
 	*o = (struct options){
 		.mem = 1ULL << 30, .vcpus = 2, .thp = true, .populate = 75,
-		.mode = UFFDMOVE_MODE_AUTO, .kill_at = -1, .pull = true,
+		.mode = UFFDMOVE_MODE_AUTO, .kill_at = -1, .pull = UFFDMOVE_PULL_AUTO,
 		.on_death = UFFDMOVE_ON_SOURCE_DEATH_BLOCK, .warmup_ms = 300,
 		.seed = 1, .role = ROLE_MAIN, .sock_fd = -1,
 	};

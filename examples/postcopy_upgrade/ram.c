@@ -56,7 +56,7 @@ int handoff_end_new(const struct options *o, uint8_t *ram,
 	if (t) {
 		uffdmove_target_opts_init(&topts);
 		topts.on_source_death = o->on_death;
-		topts.pull = o->pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
+		topts.pull = o->pull;
 		/* The new VMM pulls with at most 16 threads. */
 		topts.threads = o->threads < 16 ? o->threads : 16;
 		topts.fault_policy = o->fault_policy;
@@ -64,7 +64,7 @@ int handoff_end_new(const struct options *o, uint8_t *ram,
 	}
 	uffdmove_source_opts_init(&sopts);
 	sopts.mode = o->mode;
-	sopts.pull = o->pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
+	sopts.pull = o->pull;
 	if (o->threads)
 		sopts.threads = o->threads;
 	return uffdmove_source_new(s, &region, 1, &sopts);

@@ -153,6 +153,8 @@ static const char *why_no_pull(uint32_t why)
 		return "the kernel has no UFFDIO_MOVE";
 	case UFFDMOVE_PULL_WHY_SAME_MM:
 		return "one process: MOVE needs no copy";
+	case UFFDMOVE_PULL_WHY_NO_THP:
+		return "no huge pages, a push copies once (--pull on to pull)";
 	default:
 		return "";
 	}

@@ -62,7 +62,7 @@ struct options {
 	unsigned int populate;	/* percent */
 	uint32_t mode;		/* enum uffdmove_mode */
 	unsigned int threads;	/* mover threads; 0: library default */
-	bool pull;		/* let the new VMM pull (UFFDMOVE_PULL_AUTO) */
+	uint32_t pull;		/* UFFDMOVE_PULL_*, both VMMs */
 	uint32_t fault_policy;	/* pulling: UFFDMOVE_FAULT_* */
 	bool paused;		/* the guest waits for all of its RAM */
 	bool same_process;

@@ -39,6 +39,18 @@ static const struct guest layout = {
 	},
 };
 
+/* Regions without huge pages: a default target pushes instead. */
+static const struct guest layout_small = {
+	.n = 2, .seed = 0x9012, .hole_pct = 25,
+	.spec = {
+		{ "ram0", 32UL << 20, false, 0 },
+		{ "ram1", 16UL << 20, false, 3 * T_PAGE },
+	},
+};
+
+/* What both children map; a case may change it before run_pair(). */
+static const struct guest *shape = &layout;
+
 /* How the forked new VMM behaves. */
 struct target_plan {
 	uint32_t fault_policy;
@@ -47,6 +59,7 @@ struct target_plan {
 	bool discard;			/* a thread discarding meanwhile */
 	bool drop_ptrace;		/* without CAP_SYS_PTRACE */
 	uid_t uid;			/* 0: stay root */
+	uint32_t pull;			/* opts.pull */
 	uint32_t expect_prim;		/* UFFDMOVE_PRIM_* in its stats */
 	uint32_t expect_why;		/* UFFDMOVE_PULL_WHY_* */
 };
@@ -284,7 +297,7 @@ static int verify_target(struct guest *g, const struct target_plan *tp,
 
 static int target_main(int sock, const struct target_plan *tp)
 {
-	struct guest g = layout;
+	struct guest g = *shape;
 	struct uffdmove_region regions[GUEST_REGIONS_MAX];
 	struct uffdmove_target_opts o;
 	struct uffdmove_target *t;
@@ -296,6 +309,7 @@ static int target_main(int sock, const struct target_plan *tp)
 	guest_regions(&g, regions);
 	uffdmove_target_opts_init(&o);
 	o.fault_policy = tp->fault_policy;
+	o.pull = tp->pull;
 	/* SO_PEERCRED names whoever made the socketpair: root, here. */
 	o.expected_uid = 0;
 	/* The uffd is made with privilege, as a VMM with access to
@@ -325,12 +339,13 @@ struct source_plan {
 	uid_t uid;			/* 0: stay root */
 	bool undumpable;
 	uint32_t expect_prim;
+	uint32_t expect_why;		/* UFFDMOVE_PULL_WHY_* */
 };
 
 /* The old VMM in a child of its own (it may change its credentials). */
 static int source_main(int sock, const struct source_plan *sp)
 {
-	struct guest g = layout;
+	struct guest g = *shape;
 	struct uffdmove_region regions[GUEST_REGIONS_MAX];
 	struct uffdmove_source_opts o;
 	struct uffdmove_source *s;
@@ -354,10 +369,12 @@ static int source_main(int sock, const struct source_plan *sp)
 	if (!ret)
 		ret = uffdmove_source_run(s);
 	uffdmove_source_stats(s, &st);
-	if (ret || st.primitive != sp->expect_prim) {
-		fprintf(stderr, "  source: %d %s, primitive %u (want %u)\n",
+	if (ret || st.primitive != sp->expect_prim ||
+	    st.pull_unused_reason != sp->expect_why) {
+		fprintf(stderr, "  source: %d %s, primitive %u (want %u), pull_unused_reason %u (want %u)\n",
 			ret, uffdmove_source_error(s), st.primitive,
-			sp->expect_prim);
+			sp->expect_prim, st.pull_unused_reason,
+			sp->expect_why);
 		return 1;
 	}
 	if (sp->mode == UFFDMOVE_MODE_COPY &&
@@ -469,6 +486,7 @@ static int denied_pushes(struct t_ctx *ctx)
 	const struct source_plan sp = {
 		.mode = UFFDMOVE_MODE_AUTO, .undumpable = true,
 		.expect_prim = UFFDMOVE_PRIM_COPY,
+		.expect_why = UFFDMOVE_PULL_WHY_DENIED,
 	};
 	const struct target_plan tp = {
 		.workers = 2, .drop_ptrace = true,
@@ -479,6 +497,38 @@ static int denied_pushes(struct t_ctx *ctx)
 	if (!ctx->caps->kernel_faults)
 		return t_case_skip(ctx, "no kernel-mode faults");
 	return run_or_skip(ctx, &sp, &tp, "cannot drop CAP_SYS_PTRACE here");
+}
+
+/*
+ * No region takes huge pages: by default the target pushes (a 4 KiB pull
+ * would copy twice), and both ends say why; asked to (PULL_ON) it pulls.
+ * Every byte is checked either way.
+ */
+static int small_pages(struct t_ctx *ctx)
+{
+	const struct source_plan push_sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .expect_prim = UFFDMOVE_PRIM_COPY,
+		.expect_why = UFFDMOVE_PULL_WHY_NO_THP,
+	};
+	const struct target_plan push_tp = {
+		.workers = 2, .expect_prim = UFFDMOVE_PRIM_COPY,
+		.expect_why = UFFDMOVE_PULL_WHY_NO_THP,
+	};
+	const struct source_plan pull_sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct target_plan pull_tp = {
+		.workers = 2, .pull = UFFDMOVE_PULL_ON,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+
+	if (!ctx->caps->kernel_faults)
+		return t_case_skip(ctx, "no kernel-mode faults");
+	shape = &layout_small;
+	T_CHECK(run_pair(&push_sp, &push_tp) == 0, "default: push");
+	T_CHECK(run_pair(&pull_sp, &pull_tp) == 0, "PULL_ON: pull");
+	shape = &layout;
+	return T_PASS;
 }
 
 /* Both as nobody: same uid, dumpable, no capability: pull works. */
@@ -1117,6 +1167,7 @@ int main(void)
 		{ "discards-race-pulls", discards_race },
 		{ "denied-falls-back-to-push", denied_pushes },
 		{ "unprivileged-same-uid", unprivileged_pair },
+		{ "small-pages-push-by-default", small_pages },
 		{ "yama-scope-1", yama_scope_1 },
 		{ "wrong-cookie", wrong_cookie },
 		{ "someone-elses-pid", someone_elses_pid },

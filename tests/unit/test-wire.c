@@ -524,7 +524,7 @@ static void test_roundtrip_stats(void **state)
 	m.stats.reserved32 = 0;
 	round_trip(&m, b);
 	/* unknown reasons are refused, on either side of the wire */
-	m.stats.pull_unused_reason = UFFDMOVE_PULL_WHY_SAME_MM + 1;
+	m.stats.pull_unused_reason = UFFDMOVE_PULL_WHY_NO_THP + 1;
 	assert_int_equal(wire_encode(&m, b, sizeof(b)), -EINVAL);
 	m.stats.pull_unused_reason = 0;
 	m.stats.primitive = UFFDMOVE_PRIM_PULL + 1;
@@ -780,13 +780,21 @@ static void test_hello_framing(void **state)
 
 	len = hello_bytes(b, 2);
 
-	/* flags: PULL is the only one */
+	/* flags: PULL, or else why not (a known reason) */
 	memcpy(x, b, len);
 	put32(x, HELLO_FLAGS, WIRE_HELLO_PULL);
+	expect_ok(x, len);
+	put32(x, HELLO_FLAGS, UFFDMOVE_PULL_WHY_NO_THP << WIRE_HELLO_WHY_SHIFT);
 	expect_ok(x, len);
 	put32(x, HELLO_FLAGS, 2);
 	expect_bad(x, len, EPROTO, "HELLO", "flags");
 	put32(x, HELLO_FLAGS, 1u << 31);
+	expect_bad(x, len, EPROTO, "HELLO", "flags");
+	put32(x, HELLO_FLAGS,
+	      (UFFDMOVE_PULL_WHY_NO_THP + 1) << WIRE_HELLO_WHY_SHIFT);
+	expect_bad(x, len, EPROTO, "HELLO", "flags");
+	put32(x, HELLO_FLAGS, WIRE_HELLO_PULL |
+	      UFFDMOVE_PULL_WHY_DENIED << WIRE_HELLO_WHY_SHIFT);
 	expect_bad(x, len, EPROTO, "HELLO", "flags");
 
 	/* shorter than the fixed part */
@@ -1016,7 +1024,7 @@ static void test_accept(void **state)
 	put32(x, BODY, UFFDMOVE_PRIM_NONE);
 	put64(x, ACC_COOKIE, UFFDMOVE_PULL_WHY_SAME_MM);
 	expect_ok(x, len);
-	put64(x, ACC_COOKIE, UFFDMOVE_PULL_WHY_SAME_MM + 1);
+	put64(x, ACC_COOKIE, UFFDMOVE_PULL_WHY_NO_THP + 1);
 	expect_bad(x, len, EPROTO, "ACCEPT", "cookie");
 	put64(x, ACC_COOKIE, 0);
 	put64(x, ACC_CADDR, 0x1000);
@@ -1121,7 +1129,7 @@ static void test_stats_msgs(void **state)
 		memcpy(x, b, len);
 		put64(x, BODY + 22 * 8, 1ULL << 32);
 		expect_bad(x, len, EPROTO, name, "reasons");
-		put64(x, BODY + 22 * 8, UFFDMOVE_PULL_WHY_SAME_MM + 1);
+		put64(x, BODY + 22 * 8, UFFDMOVE_PULL_WHY_NO_THP + 1);
 		expect_bad(x, len, EPROTO, name, "reasons");
 		memcpy(x, b, len);
 		put64(x, BODY + 21 * 8, UFFDMOVE_PRIM_PULL + 1);

@@ -61,11 +61,10 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 		return err_set(err, ENOMEM, "staging: pthread_mutex_init failed");
 	if (plan_init(&m->plan, cfg->regions, cfg->nregions))
 		return err_set(err, ENOMEM, "out of memory for the plan");
+	/* No scan of all guest RAM here: it would add to the guest's
+	 * downtime (about 15 ms per GiB of 4 KiB pages). Each chunk is
+	 * counted as it is classified; DONE carries the sum. */
 	ret = pm_open(&m->pm, m->pid);
-	/* Pulling, each chunk is counted as it is classified: a scan of all
-	 * guest RAM here would add to the guest's downtime. */
-	if (!ret && !m->pull && !cfg->no_count)
-		ret = mover_count_populated(m);
 	if (ret && m->pull)
 		return err_set(err, -ret,
 			       "reading the source's page map (/proc/%d/pagemap): %s",

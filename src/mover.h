@@ -99,7 +99,6 @@ struct mover_config {
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;			/* the target is this process */
 	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
-	bool no_count;			/* do not count populated bytes */
 	const struct pinned_range *pinned;	/* the caller keeps them */
 	size_t npinned;
 	const struct plan_input *regions;

@@ -166,9 +166,9 @@ void source_teardown_mover(struct uffdmove_source *s)
 }
 
 /*
- * The core takes the uffd; it counts what the target must hold at DONE,
- * every page with data, while the guest is paused (ACCEPT tells the
- * target; stats report it).
+ * The core takes the uffd. It counts the pages with data chunk by chunk
+ * as it classifies them, not here: a scan of all guest RAM would be
+ * downtime. DONE carries the sum, which the target checks.
  */
 int source_setup_mover(struct uffdmove_source *s, int uffd, bool same_mm,
 		       const struct plan_input *in)

@@ -88,13 +88,10 @@ static int decline(struct uffdmove_source *s, uint32_t why)
 static int setup_pull_mover(struct uffdmove_source *s,
 			    const struct plan_input *in)
 {
-	/* Bookkeeping only: the target reads and counts our pages. A count
-	 * of all guest RAM here would lengthen the guest's downtime (tens
-	 * of ms for GiBs of fragmented 4 KiB pages). */
+	/* Bookkeeping only: the target reads and counts our pages. */
 	struct mover_config cfg = {
 		.uffd = -1,
 		.mode = s->opts.mode,
-		.no_count = true,
 		.pinned = s->pinned,	/* never freed, see mover_release() */
 		.npinned = s->npinned,
 		.regions = in,

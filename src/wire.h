@@ -10,7 +10,8 @@
  *		(flags PULL: the target asks to pull; no uffd comes with it;
  *		else bits 8-15 say why not, UFFDMOVE_PULL_WHY_*)
  *	ACCEPT	primitive u32, n_src u32, populated u64 (bytes with data
- *		in the source: what the target must hold at DONE),
+ *		counted so far: 0, as chunks are counted when classified;
+ *		DONE's figure is what the target must hold),
  *		cookie_addr u64, cookie u64, pid u32, reserved u32,
  *		src[n_src] u64
  *		(PULL: where we keep HELLO's cookie, for the target to read

@@ -245,6 +245,10 @@ static int cross_process(struct t_ctx *ctx, bool pull)
 	T_CHECK(uffdmove_source_new(&s, regions, g.n, &so) == 0, "source_new");
 	ret = uffdmove_source_accept(s, sv[0]);
 	T_CHECK(ret == 0, "accept: %s", uffdmove_source_error(s));
+	/* The handshake is downtime: no scan of guest RAM in it, pages
+	 * are counted chunk by chunk later. */
+	T_CHECK(uffdmove_source_stats(s, &st) == 0 && st.bytes_populated == 0,
+		"accept counted %" PRIu64 " populated bytes", st.bytes_populated);
 	ret = uffdmove_source_run(s);
 	T_CHECK(ret == 0, "run: %s", uffdmove_source_error(s));
 	T_CHECK(uffdmove_source_stats(s, &st) == 0, "stats");

@@ -23,6 +23,7 @@
 #include "bench.h"
 
 #define RANDOM_FAULTS	10000	/* samples in TOUCH_RANDOM mode */
+#define SLOW_FAULTS	1000	/* ... in TOUCH_RANDOM_SLOW mode (>= 1 s) */
 
 struct handler {
 	int uffd;
@@ -74,27 +75,24 @@ static int target_main(const struct guest *g, int sock,
 		       enum touch_mode mode, uint64_t seed,
 		       struct bench_result *r)
 {
-	struct uffdio_api api = { .api = UFFD_API };
-	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
 	struct toucher *t;
 	uint64_t t0, t1, t2, t3, addr;
 	uint8_t *dst;
 	char ack;
 	int uffd;
 
+	r->mem_tgt_start = rss_self();
 	t0 = now_ns();
 	dst = map_guest(g->len + B_HPAGE, g->thp, false);
 	if (!dst)
 		return result_fail(r, "mmap failed");
-	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0)
-		return result_fail(r, "userfaultfd: %m");
-	reg.range.start = (uintptr_t)dst;
-	reg.range.len = g->len + B_PAGE;
-	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
-		return result_fail(r, "UFFDIO_REGISTER: %m");
+	/* One page more: the sentinel that tells the handler to leave. */
+	uffd = uffd_missing(dst, g->len + B_PAGE, r);
+	if (uffd < 0)
+		return -1;
 	t = toucher_start(dst, g, mode, seed, r->samples,
-			  mode == TOUCH_RANDOM ? RANDOM_FAULTS : 0);
+			  mode == TOUCH_RANDOM ? RANDOM_FAULTS :
+			  mode == TOUCH_RANDOM_SLOW ? SLOW_FAULTS : 0);
 	if (!t)
 		return result_fail(r, "toucher: %m");
 	t1 = now_ns();
@@ -104,8 +102,7 @@ static int target_main(const struct guest *g, int sock,
 		return result_fail(r, "handing the uffd over: %m");
 	t2 = now_ns();
 	toucher_go(t);
-	r->nsamples = toucher_stop(t, true, &r->touch_checked,
-				   &r->touch_faulted);
+	r->nsamples = toucher_stop(t, true, r);
 	t3 = now_ns();
 	(void)*(volatile uint8_t *)(dst + g->len);	/* handler: leave */
 	r->prepare_ns = t1 - t0;
@@ -118,34 +115,44 @@ static int target_main(const struct guest *g, int sock,
 	return 0;
 }
 
+struct classic {
+	struct handler h;
+	enum touch_mode mode;
+	uint64_t seed;
+};
+
+static int target_side(int sock, void *arg)
+{
+	struct classic *c = arg;
+
+	return target_main(c->h.g, sock, c->mode, c->seed, c->h.r);
+}
+
+/* Take the uffd, then serve it from a thread until the guest is done. */
+static int source_side(int sock, void *arg)
+{
+	struct handler *h = &((struct classic *)arg)->h;
+	pthread_t tid;
+
+	if (recv_fd(sock, &h->uffd, &h->dst, sizeof(h->dst)) !=
+	    (int)sizeof(h->dst) || h->uffd < 0)
+		return result_fail(h->r, "receiving the uffd failed");
+	if (pthread_create(&tid, NULL, handler_main, h)) {
+		close(h->uffd);
+		return result_fail(h->r, "pthread_create failed");
+	}
+	if (write(sock, "g", 1) != 1)
+		result_fail(h->r, "ack: %m");
+	pthread_join(tid, NULL);
+	close(h->uffd);
+	return h->r->ok ? 0 : -1;	/* the handler gave up */
+}
+
 int bench_classic(struct guest *g, struct bench_result *r,
 		  enum touch_mode mode, uint64_t seed)
 {
-	struct handler h = { .g = g, .r = r };
-	pthread_t tid;
-	int sv[2];
-	pid_t pid;
+	struct classic c = { .h = { .g = g, .r = r }, .mode = mode,
+			     .seed = seed };
 
-	result_note_source(r, g);
-	pid = fork_target(sv, r);
-	if (pid < 0)
-		return -1;
-	if (pid == 0)
-		_exit(target_main(g, sv[1], mode, seed, r) ? 1 : 0);
-	if (recv_fd(sv[0], &h.uffd, &h.dst, sizeof(h.dst)) !=
-	    (int)sizeof(h.dst) || h.uffd < 0) {
-		close(sv[0]);
-		wait_child(pid, r);
-		return result_fail(r, "receiving the uffd failed");
-	}
-	if (pthread_create(&tid, NULL, handler_main, &h))
-		return result_fail(r, "pthread_create failed");
-	if (write(sv[0], "g", 1) != 1)
-		result_fail(r, "ack: %m");
-	pthread_join(tid, NULL);
-	if (!r->ok)	/* the handler gave up: its guest would hang */
-		kill(pid, SIGKILL);
-	close(h.uffd);
-	close(sv[0]);
-	return wait_child(pid, r);
+	return bench_pair(r, g, target_side, source_side, &c);
 }

@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,6 +82,12 @@ void guest_fill(struct guest *g)
 			*(volatile uint64_t *)(g->src + at) =
 				pattern_word(at / B_PAGE);
 		}
+}
+
+void guest_refill(struct guest *g)
+{
+	madvise(g->src, g->len, MADV_DONTNEED);
+	guest_fill(g);
 }
 
 /* Pages of @dst whose first word is not the source's pattern. */
@@ -153,6 +165,123 @@ void result_note_source(struct bench_result *r, const struct guest *g)
 {
 	r->populated = guest_populated(g);
 	r->thp_src_bytes = anon_huge_bytes(g->src, g->len);
+	r->mem_src_start = rss_self();
+}
+
+/* The resident size in /proc/PID/statm (second field, in pages), read
+ * through an open fd; 0 once the process is gone or has no mm. */
+static uint64_t statm_rss(int fd)
+{
+	static long page;
+	unsigned long long size, res;
+	char buf[128];
+	ssize_t n;
+
+	if (!page)
+		page = sysconf(_SC_PAGESIZE);
+	if (fd < 0)
+		return 0;
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	if (sscanf(buf, "%llu %llu", &size, &res) != 2)
+		return 0;
+	return (uint64_t)res * (uint64_t)page;
+}
+
+uint64_t rss_self(void)
+{
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	uint64_t v = statm_rss(fd);
+
+	if (fd >= 0)
+		close(fd);
+	return v;
+}
+
+#define MEMWATCH_PERIOD_NS	1000000ULL
+
+struct memwatch {
+	pthread_t tid;
+	int fd[2];
+	bool stop;		/* atomic */
+	uint64_t peak, samples;
+};
+
+static void *memwatch_main(void *arg)
+{
+	struct memwatch *w = arg;
+	struct timespec next;
+
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	for (;;) {
+		/* A stop request still gets this last sample. */
+		bool last = __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE);
+		uint64_t sum = statm_rss(w->fd[0]) + statm_rss(w->fd[1]);
+
+		if (sum > w->peak)
+			w->peak = sum;
+		w->samples++;
+		if (last)
+			break;
+		/* Late (preempted): no burst to catch up. */
+		if (now_ns() > (uint64_t)next.tv_sec * 1000000000ULL +
+			       (uint64_t)next.tv_nsec + MEMWATCH_PERIOD_NS)
+			clock_gettime(CLOCK_MONOTONIC, &next);
+		next.tv_nsec += MEMWATCH_PERIOD_NS;
+		if (next.tv_nsec >= 1000000000L) {
+			next.tv_nsec -= 1000000000L;
+			next.tv_sec++;
+		}
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+	}
+	return NULL;
+}
+
+static int open_statm(pid_t pid)
+{
+	char path[64];
+
+	if (!pid)
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+struct memwatch *memwatch_start(pid_t a, pid_t b)
+{
+	struct memwatch *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->fd[0] = open_statm(a);
+	w->fd[1] = open_statm(b);
+	if (pthread_create(&w->tid, NULL, memwatch_main, w)) {
+		if (w->fd[0] >= 0)
+			close(w->fd[0]);
+		if (w->fd[1] >= 0)
+			close(w->fd[1]);
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+void memwatch_stop(struct memwatch *w, struct bench_result *r)
+{
+	int i;
+
+	if (!w)
+		return;
+	__atomic_store_n(&w->stop, true, __ATOMIC_RELEASE);
+	pthread_join(w->tid, NULL);
+	r->mem_peak_raw = w->peak;
+	r->mem_samples = w->samples;
+	for (i = 0; i < 2; i++)
+		if (w->fd[i] >= 0)
+			close(w->fd[i]);
+	free(w);
 }
 
 int seqpacket_pair(int sv[2])
@@ -201,6 +330,24 @@ int recv_fd(int sock, int *fd, void *buf, size_t len)
 	return (int)n;
 }
 
+int uffd_missing(uint8_t *addr, size_t len, struct bench_result *r)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0)
+		return result_fail(r, "userfaultfd: %m");
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
+		close(uffd);
+		return result_fail(r, "UFFDIO_REGISTER: %m");
+	}
+	return uffd;
+}
+
 pid_t fork_target(int sv[2], struct bench_result *r)
 {
 	pid_t pid;
@@ -219,6 +366,29 @@ pid_t fork_target(int sv[2], struct bench_result *r)
 	else
 		close(sv[1]);
 	return pid;
+}
+
+int bench_pair(struct bench_result *r, const struct guest *g,
+	       int (*target)(int sock, void *arg),
+	       int (*source)(int sock, void *arg), void *arg)
+{
+	struct memwatch *w;
+	int sv[2], ret;
+	pid_t pid;
+
+	result_note_source(r, g);
+	pid = fork_target(sv, r);
+	if (pid < 0)
+		return -1;
+	if (pid == 0)
+		_exit(target(sv[1], arg) ? 1 : 0);
+	w = memwatch_start(getpid(), pid);
+	if (source(sv[0], arg))
+		kill(pid, SIGKILL);	/* its guest would wait forever */
+	close(sv[0]);
+	ret = wait_child(pid, r);
+	memwatch_stop(w, r);
+	return ret;
 }
 
 int wait_child(pid_t pid, struct bench_result *r)

@@ -2,21 +2,29 @@
 /*
  * libuffdmove, through its public API only.
  *
- * Cross-process (COPY on upstream kernels): this process is the old VMM;
- * a forked child is the new one (the source's guest RAM is MADV_DONTFORK,
- * so the child shares none of it).
+ * Cross-process: this process is the old VMM; a forked child is the new
+ * one (the source's guest RAM is MADV_DONTFORK, so the child shares none
+ * of it). Push: the target's opts.pull is OFF, so the source fills the
+ * target's RAM through the target's uffd (UFFDIO_COPY: this kernel refuses
+ * a cross-mm UFFDIO_MOVE). Pull: the defaults; the target reads the
+ * source's memory with process_vm_readv into a staging slot and moves it
+ * into place, and the source (MODE_AUTO) frees what arrived, so the
+ * caller must write the guest again afterwards.
  * Same-process (MOVE): the source runs in a thread; the guest moves from
  * g->src into g->alt, which then becomes the source for the next run.
  *
  * Times, all taken in the target:
- *   hello   = uffdmove_target_handoff() called: HELLO + uffd sent; the old
- *             VMM has stopped its guest and waits in uffdmove_source_accept()
+ *   hello   = uffdmove_target_handoff() called: HELLO sent; the old VMM
+ *             has stopped its guest and waits in uffdmove_source_accept()
  *   resumed = the first uffdmove_target_process() returned (GO sent): the
  *             guest may run
- *   all_in  = uffdmove_target_wait() returned 0
+ *   all_in  = uffdmove_target_wait() returned 0: every byte is in (THP
+ *             collapse goes on in the library's background thread)
  * downtime = resumed - hello; all-in time = all_in - hello; data-in time
- * = downtime + the target's stats.elapsed_ns (commit to DONE received,
- * before the final unregister and MADV_COLLAPSE).
+ * = downtime + the target's stats.elapsed_ns (commit to DONE).
+ * THP: AnonHugePages of the target range when wait() returned ("at
+ * DONE"), and again after waiting (bounded) until the target's
+ * thp_collapsed reached thp_copied ("at the end").
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,31 +36,78 @@
 
 #include "bench.h"
 
-#define WAIT_MS	(600 * 1000)
+#define WAIT_MS			(600 * 1000)
+#define COLLAPSE_WAIT_MAX_NS	(60ULL * 1000000000ULL)
+#define COLLAPSE_STALL_NS	(5ULL * 1000000000ULL)	/* no progress */
+
+struct lib_case {
+	bool pull;		/* cross-process: pull (defaults), else push */
+	unsigned int threads;
+	enum touch_mode touch;
+	uint64_t seed;
+};
+
+/*
+ * After wait(): the library collapses the THP chunks that arrived as small
+ * pages in a background thread. Wait until thp_collapsed reaches
+ * thp_copied, at most COLLAPSE_WAIT_MAX_NS and while it makes progress
+ * (a chunk the kernel will not collapse is never counted).
+ */
+static void wait_collapse(struct uffdmove_target *t, struct bench_result *r)
+{
+	uint64_t t0 = now_ns(), last = t0, seen = 0, now;
+
+	for (;;) {
+		if (uffdmove_target_stats(t, &r->tst))
+			break;
+		now = now_ns();
+		if (r->tst.thp_collapsed >= r->tst.thp_copied) {
+			r->collapse_complete = 1;
+			break;
+		}
+		if (r->tst.thp_collapsed != seen) {
+			seen = r->tst.thp_collapsed;
+			last = now;
+		}
+		if (now - t0 > COLLAPSE_WAIT_MAX_NS ||
+		    now - last > COLLAPSE_STALL_NS)
+			break;
+		usleep(1000);
+	}
+	r->collapse_wait_ns = now_ns() - t0;
+	r->tgt_collapsed = r->tst.thp_collapsed;
+}
 
 /* The new VMM's part: mmap, register, handoff, run the guest, wait. */
 static int target_side(const struct guest *g, uint8_t *dst, bool map,
-		       int sock, enum touch_mode touch, uint64_t seed,
+		       int sock, const struct lib_case *lc,
 		       struct bench_result *r)
 {
 	struct uffdmove_region reg = { .name = "ram", .len = g->len };
 	struct uffdmove_target *t = NULL;
+	struct uffdmove_target_opts o;
 	struct toucher *tc = NULL;
-	struct uffdmove_stats st;
 	uint64_t t0, t1, t2, t3;
 	int ret;
 
+	if (map)
+		r->mem_tgt_start = rss_self();
 	t0 = now_ns();
 	if (map)
 		dst = map_guest(g->len, g->thp, false);
 	if (!dst)
 		return result_fail(r, "mmap of %zu bytes failed", g->len);
 	reg.addr = dst;
-	ret = uffdmove_target_new(&t, &reg, 1, NULL);
+	uffdmove_target_opts_init(&o);
+	if (!lc->pull)
+		o.pull = UFFDMOVE_PULL_OFF;	/* push: UFFDIO_COPY */
+	else
+		o.threads = lc->threads;	/* 2 is the default */
+	ret = uffdmove_target_new(&t, &reg, 1, &o);
 	if (ret)
 		return result_fail(r, "uffdmove_target_new: %s", strerror(-ret));
-	if (touch != TOUCH_NONE) {
-		tc = toucher_start(dst, g, touch, seed, r->samples,
+	if (lc->touch != TOUCH_NONE) {
+		tc = toucher_start(dst, g, lc->touch, lc->seed, r->samples,
 				   B_SAMPLES_MAX);
 		if (!tc) {
 			uffdmove_target_free(t);
@@ -87,12 +142,17 @@ static int target_side(const struct guest *g, uint8_t *dst, bool map,
 	}
 	r->downtime_ns = t2 - t1;
 	r->all_in_ns = t3 - t1;
-	if (!uffdmove_target_stats(t, &st)) {
-		r->tgt_collapsed = st.thp_collapsed;
-		/* The target's elapsed time runs from the commit to DONE;
-		 * wait() then unregisters and collapses THP. */
-		r->data_in_ns = r->downtime_ns + st.elapsed_ns;
+	/* Every byte is in: the toucher has nothing left to time. */
+	if (tc) {
+		r->nsamples = toucher_stop(tc, false, r);
+		tc = NULL;
 	}
+	r->thp_done_bytes = anon_huge_bytes(dst, g->len);
+	if (!uffdmove_target_stats(t, &r->tst))
+		/* The target's elapsed time runs from the commit to DONE;
+		 * wait() then unregisters and starts the collapse. */
+		r->data_in_ns = r->downtime_ns + r->tst.elapsed_ns;
+	wait_collapse(t, r);
 out:
 	if (!r->ok) {
 		/* Missing pages may never arrive now: leave the toucher, the
@@ -102,9 +162,6 @@ out:
 			toucher_abandon(tc);
 		return -1;
 	}
-	if (tc)
-		r->nsamples = toucher_stop(tc, false, &r->touch_checked,
-					   &r->touch_faulted);
 	r->thp_dst_bytes = anon_huge_bytes(dst, g->len);
 	r->verify_bad = guest_verify(g, dst);
 	uffdmove_target_free(t);
@@ -153,25 +210,35 @@ static int source_side(struct source_arg *a)
 	return ret ? -1 : 0;
 }
 
-int bench_lib_copy(struct guest *g, struct bench_result *r,
-		   unsigned int threads, enum touch_mode touch, uint64_t seed)
-{
-	struct source_arg a = { .g = g, .threads = threads, .r = r };
-	int sv[2];
-	pid_t pid;
+struct cross {
+	struct source_arg a;
+	struct lib_case lc;
+};
 
-	result_note_source(r, g);
-	pid = fork_target(sv, r);
-	if (pid < 0)
-		return -1;
-	if (pid == 0)
-		_exit(target_side(g, NULL, true, sv[1], touch, seed, r) ?
-		      1 : 0);
-	a.sock = sv[0];
-	if (source_side(&a))
-		kill(pid, SIGKILL);	/* its guest would hang */
-	close(sv[0]);
-	return wait_child(pid, r);
+static int cross_target(int sock, void *arg)
+{
+	struct cross *x = arg;
+
+	return target_side(x->a.g, NULL, true, sock, &x->lc, x->a.r);
+}
+
+static int cross_source(int sock, void *arg)
+{
+	struct cross *x = arg;
+
+	x->a.sock = sock;
+	return source_side(&x->a);
+}
+
+int bench_lib_cross(struct guest *g, struct bench_result *r, bool pull,
+		    unsigned int threads, enum touch_mode touch, uint64_t seed)
+{
+	struct cross x = {
+		.a = { .g = g, .threads = threads, .r = r },
+		.lc = { pull, threads, touch, seed },
+	};
+
+	return bench_pair(r, g, cross_target, cross_source, &x);
 }
 
 static void *source_thread(void *arg)
@@ -186,6 +253,8 @@ int bench_lib_move(struct guest *g, struct bench_result *r,
 		   unsigned int threads, enum touch_mode touch, uint64_t seed)
 {
 	struct source_arg a = { .g = g, .threads = threads, .r = r };
+	struct lib_case lc = { false, threads, touch, seed };
+	struct memwatch *w;
 	pthread_t tid;
 	uint8_t *tmp;
 	int sv[2];
@@ -198,11 +267,17 @@ int bench_lib_move(struct guest *g, struct bench_result *r,
 	if (seqpacket_pair(sv))
 		return result_fail(r, "socketpair: %m");
 	a.sock = sv[0];
-	if (pthread_create(&tid, NULL, source_thread, &a))
+	w = memwatch_start(getpid(), 0);
+	if (pthread_create(&tid, NULL, source_thread, &a)) {
+		memwatch_stop(w, r);
+		close(sv[0]);
+		close(sv[1]);
 		return result_fail(r, "pthread_create failed");
-	if (target_side(g, g->alt, false, sv[1], touch, seed, r))
+	}
+	if (target_side(g, g->alt, false, sv[1], &lc, r))
 		shutdown(sv[1], SHUT_RDWR);	/* the source must not wait */
 	pthread_join(tid, NULL);
+	memwatch_stop(w, r);
 	close(sv[0]);
 	close(sv[1]);
 	if (!r->ok)

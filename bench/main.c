@@ -5,13 +5,14 @@
  * records on stdout (progress on stderr); bench/summarize reduces it.
  *
  * Scenarios run in groups that share one populated guest; inside a group
- * every repetition runs each scenario once, in an order rotated by one per
- * repetition, so baseline and subject see the same machine state.
+ * every repetition runs each scenario once, in an order shuffled per
+ * repetition (seeded: the same in every run), so baseline and subject see
+ * the same machine state and no case always follows the same neighbour.
  *
  *   uffdmove-bench [--full] [--reps N] [--only GROUP] [--case LABEL] [--list]
  *
  * --only keeps the groups whose name contains GROUP; --case keeps the cases
- * whose label (scenario/layout/tTHREADS/touch, e.g. lib-copy/dense/t2/none)
+ * whose label (scenario/layout/tTHREADS/touch, e.g. lib-pull/dense/t2/none)
  * contains LABEL. --list prints the groups and their case labels.
  */
 #include <errno.h>
@@ -30,20 +31,32 @@
 #define MiB	((size_t)1 << 20)
 #define GiB	((size_t)1 << 30)
 
-enum scenario { SC_MEMCPY, SC_STOPCOPY, SC_CLASSIC, SC_COPY, SC_MOVE };
+enum scenario {
+	SC_MEMCPY, SC_STOPCOPY, SC_STOPCOPY_THP, SC_CLASSIC, SC_COPYLOOP,
+	SC_PUSH, SC_PULL, SC_MOVE,
+};
 
 static const char *const sc_name[] = {
 	[SC_MEMCPY] = "b1-memcpy",
 	[SC_STOPCOPY] = "b2-stopcopy",
+	[SC_STOPCOPY_THP] = "b2-thp",
 	[SC_CLASSIC] = "b3-classic",
-	[SC_COPY] = "lib-copy",
+	[SC_COPYLOOP] = "b4-copyloop",
+	[SC_PUSH] = "lib-push",
+	[SC_PULL] = "lib-pull",
 	[SC_MOVE] = "lib-move",
 };
+
+static bool sc_lib(enum scenario sc)
+{
+	return sc == SC_PUSH || sc == SC_PULL || sc == SC_MOVE;
+}
 
 static const char *const touch_name[] = {
 	[TOUCH_NONE] = "none",
 	[TOUCH_RANDOM] = "random",
 	[TOUCH_ALL_SEQ] = "all",
+	[TOUCH_RANDOM_SLOW] = "random-slow",
 };
 
 struct bcase {
@@ -59,7 +72,7 @@ struct guest_spec {
 	bool thp;
 };
 
-#define CASES_MAX 16
+#define CASES_MAX 24
 
 struct group {
 	char name[64];
@@ -130,32 +143,54 @@ static const char *size_name(size_t len)
 
 /* Which cases a group runs. */
 #define C_MEMCPY	(1u << 0)
-#define C_STOPCOPY	(1u << 1)
-#define C_COPY1		(1u << 2)
-#define C_COPY2		(1u << 3)
-#define C_MOVE1		(1u << 4)
-#define C_MOVE2		(1u << 5)
-#define C_CLASSIC	(1u << 6)
-#define C_ALL		(C_MEMCPY | C_STOPCOPY | C_COPY1 | C_COPY2 | C_MOVE1 | \
+#define C_STOPCOPY	(1u << 1)	/* b2, 1 thread: b2-thp in THP groups */
+#define C_STOPCOPY2	(1u << 2)	/* b2-thp, 2 threads (THP groups) */
+#define C_COPYLOOP	(1u << 3)
+#define C_PUSH1		(1u << 4)
+#define C_PUSH2		(1u << 5)
+#define C_PULL1		(1u << 6)
+#define C_PULL2		(1u << 7)
+#define C_MOVE1		(1u << 8)
+#define C_MOVE2		(1u << 9)
+#define C_CLASSIC	(1u << 10)
+#define C_LIB		(C_PUSH1 | C_PUSH2 | C_PULL1 | C_PULL2 | C_MOVE1 | \
 			 C_MOVE2)
+#define C_ALL		(C_MEMCPY | C_STOPCOPY | C_STOPCOPY2 | C_COPYLOOP | \
+			 C_LIB)
 
-/* The libuffdmove cases of @which (COPY, MOVE; 1 and 2 threads), in order. */
+/* The libuffdmove cases of @which (push, pull, MOVE; 1 and 2 threads),
+ * in order. */
 static void add_lib_cases(struct group *g, int guest, unsigned int which,
 			  enum touch_mode touch)
 {
-	if (which & C_COPY1)
-		add_case(g, SC_COPY, guest, 1, touch);
-	if (which & C_COPY2)
-		add_case(g, SC_COPY, guest, 2, touch);
+	if (which & C_PUSH1)
+		add_case(g, SC_PUSH, guest, 1, touch);
+	if (which & C_PUSH2)
+		add_case(g, SC_PUSH, guest, 2, touch);
+	if (which & C_PULL1)
+		add_case(g, SC_PULL, guest, 1, touch);
+	if (which & C_PULL2)
+		add_case(g, SC_PULL, guest, 2, touch);
 	if (which & C_MOVE1)
 		add_case(g, SC_MOVE, guest, 1, touch);
 	if (which & C_MOVE2)
 		add_case(g, SC_MOVE, guest, 2, touch);
 }
 
-/* Pushing, no guest activity: every handoff method against memcpy into
- * fresh memory, same guest. C_CLASSIC adds b3 with a guest that touches
- * every page. */
+/* b2 of @which for a guest: stop-and-copy into memory with the guest's
+ * advice (4 KiB), or b2-THP (1 and 2 readers) for a THP guest. */
+static void add_stopcopy_cases(struct group *g, int guest, bool thp,
+			       unsigned int which)
+{
+	if (which & C_STOPCOPY)
+		add_case(g, thp ? SC_STOPCOPY_THP : SC_STOPCOPY, guest, 1,
+			 TOUCH_NONE);
+	if ((which & C_STOPCOPY2) && thp)
+		add_case(g, SC_STOPCOPY_THP, guest, 2, TOUCH_NONE);
+}
+
+/* No guest activity: every handoff method against the baselines, same
+ * guest. C_CLASSIC adds b3 with a guest that touches every page. */
 static void push_group(size_t len, bool thp, unsigned int which)
 {
 	struct group *g = add_group(dense(len, thp), "push-%s-%s",
@@ -163,22 +198,28 @@ static void push_group(size_t len, bool thp, unsigned int which)
 
 	if (which & C_MEMCPY)
 		add_case(g, SC_MEMCPY, 0, 1, TOUCH_NONE);
-	if (which & C_STOPCOPY)
-		add_case(g, SC_STOPCOPY, 0, 1, TOUCH_NONE);
+	add_stopcopy_cases(g, 0, thp, which);
+	if (which & C_COPYLOOP)
+		add_case(g, SC_COPYLOOP, 0, 1, TOUCH_NONE);
 	add_lib_cases(g, 0, which, TOUCH_NONE);
 	if (which & C_CLASSIC)
 		add_case(g, SC_CLASSIC, 0, 1, TOUCH_ALL_SEQ);
 }
 
 /* Fault latency: a vCPU stand-in touches random missing pages while the
- * handoff pushes; b3-classic gets the same guest, without a push. */
-static void latency_group(size_t len, bool thp, unsigned int which)
+ * handoff runs; b3-classic gets the same guest, with nothing in the
+ * background. TOUCH_RANDOM: back to back (a high fault rate);
+ * TOUCH_RANDOM_SLOW: one every TOUCH_SLOW_GAP_US at most (a low one). */
+static void latency_group(size_t len, bool thp, unsigned int which,
+			  enum touch_mode touch)
 {
-	struct group *g = add_group(dense(len, thp), "latency-%s-%s",
+	struct group *g = add_group(dense(len, thp), "%s-%s-%s",
+				    touch == TOUCH_RANDOM_SLOW ?
+				    "latency-slow" : "latency",
 				    thp_name(thp), size_name(len));
 
-	add_case(g, SC_CLASSIC, 0, 1, TOUCH_RANDOM);
-	add_lib_cases(g, 0, which, TOUCH_RANDOM);
+	add_case(g, SC_CLASSIC, 0, 1, touch);
+	add_lib_cases(g, 0, which, touch);
 }
 
 /* Sparse 16 GiB / 1 GiB populated against dense 1 GiB, interleaved. */
@@ -192,23 +233,28 @@ static void sparse_group(bool thp, unsigned int which)
 	g->nguests = 2;
 	for (i = 0; i < 2; i++) {
 		add_lib_cases(g, i, which, TOUCH_NONE);
-		if (which & C_STOPCOPY)
-			add_case(g, SC_STOPCOPY, i, 1, TOUCH_NONE);
+		add_stopcopy_cases(g, i, thp, which & C_STOPCOPY);
 	}
 }
 
-/* Under 3 minutes on an idle 2-CPU VM: every target figure and its
- * baseline, at fewer sizes and settings. */
+/*
+ * Every target figure and its baseline, at fewer sizes and settings; the
+ * 4 GiB groups hold the pull, peak-memory and two-thread figures.
+ */
 static void plan_quick(void)
 {
-	push_group(256 * MiB, true, C_ALL);
+	push_group(256 * MiB, true, C_ALL & ~(C_PUSH1 | C_MOVE1));
 	push_group(1 * GiB, true, C_ALL);
-	push_group(4 * GiB, true, C_STOPCOPY | C_COPY2 | C_MOVE2);
-	push_group(256 * MiB, false, C_ALL);
+	push_group(4 * GiB, true, C_STOPCOPY | C_STOPCOPY2 | C_PUSH2 |
+		   C_PULL1 | C_PULL2 | C_MOVE2);
+	push_group(256 * MiB, false, C_ALL & ~C_MOVE1);
 	push_group(1 * GiB, false, C_ALL);
-	latency_group(256 * MiB, false, C_COPY1 | C_COPY2 | C_MOVE2);
-	latency_group(256 * MiB, true, C_COPY2 | C_MOVE2);
-	sparse_group(true, C_COPY2 | C_MOVE2);
+	push_group(4 * GiB, false, C_PUSH2 | C_PULL2);
+	latency_group(256 * MiB, false, C_PUSH2 | C_PULL2, TOUCH_RANDOM);
+	latency_group(256 * MiB, true, C_PUSH2 | C_PULL2 | C_MOVE2,
+		      TOUCH_RANDOM);
+	latency_group(1 * GiB, true, C_PUSH2 | C_PULL2, TOUCH_RANDOM_SLOW);
+	sparse_group(true, C_PUSH2 | C_PULL2 | C_MOVE2);
 }
 
 static void plan_full(void)
@@ -219,14 +265,20 @@ static void plan_full(void)
 	push_group(256 * MiB, false, C_ALL | C_CLASSIC);
 	push_group(1 * GiB, false, C_ALL);
 	push_group(4 * GiB, false, C_ALL);
-	latency_group(256 * MiB, false, C_ALL);
-	latency_group(256 * MiB, true, C_ALL);
-	latency_group(1 * GiB, false, C_ALL);
-	latency_group(1 * GiB, true, C_ALL);
-	latency_group(4 * GiB, false, C_COPY2 | C_MOVE2);
-	latency_group(4 * GiB, true, C_COPY2 | C_MOVE2);
-	sparse_group(true, C_ALL);
-	sparse_group(false, C_ALL);
+	latency_group(256 * MiB, false, C_LIB, TOUCH_RANDOM);
+	latency_group(256 * MiB, true, C_LIB, TOUCH_RANDOM);
+	latency_group(1 * GiB, false, C_LIB, TOUCH_RANDOM);
+	latency_group(1 * GiB, true, C_LIB, TOUCH_RANDOM);
+	latency_group(4 * GiB, false, C_PUSH2 | C_PULL2 | C_MOVE2,
+		      TOUCH_RANDOM);
+	latency_group(4 * GiB, true, C_PUSH2 | C_PULL2 | C_MOVE2,
+		      TOUCH_RANDOM);
+	latency_group(1 * GiB, false, C_PUSH2 | C_PULL2 | C_MOVE2,
+		      TOUCH_RANDOM_SLOW);
+	latency_group(1 * GiB, true, C_PUSH2 | C_PULL2 | C_MOVE2,
+		      TOUCH_RANDOM_SLOW);
+	sparse_group(true, C_LIB | C_STOPCOPY);
+	sparse_group(false, C_LIB | C_STOPCOPY);
 }
 
 /* ------------------------------------------------------------- JSON out */
@@ -251,6 +303,33 @@ static void json_str(const char *s)
 static void json_u64(const char *key, uint64_t v)
 {
 	printf(", \"%s\": %llu", key, (unsigned long long)v);
+}
+
+/* , "key": {every counter of @st} */
+static void json_stats(const char *key, const struct uffdmove_stats *st)
+{
+	/* the object's first member takes no comma */
+	printf(", \"%s\": {\"bytes_populated\": %llu", key,
+	       (unsigned long long)st->bytes_populated);
+	json_u64("bytes_moved", st->bytes_moved);
+	json_u64("bytes_copied", st->bytes_copied);
+	json_u64("bytes_zeroed", st->bytes_zeroed);
+	json_u64("bytes_skipped", st->bytes_skipped);
+	json_u64("bytes_pulled", st->bytes_pulled);
+	json_u64("bytes_released", st->bytes_released);
+	json_u64("faults", st->faults);
+	json_u64("fault_ns_p50", st->fault_ns_p50);
+	json_u64("fault_ns_p99", st->fault_ns_p99);
+	json_u64("fault_ns_max", st->fault_ns_max);
+	json_u64("thp_moved", st->thp_moved);
+	json_u64("thp_copied", st->thp_copied);
+	json_u64("thp_collapsed", st->thp_collapsed);
+	json_u64("move_ebusy", st->move_ebusy);
+	json_u64("eagain_retries", st->eagain_retries);
+	json_u64("elapsed_ns", st->elapsed_ns);
+	printf(", \"primitive\": %u, \"move_unused_reason\": %u, \"pull_unused_reason\": %u}",
+	       st->primitive, st->move_unused_reason,
+	       st->pull_unused_reason);
 }
 
 static void json_u32_array(const char *key, const uint32_t *v, uint32_t n)
@@ -303,8 +382,8 @@ static void emit_meta(bool full, int reps)
 		  sizeof(defrag));
 	uffdmove_probe(&caps);
 	printf("{\n\"schema\": \"uffdmove-bench-raw/1\",\n\"meta\": {");
-	printf("\"mode\": \"%s\", \"reps\": %d, ", full ? "full" : "quick",
-	       reps);
+	printf("\"mode\": \"%s\", \"reps\": %d, \"touch_slow_gap_us\": %d, ",
+	       full ? "full" : "quick", reps, TOUCH_SLOW_GAP_US);
 	printf("\"library\": ");
 	json_str(uffdmove_version());
 	printf(", \"kernel\": ");
@@ -331,8 +410,6 @@ static void emit_record(const struct group *grp, const struct bcase *c,
 			const struct guest *g, int rep, int order,
 			const struct bench_result *r)
 {
-	const struct uffdmove_stats *st = &r->st;
-
 	printf("%s{\"group\": ", nrecords++ ? ",\n" : "");
 	json_str(grp->name);
 	printf(", \"scenario\": \"%s\", \"layout\": \"%s\", \"size\": %zu, \"populated\": %llu, \"thp\": %s, \"threads\": %u, \"touch\": \"%s\", \"rep\": %d, \"order\": %d, \"ok\": %s, \"error\": ",
@@ -350,30 +427,23 @@ static void emit_record(const struct group *grp, const struct bcase *c,
 	json_u64("src_accept_ns", r->src_accept_ns);
 	json_u64("src_run_ns", r->src_run_ns);
 	json_u64("thp_src_bytes", r->thp_src_bytes);
+	json_u64("thp_done_bytes", r->thp_done_bytes);
 	json_u64("thp_dst_bytes", r->thp_dst_bytes);
 	json_u64("verify_bad", r->verify_bad);
 	json_u64("tgt_collapsed", r->tgt_collapsed);
+	json_u64("collapse_wait_ns", r->collapse_wait_ns);
+	printf(", \"collapse_complete\": %s",
+	       r->collapse_complete ? "true" : "false");
+	json_u64("mem_src_start", r->mem_src_start);
+	json_u64("mem_tgt_start", r->mem_tgt_start);
+	json_u64("mem_peak_raw", r->mem_peak_raw);
+	json_u64("mem_samples", r->mem_samples);
 	json_u64("touch_checked", r->touch_checked);
 	json_u64("touch_faulted", r->touch_faulted);
-	if (c->sc == SC_COPY || c->sc == SC_MOVE) {
-		/* the object's first member takes no comma */
-		printf(", \"stats\": {\"bytes_populated\": %llu",
-		       (unsigned long long)st->bytes_populated);
-		json_u64("bytes_moved", st->bytes_moved);
-		json_u64("bytes_copied", st->bytes_copied);
-		json_u64("bytes_zeroed", st->bytes_zeroed);
-		json_u64("bytes_skipped", st->bytes_skipped);
-		json_u64("faults", st->faults);
-		json_u64("fault_ns_p50", st->fault_ns_p50);
-		json_u64("fault_ns_p99", st->fault_ns_p99);
-		json_u64("fault_ns_max", st->fault_ns_max);
-		json_u64("thp_moved", st->thp_moved);
-		json_u64("thp_copied", st->thp_copied);
-		json_u64("move_ebusy", st->move_ebusy);
-		json_u64("eagain_retries", st->eagain_retries);
-		json_u64("elapsed_ns", st->elapsed_ns);
-		printf(", \"primitive\": %u, \"move_unused_reason\": %u}",
-		       st->primitive, st->move_unused_reason);
+	json_u64("touch_ns", r->touch_ns);
+	if (sc_lib(c->sc)) {
+		json_stats("stats", &r->st);	/* the source's */
+		json_stats("tstats", &r->tst);	/* the target's */
 	}
 	json_u32_array("samples", r->samples, r->nsamples);
 	json_u32_array("handler", r->handler, r->nhandler);
@@ -449,11 +519,19 @@ static int run_case(const struct bcase *c, struct guest *g,
 	case SC_MEMCPY:
 		return bench_memcpy(g, r);
 	case SC_STOPCOPY:
-		return bench_stopcopy(g, r);
+		return bench_stopcopy(g, r, false, c->threads);
+	case SC_STOPCOPY_THP:
+		return bench_stopcopy(g, r, true, c->threads);
 	case SC_CLASSIC:
 		return bench_classic(g, r, c->touch, seed);
-	case SC_COPY:
-		return bench_lib_copy(g, r, c->threads, c->touch, seed);
+	case SC_COPYLOOP:
+		return bench_copyloop(g, r);
+	case SC_PUSH:
+		return bench_lib_cross(g, r, false, c->threads, c->touch,
+				       seed);
+	case SC_PULL:
+		return bench_lib_cross(g, r, true, c->threads, c->touch,
+				       seed);
 	case SC_MOVE:
 		return bench_lib_move(g, r, c->threads, c->touch, seed);
 	}
@@ -479,24 +557,88 @@ static void report(const struct group *grp, const struct bcase *c,
 {
 	double secs = (double)r->all_in_ns / 1e9;
 
-	say("  rep %d %-11s %s t%u touch=%-6s %s downtime %8.3f ms  all-in %8.3f s  %6.2f GB/s%s%s",
+	say("  rep %d %-11s %s t%u touch=%-6s %s downtime %8.3f ms  all-in %8.3f s  %6.2f GB/s  mem %.2fx%s%s",
 	    rep, sc_name[c->sc], grp->gs[c->guest].layout, c->threads,
 	    touch_name[c->touch], size_name(g->len),
 	    (double)r->downtime_ns / 1e6, secs,
 	    secs > 0 ? (double)r->populated / 1e9 / secs : 0,
+	    r->populated ? (double)(r->mem_peak_raw + r->populated -
+				    r->mem_src_start - r->mem_tgt_start) /
+			   (double)r->populated : 0,
 	    r->ok ? "" : "  FAILED: ", r->ok ? "" : r->error);
 	emit_record(grp, c, g, rep, k, r);
+}
+
+/*
+ * This VM hands freed memory back to the host (virtio-balloon free page
+ * reporting, 8 MiB blocks, a few seconds after the free), and touching it
+ * again is slow. With a fixed rotation a case would always follow the same
+ * neighbour, and whether that one just freed as much memory as this case
+ * needs (a forked target exiting) or not (MOVE, a pull's refilled source)
+ * would decide its speed. So every case starts the same way: just before
+ * it, as much memory as its target will hold is touched and freed (not
+ * timed), and is there to be taken again.
+ */
+static void prewarm(const struct guest *g)
+{
+	size_t len = guest_populated(g), off;
+	uint8_t *p = map_guest(len, true, true);
+
+	if (!p)
+		return;
+	for (off = 0; off < len; off += B_PAGE)
+		p[off] = 1;
+	unmap_guest(p, len);
 }
 
 static void attempt(const struct group *grp, const struct bcase *c,
 		    struct guest *g, int rep, int k, struct bench_result *r)
 {
+	prewarm(g);
 	result_reset(r);
 	run_case(c, g, r, 0x5eed + (uint64_t)rep * 7919);
 	if (r->ok && r->verify_bad)
 		result_fail(r, "%llu pages arrived with wrong contents",
 			    (unsigned long long)r->verify_bad);
 	report(grp, c, g, rep, k, r);
+}
+
+/* A pull in MODE_AUTO freed the source's pages as they arrived: write the
+ * guest again (not timed) so that the next case has one. */
+static void refill_if_released(struct guest *g, const struct bench_result *r)
+{
+	uint64_t t0;
+
+	if (!r->st.bytes_released)
+		return;
+	t0 = now_ns();
+	guest_refill(g);
+	say("    (source freed %s: guest written again in %.2f s)",
+	    size_name(r->st.bytes_released),
+	    (double)(now_ns() - t0) / 1e9);
+}
+
+/*
+ * The order of the cases in repetition @rep: as declared in the first,
+ * then a shuffle seeded by the repetition (the same in every run), so that
+ * no case always follows the same neighbour (a rotation would keep them).
+ */
+static void case_order(int *order, int n, int rep)
+{
+	uint64_t s = 0x9e3779b97f4a7c15ULL * (uint64_t)(rep + 1);
+	int i, j, x;
+
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	for (i = n - 1; rep && i > 0; i--) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		j = (int)(s % (uint64_t)(i + 1));
+		x = order[i];
+		order[i] = order[j];
+		order[j] = x;
+	}
 }
 
 /* Runs that failed twice, or -1 if a guest could not be mapped. */
@@ -512,17 +654,21 @@ static int run_group(const struct group *grp, int reps,
 			goto nomem;
 	warm_up(g, grp->nguests);
 	for (rep = 0; rep < reps; rep++) {
+		int order[CASES_MAX];
+
+		case_order(order, grp->ncases, rep);
 		for (k = 0; k < grp->ncases; k++) {
-			const struct bcase *c =
-				&grp->cases[(k + rep) % grp->ncases];
+			const struct bcase *c = &grp->cases[order[k]];
 			struct guest *gu = &g[c->guest];
 
 			if (case_filter &&
 			    !strstr(case_label(grp, c), case_filter))
 				continue;
 			attempt(grp, c, gu, rep, k, r);
-			if (r->ok)
+			if (r->ok) {
+				refill_if_released(gu, r);
 				continue;
+			}
 			/* Keep the failed record, rebuild the guest (it may
 			 * be half moved) and try once more. */
 			guest_teardown(gu);
@@ -530,6 +676,7 @@ static int run_group(const struct group *grp, int reps,
 				goto nomem;
 			attempt(grp, c, gu, rep, k, r);
 			if (r->ok) {
+				refill_if_released(gu, r);
 				flaky++;
 				continue;
 			}

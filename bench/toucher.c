@@ -4,13 +4,17 @@
  * handoff runs. TOUCH_RANDOM visits the populated pages in a random order,
  * asks pagemap whether each is still missing and, if so, times its first
  * touch (a load): that is the guest-visible fault latency. Pages already
- * pushed are skipped untimed. TOUCH_ALL_SEQ touches every populated page in
- * address order, untimed: a guest that needs all of its memory.
+ * pushed are skipped untimed. TOUCH_RANDOM_SLOW does the same but leaves
+ * TOUCH_SLOW_GAP_US between the starts of two timed touches (a low fault
+ * rate: the handler goes idle between faults). TOUCH_ALL_SEQ touches every
+ * populated page in address order, untimed: a guest that needs all of its
+ * memory.
  */
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -27,6 +31,7 @@ struct toucher {
 	bool stop;		/* atomic */
 	uint32_t *samples, cap, n;
 	uint64_t checked, faulted;
+	uint64_t t_go, t_end;
 };
 
 static uint64_t xorshift(uint64_t *s)
@@ -55,16 +60,31 @@ static bool missing(const struct toucher *t, const uint8_t *p)
 	return !(e >> 63);
 }
 
+/* Sleep until @until_ns (CLOCK_MONOTONIC). */
+static void sleep_until(uint64_t until_ns)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(until_ns / 1000000000ULL),
+		.tv_nsec = (long)(until_ns % 1000000000ULL),
+	};
+
+	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
 static void *toucher_main(void *arg)
 {
 	struct toucher *t = arg;
+	uint64_t gap = t->mode == TOUCH_RANDOM_SLOW ?
+		       TOUCH_SLOW_GAP_US * 1000ULL : 0, next = 0;
 	size_t i;
 
 	sem_wait(&t->go);
+	t->t_go = now_ns();
 	if (t->mode == TOUCH_ALL_SEQ) {
 		for (i = 0; i < t->npages; i++)
 			(void)*(volatile uint8_t *)(t->base +
 						     page_off(t->g, i));
+		t->t_end = now_ns();
 		return NULL;
 	}
 	for (i = 0; i < t->npages && t->n < t->cap; i++) {
@@ -76,13 +96,21 @@ static void *toucher_main(void *arg)
 		t->checked++;
 		if (!missing(t, p))
 			continue;
+		if (gap) {
+			sleep_until(next);
+			/* It may have arrived while we slept. */
+			if (!missing(t, p))
+				continue;
+		}
 		t0 = now_ns();
 		(void)*(volatile uint8_t *)p;
 		t1 = now_ns();
+		next = t0 + gap;
 		t->faulted++;
 		t->samples[t->n++] = (uint32_t)(t1 - t0 > UINT32_MAX ?
 						UINT32_MAX : t1 - t0);
 	}
+	t->t_end = now_ns();
 	return NULL;
 }
 
@@ -103,7 +131,7 @@ struct toucher *toucher_start(uint8_t *base, const struct guest *g,
 	t->cap = cap;
 	t->npages = guest_populated(g) / B_PAGE;
 	t->pmfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (mode == TOUCH_RANDOM) {
+	if (touch_random(mode)) {
 		t->perm = malloc(t->npages * sizeof(*t->perm));
 		if (!t->perm || t->pmfd < 0)
 			goto fail;
@@ -134,8 +162,8 @@ void toucher_go(struct toucher *t)
 	sem_post(&t->go);
 }
 
-uint32_t toucher_stop(struct toucher *t, bool wait_end, uint64_t *checked,
-		      uint64_t *faulted)
+uint32_t toucher_stop(struct toucher *t, bool wait_end,
+		      struct bench_result *r)
 {
 	uint32_t n;
 
@@ -145,10 +173,9 @@ uint32_t toucher_stop(struct toucher *t, bool wait_end, uint64_t *checked,
 	}
 	pthread_join(t->tid, NULL);
 	n = t->n;
-	if (checked)
-		*checked = t->checked;
-	if (faulted)
-		*faulted = t->faulted;
+	r->touch_checked = t->checked;
+	r->touch_faulted = t->faulted;
+	r->touch_ns = t->t_end > t->t_go ? t->t_end - t->t_go : 0;
 	close(t->pmfd);
 	sem_destroy(&t->go);
 	free(t->perm);

@@ -85,24 +85,6 @@ static int decline(struct uffdmove_source *s, uint32_t why)
 			    (int)s->opts.handshake_timeout_ms);
 }
 
-static int setup_pull_mover(struct uffdmove_source *s,
-			    const struct plan_input *in)
-{
-	/* Bookkeeping only: the target reads and counts our pages. */
-	struct mover_config cfg = {
-		.uffd = -1,
-		.mode = s->opts.mode,
-		.pinned = s->pinned,	/* never freed, see mover_release() */
-		.npinned = s->npinned,
-		.regions = in,
-		.nregions = s->nregions,
-	};
-	int ret = mover_setup(&s->m, &cfg, &s->err);
-
-	s->mover_ready = true;
-	return ret;
-}
-
 int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
 		      pid_t target, int *uffd)
 {
@@ -112,9 +94,11 @@ int source_offer_pull(struct uffdmove_source *s, struct wire_msg *hello,
 	int ret;
 
 	if (!why) {
+		/* A core without a uffd, for bookkeeping: the target
+		 * reads and counts our pages, we free them. */
 		ret = source_match_regions(s, hello, in);
 		if (!ret)
-			ret = setup_pull_mover(s, in);
+			ret = source_setup_mover(s, -1, false, in);
 		if (ret)
 			return ret;
 		grant_reader(target);

@@ -143,6 +143,21 @@ static int register_regions(struct uffdmove_target *t)
 	return 0;
 }
 
+/* What every handle holds, from a half-made one to one that ended. */
+static void destroy(struct uffdmove_target *t)
+{
+	target_close_uffd(t);
+	pm_close(&t->pm);
+	if (t->epfd >= 0)
+		close(t->epfd);
+	discards_fini(&t->discards);
+	thp_free(t);
+	free(t->thp);
+	free(t->regions);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
 UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 					const struct uffdmove_region *regions,
 					size_t n,
@@ -204,14 +219,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	return 0;
 fail:
 	err_keep(&t->err, ret);
-	pm_close(&t->pm);
-	target_close_uffd(t);
-	discards_fini(&t->discards);
-	thp_free(t);
-	free(t->thp);
-	free(t->regions);
-	pthread_mutex_destroy(&t->lock);
-	free(t);
+	destroy(t);
 	return ret;
 }
 
@@ -326,14 +334,5 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 		t->uffd = -1;
 	}
 	pull_free(t);
-	target_close_uffd(t);
-	pm_close(&t->pm);
-	if (t->epfd >= 0)
-		close(t->epfd);
-	discards_fini(&t->discards);
-	thp_free(t);
-	free(t->thp);
-	free(t->regions);
-	pthread_mutex_destroy(&t->lock);
-	free(t);
+	destroy(t);
 }

@@ -92,6 +92,7 @@ void mover_fini(struct mover *m)
 	pthread_mutex_destroy(&m->lock);
 	ranges_fini(&m->outbox);
 	ranges_fini(&m->collapse);
+	ranges_fini(&m->to_free);
 	stages_fini(&m->stages);
 	memset(m, 0, sizeof(*m));
 	m->uffd = m->pidfd = -1;

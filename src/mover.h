@@ -79,6 +79,8 @@ struct mover {
 	struct ranges outbox;		/* for the peer: THP chunks to collapse
 					   (push), ranges to free (pull) */
 	struct ranges collapse;		/* pull: THP chunks to collapse here */
+	struct ranges to_free;		/* push: chunks in the committed
+					   target, for mover_free_pending() */
 
 	uint64_t events_read;		/* atomic: bumped per read of events */
 	pthread_cond_t events_cv;	/* with lock: signals events_read */
@@ -200,6 +202,12 @@ bool mover_outbox_empty(struct mover *m);
 /* Pull: THP chunks that arrived as small pages, to collapse here. */
 size_t mover_take_collapse(struct mover *m, struct wire_range *out,
 			   size_t cap);
+/*
+ * Push: free (MADV_DONTNEED) some of the chunks that are in the committed
+ * target, off the pushers' path; true if there were any. A driver thread
+ * calls it until the end, and once more after the pushers stopped.
+ */
+bool mover_free_pending(struct mover *m);
 /* Snapshot of the counters as public stats (without elapsed time). */
 void mover_stats(const struct mover *m, struct uffdmove_stats *st);
 

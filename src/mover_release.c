@@ -104,6 +104,7 @@ int mover_release(struct mover *m, uint64_t start, uint64_t len,
 void core_release_chunk(struct mover *m, size_t c)
 {
 	uint64_t cs, ce;
+	int ret;
 
 	if (m->mode != UFFDMOVE_MODE_AUTO || m->same_mm)
 		return;
@@ -111,7 +112,28 @@ void core_release_chunk(struct mover *m, size_t c)
 	if (!mover_committed(m))
 		return;
 	plan_chunk_range(&m->plan, c, &cs, &ce);
-	mover_release(m, cs, ce - cs, false);
+	/* Zapping 512 small pages costs a fifth of copying them: queued
+	 * for another thread, so that pushing goes on meanwhile. */
+	pthread_mutex_lock(&m->lock);
+	ret = ranges_add(&m->to_free, cs, ce - cs);
+	pthread_mutex_unlock(&m->lock);
+	if (ret)
+		mover_release(m, cs, ce - cs, false);
+}
+
+#define FREE_BATCH	64
+
+bool mover_free_pending(struct mover *m)
+{
+	struct wire_range r[FREE_BATCH];
+	size_t i, n;
+
+	pthread_mutex_lock(&m->lock);
+	n = ranges_take(&m->to_free, r, FREE_BATCH);
+	pthread_mutex_unlock(&m->lock);
+	for (i = 0; i < n; i++)
+		mover_release(m, r[i].start, r[i].len, false);
+	return n > 0;
 }
 
 void mover_release_done(struct mover *m)

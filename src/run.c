@@ -18,6 +18,7 @@
 #define FAULT_SPIN_US		50
 #define MSGS_MAX		(4 * RING_MSGS)
 #define PUSHER_NICE		5
+#define RELEASE_IDLE_US		1000	/* releaser: nothing to free, wait */
 #define PUSH_TRIES		8	/* inline pushes in a row after EAGAIN */
 
 static void *pusher_main(void *arg)
@@ -58,6 +59,22 @@ void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
 	st->elapsed_ns = (s->t_end ? s->t_end : now_ns()) - s->t_start;
 }
 
+/*
+ * Frees the chunks that are in the committed target (MODE_AUTO between
+ * processes; see mover_free_pending()) while the pushers go on. At the
+ * priority of the guest's threads: below them, it would fall behind a
+ * busy guest and the host would hold more of it twice.
+ */
+static void *releaser_main(void *arg)
+{
+	struct mover *m = &((struct run *)arg)->s->m;
+
+	while (!mover_stopping(m))
+		if (!mover_free_pending(m))
+			usleep(RELEASE_IDLE_US);
+	return NULL;
+}
+
 static int start_pushers(struct run *run, size_t n)
 {
 	size_t i;
@@ -73,6 +90,10 @@ static int start_pushers(struct run *run, size_t n)
 			return -ret;
 		run->started++;
 	}
+	ret = pthread_create(&run->releaser, NULL, releaser_main, run);
+	if (ret)
+		return -ret;
+	run->releaser_started = true;
 	return 0;
 }
 
@@ -83,6 +104,10 @@ static void stop_pushers(struct run *run)
 	mover_stop(&run->s->m);
 	for (i = 0; i < run->started; i++)
 		pthread_join(run->pushers[i], NULL);
+	if (run->releaser_started)
+		pthread_join(run->releaser, NULL);
+	while (mover_free_pending(&run->s->m))
+		;
 	free(run->pushers);
 }
 

@@ -23,6 +23,8 @@ struct run {
 	struct ring ring;
 	pthread_t *pushers;
 	size_t npushers, started, exited;
+	pthread_t releaser;	/* frees what arrived, see releaser_main() */
+	bool releaser_started;
 	bool needs_commit;
 	bool done_sent, fin;
 	bool query;		/* the target asked for counters */

@@ -202,18 +202,28 @@ static int answer_push(struct uffdmove_source *s)
 			     strerror(-ret)) : 0;
 }
 
-/* Is [start, start + len) inside one of our regions? */
+/*
+ * Is [start, start + len) guest RAM of ours? It may span regions that
+ * touch: the target coalesces the ranges it reports, wherever they lie.
+ */
 bool source_owns(const struct uffdmove_source *s, uint64_t start,
 		 uint64_t len)
 {
+	uint64_t a = start, end = start + len;
 	size_t i;
 
-	for (i = 0; i < s->nregions; i++)
-		if (start >= s->regions[i].addr && len &&
-		    start + len <= s->regions[i].addr + s->regions[i].len &&
-		    start + len > start)
-			return true;
-	return false;
+	if (!len || end < start)
+		return false;
+	while (a < end) {
+		for (i = 0; i < s->nregions; i++)
+			if (a >= s->regions[i].addr &&
+			    a < s->regions[i].addr + s->regions[i].len)
+				break;
+		if (i == s->nregions)
+			return false;
+		a = s->regions[i].addr + s->regions[i].len;
+	}
+	return true;
 }
 
 UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)

@@ -141,7 +141,7 @@ static int release(struct run *run, const struct wire_msg *msg)
 		if (!source_owns(s, r->start, r->len) ||
 		    !IS_ALIGNED(r->start | r->len, PAGE_SZ))
 			return mover_fail(&s->m, -EPROTO,
-					  "RELEASE 0x%llx+%llu is not pages inside one region",
+					  "RELEASE 0x%llx+%llu is not pages of guest RAM",
 					  (unsigned long long)r->start,
 					  (unsigned long long)r->len);
 		ret = mover_release(&s->m, r->start, r->len, true);

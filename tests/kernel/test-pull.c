@@ -902,6 +902,98 @@ static int release_outside_regions(struct t_ctx *ctx)
 	return hostile_release(ctx, true);
 }
 
+/*
+ * Two regions that touch in the source: a pulling target coalesces what
+ * arrived into one range across both (src/ranges.c), and the source must
+ * take it. The target here reports it in one RELEASE, then FIN.
+ */
+#define TOUCHING_LEN	(4UL << 20)
+
+static int spanning_target(int sock)
+{
+	struct wire_msg *m = calloc(1, sizeof(*m));
+	char *mine = mmap(NULL, 2 * TOUCHING_LEN, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint64_t start;
+	size_t i;
+
+	if (!m || mine == MAP_FAILED)
+		return EXIT_SETUP;
+	m->type = WIRE_HELLO;
+	m->hello.flags = WIRE_HELLO_PULL;
+	m->hello.features = UFFD_FEATURE_MOVE;
+	m->hello.n_regions = 2;
+	for (i = 0; i < 2; i++)
+		m->hello.regions[i] = (struct wire_region){
+			.name = { i ? 'b' : 'a' },
+			.addr = (uintptr_t)mine + i * TOUCHING_LEN,
+			.len = TOUCHING_LEN, .page_size = T_PAGE,
+			.ioctls = ~0ULL,
+		};
+	if (send_wire(sock, m) || recv_wire(sock, m, NULL) ||
+	    m->accept.primitive != UFFDMOVE_PRIM_PULL)
+		return EXIT_SETUP;
+	start = m->accept.src[0];
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_PULL;
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	m->type = WIRE_GO;
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	m->type = WIRE_RELEASE;
+	m->ranges.n = 1;
+	m->ranges.ranges[0] = (struct wire_range){ start, 2 * TOUCHING_LEN };
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	memset(m, 0, sizeof(*m));
+	m->type = WIRE_FIN;
+	if (send_wire(sock, m))
+		return EXIT_SETUP;
+	pause();
+	return 0;
+}
+
+static int release_spans_regions(struct t_ctx *ctx)
+{
+	struct uffdmove_region r[2];
+	struct uffdmove_source *s;
+	struct uffdmove_stats st;
+	int sv[2], ret;
+	uint64_t left;
+	char *ram;
+	pid_t pid;
+
+	ram = mmap(NULL, 2 * TOUCHING_LEN, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	T_CHECK(ram != MAP_FAILED, "mmap");
+	memset(ram, 0x5a, 2 * TOUCHING_LEN);
+	r[0] = (struct uffdmove_region){ "a", ram, TOUCHING_LEN };
+	r[1] = (struct uffdmove_region){ "b", ram + TOUCHING_LEN,
+					 TOUCHING_LEN };
+	pid = t_fork_peer(sv, 30);
+	if (pid == 0)
+		_exit(spanning_target(sv[1]));
+	T_CHECK(uffdmove_source_new(&s, r, 2, NULL) == 0, "source_new");
+	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
+		uffdmove_source_error(s));
+	ret = uffdmove_source_run(s);
+	uffdmove_source_stats(s, &st);
+	left = t_resident_bytes(ram, 2 * TOUCHING_LEN);
+	printf("  run: %d %s; released %" PRIu64 ", resident %" PRIu64 "\n",
+	       ret, uffdmove_source_error(s), st.bytes_released, left);
+	uffdmove_source_free(s);
+	kill(pid, SIGKILL);
+	t_wait(pid);
+	close(sv[0]);
+	munmap(ram, 2 * TOUCHING_LEN);
+	T_CHECK(ret == 0, "a RELEASE across two touching regions failed the run");
+	T_CHECK(st.bytes_released == 2 * TOUCHING_LEN && left == 0,
+		"released %" PRIu64 ", %" PRIu64 " bytes left", st.bytes_released,
+		left);
+	return T_PASS;
+}
+
 /* After GO, RELEASE of all of region 0, again and again. */
 static int flooding_target(int sock)
 {
@@ -1178,6 +1270,7 @@ int main(void)
 		{ "release-before-commit", release_before_commit },
 		{ "release-outside-regions", release_outside_regions },
 		{ "release-flood", release_flood },
+		{ "release-spans-touching-regions", release_spans_regions },
 		{ "declined-asks-again", declined_asks_again },
 		{ "declined-then-gives-up", declined_then_gives_up },
 		{ "pinned-ranges-stay", pinned_stay },

@@ -193,8 +193,9 @@ struct uffdmove_stats {
 	uint64_t bytes_pulled;	  /* pull: read from the source by the
 				     target (also counted in bytes_moved or
 				     bytes_copied as they went into place) */
-	uint64_t bytes_released;  /* pull: freed by the source once they
-				     were in the target (MODE_AUTO) */
+	uint64_t bytes_released;  /* freed by the source once they were
+				     in the committed target (MODE_AUTO,
+				     between processes) */
 	uint32_t pull_unused_reason; /* UFFDMOVE_PULL_WHY_* */
 	uint32_t reserved32;
 	uint64_t reserved[4];

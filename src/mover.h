@@ -164,8 +164,8 @@ int mover_fault(struct mover *m, uint64_t addr);
  * In the source, after the commit: [start, start + len) (source addresses,
  * inside the plan) is in the target. Counts what had data there (as pulled
  * when the target @reported it) and, but in MODE_COPY, frees it except the
- * declared pinned ranges; each whole chunk once. 0, -EINVAL outside the
- * plan, or madvise()'s -errno.
+ * declared pinned ranges; each whole chunk once. 0, or -EINVAL outside
+ * the plan; memory that cannot be freed stays (and is not counted).
  */
 int mover_release(struct mover *m, uint64_t start, uint64_t len,
 		  bool reported);

@@ -33,9 +33,24 @@ static uint64_t populated(struct mover *m, uint64_t a, uint64_t end)
 	return bytes;
 }
 
-/* Free [a, end) but the declared pinned ranges in it; count what went. */
-static int free_unpinned(struct mover *m, uint64_t a, uint64_t end)
+/*
+ * Drop [a, end). Guest RAM the VMM locked (mlock(2); QEMU's mem-lock)
+ * refuses MADV_DONTNEED, MADV_DONTNEED_LOCKED (Linux 5.18) takes it too.
+ * Freeing only saves memory: what cannot be freed stays, and the session
+ * goes on.
+ */
+static bool drop(uint64_t a, uint64_t end)
 {
+	void *p = (void *)(uintptr_t)a;
+
+	return !madvise(p, end - a, MADV_DONTNEED_LOCKED) ||
+	       !madvise(p, end - a, MADV_DONTNEED);
+}
+
+/* Free [a, end) but the declared pinned ranges in it; count what went. */
+static void free_unpinned(struct mover *m, uint64_t a, uint64_t end)
+{
+	uint64_t bytes;
 	const struct pinned_range *p = m->pinned;
 	uint64_t cut;
 	size_t i;
@@ -53,12 +68,11 @@ static int free_unpinned(struct mover *m, uint64_t a, uint64_t end)
 		for (i = 0; i < m->npinned; i++)
 			if (p[i].start > a && p[i].start < cut)
 				cut = p[i].start;
-		count_add(&m->cnt.released, populated(m, a, cut));
-		if (madvise((void *)(uintptr_t)a, cut - a, MADV_DONTNEED))
-			return -errno;
+		bytes = populated(m, a, cut);
+		if (drop(a, cut))
+			count_add(&m->cnt.released, bytes);
 		a = cut;
 	}
-	return 0;
 }
 
 int mover_release(struct mover *m, uint64_t start, uint64_t len,
@@ -67,7 +81,6 @@ int mover_release(struct mover *m, uint64_t start, uint64_t len,
 	uint64_t a = start, end = start + len, cs, ce, stop;
 	struct plan_region *r;
 	struct chunk *ch;
-	int ret;
 
 	for (; a < end; a = stop) {
 		r = region_of_src(m, a);
@@ -84,11 +97,8 @@ int mover_release(struct mover *m, uint64_t start, uint64_t len,
 			continue;
 		if (reported)
 			count_add(&m->cnt.pulled, populated(m, a, stop));
-		if (m->mode == UFFDMOVE_MODE_COPY)
-			continue;
-		ret = free_unpinned(m, a, stop);
-		if (ret)
-			return ret;
+		if (m->mode != UFFDMOVE_MODE_COPY)
+			free_unpinned(m, a, stop);
 	}
 	return 0;
 }

@@ -338,6 +338,7 @@ struct source_plan {
 	uint32_t mode;
 	uid_t uid;			/* 0: stay root */
 	bool undumpable;
+	bool lock;			/* mlock() guest RAM, as mem-lock does */
 	uint32_t expect_prim;
 	uint32_t expect_why;		/* UFFDMOVE_PULL_WHY_* */
 };
@@ -350,7 +351,9 @@ static int source_main(int sock, const struct source_plan *sp)
 	struct uffdmove_source_opts o;
 	struct uffdmove_source *s;
 	struct uffdmove_stats st;
+	uint64_t left;
 	char why[256];
+	size_t i;
 	int ret;
 
 	if (sp->uid && (setresuid(sp->uid, sp->uid, sp->uid) ||
@@ -360,6 +363,9 @@ static int source_main(int sock, const struct source_plan *sp)
 		return EXIT_SETUP;
 	guest_map_source(&g);
 	guest_regions(&g, regions);
+	for (i = 0; sp->lock && i < g.n; i++)
+		if (mlock(g.addr[i], g.spec[i].len))
+			return EXIT_SETUP;
 	uffdmove_source_opts_init(&o);
 	o.mode = sp->mode;
 	o.expected_uid = 0;	/* the socketpair's maker, see target_main */
@@ -380,6 +386,13 @@ static int source_main(int sock, const struct source_plan *sp)
 	if (sp->mode == UFFDMOVE_MODE_COPY &&
 	    guest_verify_source(&g, why, sizeof(why))) {
 		fprintf(stderr, "  source: MODE_COPY, but: %s\n", why);
+		return 1;
+	}
+	for (i = 0, left = 0; sp->lock && i < g.n; i++)
+		left += t_resident_bytes(g.addr[i], g.spec[i].len);
+	if (left) {
+		fprintf(stderr, "  source: %" PRIu64 " bytes of locked guest RAM not freed (released %" PRIu64 ")\n",
+			left, st.bytes_released);
 		return 1;
 	}
 	uffdmove_source_free(s);
@@ -528,6 +541,43 @@ static int small_pages(struct t_ctx *ctx)
 	T_CHECK(run_pair(&push_sp, &push_tp) == 0, "default: push");
 	T_CHECK(run_pair(&pull_sp, &pull_tp) == 0, "PULL_ON: pull");
 	shape = &layout;
+	return T_PASS;
+}
+
+/*
+ * A VMM that locks guest RAM (mlock; QEMU's mem-lock=on): MADV_DONTNEED
+ * refuses locked memory, and the handoff must not fail over a free.
+ * Pulled and pushed, the run completes, every byte arrives, and the
+ * source's guest RAM is freed all the same.
+ */
+static int locked_source(struct t_ctx *ctx)
+{
+	const struct source_plan pull_sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .lock = true,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct target_plan pull_tp = {
+		.workers = 2, .expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct source_plan push_sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .lock = true,
+		.expect_prim = UFFDMOVE_PRIM_COPY,
+		.expect_why = UFFDMOVE_PULL_WHY_OFF_TARGET,
+	};
+	const struct target_plan push_tp = {
+		.workers = 2, .pull = UFFDMOVE_PULL_OFF,
+		.expect_prim = UFFDMOVE_PRIM_COPY,
+		.expect_why = UFFDMOVE_PULL_WHY_OFF_TARGET,
+	};
+	int ret;
+
+	if (!ctx->caps->kernel_faults)
+		return t_case_skip(ctx, "no kernel-mode faults");
+	ret = run_pair(&pull_sp, &pull_tp);
+	if (ret == EXIT_SETUP)
+		return t_case_skip(ctx, "mlock() of guest RAM refused here");
+	T_CHECK(ret == 0, "pulled from a locked source");
+	T_CHECK(run_pair(&push_sp, &push_tp) == 0, "pushed from a locked source");
 	return T_PASS;
 }
 
@@ -1260,6 +1310,7 @@ int main(void)
 		{ "denied-falls-back-to-push", denied_pushes },
 		{ "unprivileged-same-uid", unprivileged_pair },
 		{ "small-pages-push-by-default", small_pages },
+		{ "locked-source", locked_source },
 		{ "yama-scope-1", yama_scope_1 },
 		{ "wrong-cookie", wrong_cookie },
 		{ "someone-elses-pid", someone_elses_pid },

@@ -206,10 +206,8 @@ int target_orphan(struct uffdmove_target *t, int err, const char *why)
 	keeper_start(t);
 	keeper_kick(t);	/* it now watches the uffd too */
 	t->failure = err_set(&t->err, -err,
-			     "%s after about %llu of %llu populated bytes arrived; missing pages %s",
+			     "%s after about %llu bytes with data arrived; missing pages %s",
 			     why, (unsigned long long)got,
-			     (unsigned long long)MAX(t->expected,
-						     t->st.bytes_populated),
 			     t->opts.on_source_death ==
 			     UFFDMOVE_ON_SOURCE_DEATH_POISON ?
 			     "are poisoned (SIGBUS on touch)" :

@@ -355,7 +355,7 @@ int mover_push_chunk(struct mover *m, size_t c, bool reader)
 	x.from = x.r->src;
 	x.moving = core_wants_move(m, &m->plan.chunks[c]);
 	ret = core_xfer_end(m, &x, core_transfer(m, &x));
-	if (!ret && !x.moving)	/* moved: nothing of it is left here */
+	if (!ret)
 		core_release_chunk(m, c);
 	return ret;
 }

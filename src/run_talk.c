@@ -316,7 +316,8 @@ int end_failed(struct run *run, int ret)
 			       "%s; the target never committed, so every byte of the guest is intact here",
 			       cause);
 	return err_set(&s->err, -ret,
-		       "%s (handed over %llu of %llu populated bytes)", cause,
+		       "%s (handed over %llu bytes with data, of %llu found so far)",
+		       cause,
 		       (unsigned long long)(st.bytes_moved + st.bytes_copied +
 					    st.bytes_pulled),
 		       (unsigned long long)st.bytes_populated);

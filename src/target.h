@@ -52,7 +52,6 @@ struct uffdmove_target {
 	bool keeper_running, keeper_stop;
 	bool source_gone;		/* atomic: the socket hung up */
 	bool done_seen;			/* DONE read (maybe before commit) */
-	uint64_t expected;		/* populated bytes, from ACCEPT */
 	struct discards discards;	/* see uffdmove_target_discard() */
 	struct pm pm;			/* ours, opened while we may: a VMM
 					   that drops privileges (setuid) is

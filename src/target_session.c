@@ -130,8 +130,6 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 		ret = err_set(&t->err, EPROTO,
 			      "the source answered our uffd with primitive %u",
 			      m->accept.primitive);
-	if (!ret)
-		t->expected = m->accept.populated;
 	free(m);
 	if (!ret && epoll_ctl(t->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
 		ret = err_set(&t->err, errno, "epoll_ctl: %s",

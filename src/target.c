@@ -143,6 +143,35 @@ static int register_regions(struct uffdmove_target *t)
 	return 0;
 }
 
+/*
+ * Guest RAM must be empty once registered: a page present in it (written,
+ * read as the zero page, or a whole THP a single write faulted in) would
+ * hide the source's data there for good, since fills never overwrite,
+ * and the DONE check would count it as arrived. Registered first, so no
+ * later touch can slip in: it would wait for the handoff.
+ */
+static int check_untouched(struct uffdmove_target *t)
+{
+	uint64_t bytes;
+	size_t i;
+	int ret;
+
+	for (i = 0; i < t->nregions; i++) {
+		ret = pm_count_present(&t->pm, t->regions[i].addr,
+				       t->regions[i].len, &bytes);
+		if (ret)
+			return err_set(&t->err, -ret,
+				       "region '%s': reading /proc/self/pagemap: %s",
+				       t->regions[i].name, strerror(-ret));
+		if (bytes)
+			return err_set(&t->err, EEXIST,
+				       "region '%s': %llu bytes of it are already in memory: the new VMM touched guest RAM before uffdmove_target_new(), and those pages would hide the guest's data; map it fresh and touch nothing before the handoff",
+				       t->regions[i].name,
+				       (unsigned long long)bytes);
+	}
+	return 0;
+}
+
 /* What every handle holds, from a half-made one to one that ended. */
 static void destroy(struct uffdmove_target *t)
 {
@@ -206,6 +235,8 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	if (ret)
 		goto fail;
 	ret = register_regions(t);
+	if (!ret && (ret = check_untouched(t)))
+		target_unregister_all(t, n);
 	if (ret)
 		goto fail;
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);

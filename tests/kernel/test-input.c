@@ -268,6 +268,38 @@ static int target_region_shared(struct t_ctx *ctx)
 	return ret;
 }
 
+/*
+ * Guest RAM the new VMM touched before uffdmove_target_new(): a page
+ * there hides the source's data for good (fills never overwrite) and a
+ * single write to THP memory faults in 2 MiB. Refused with -EEXIST,
+ * whether written or only read (the zero page), and left unregistered:
+ * touching it afterwards does not block.
+ */
+static int target_ram_touched(struct t_ctx *ctx)
+{
+	static const char *const how[] = { "written", "read" };
+	struct uffdmove_region r;
+	volatile uint8_t *p;
+	int i, ret = T_PASS;
+
+	for (i = 0; i < 2; i++) {
+		p = mmap(NULL, RLEN, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		T_CHECK(p != MAP_FAILED, "mmap");
+		madvise((void *)p, RLEN, MADV_HUGEPAGE);
+		if (i == 0)
+			p[8] = 0x11;
+		else
+			(void)p[8];
+		r = (struct uffdmove_region){ how[i], (void *)p, RLEN };
+		ret |= target_refuses(&r, -EEXIST, "already in memory");
+		p[RLEN - 1] = 0x22;	/* blocks if it stayed registered */
+		T_CHECK(i == 1 || p[8] == 0x11, "the %s page changed", how[i]);
+		munmap((void *)p, RLEN);
+	}
+	return ret;
+}
+
 /* ------------------------------------------------------------ raw targets */
 
 /* A uffd made the way a target makes it, with @ram registered: the fd
@@ -876,6 +908,7 @@ int main(void)
 		{ "source-region-unmapped", source_region_unmapped },
 		{ "source-region-shared", source_region_shared },
 		{ "target-region-shared", target_region_shared },
+		{ "target-ram-touched", target_ram_touched },
 		{ "accept-retry-no-leak", accept_retry_no_leak },
 		{ "range-done-flood", range_done_flood },
 		{ "done-without-data", done_without_data },

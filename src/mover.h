@@ -78,6 +78,7 @@ struct mover {
 	size_t urgent_head, urgent_tail;
 	struct ranges outbox;		/* for the peer: THP chunks to collapse
 					   (push), ranges to free (pull) */
+	uint64_t outbox_bytes;		/* what the outbox covers */
 	struct ranges collapse;		/* pull: THP chunks to collapse here */
 	struct ranges to_free;		/* push: chunks in the committed
 					   target, for mover_free_pending() */
@@ -199,6 +200,8 @@ void mover_outbox_add(struct mover *m, uint64_t start, uint64_t len);
 /* Take up to @cap completed THP ranges from the outbox; returns count. */
 size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap);
 bool mover_outbox_empty(struct mover *m);
+/* How many bytes the outbox covers. */
+uint64_t mover_outbox_bytes(struct mover *m);
 /* Pull: THP chunks that arrived as small pages, to collapse here. */
 size_t mover_take_collapse(struct mover *m, struct wire_range *out,
 			   size_t cap);

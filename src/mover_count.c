@@ -33,7 +33,8 @@ void mover_outbox_add(struct mover *m, uint64_t start, uint64_t len)
 	pthread_mutex_lock(&m->lock);
 	/* On -ENOMEM the range is lost to the peer: for THP the target's
 	 * final pass collapses it, for RELEASE the source frees it at exit. */
-	ranges_add(&m->outbox, start, len);
+	if (!ranges_add(&m->outbox, start, len))
+		m->outbox_bytes += len;
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -50,17 +51,29 @@ static size_t take_locked(struct mover *m, struct ranges *l,
 
 size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap)
 {
-	return take_locked(m, &m->outbox, out, cap);
+	size_t i, n;
+
+	pthread_mutex_lock(&m->lock);
+	n = ranges_take(&m->outbox, out, cap);
+	for (i = 0; i < n; i++)
+		m->outbox_bytes -= out[i].len;
+	pthread_mutex_unlock(&m->lock);
+	return n;
+}
+
+uint64_t mover_outbox_bytes(struct mover *m)
+{
+	uint64_t bytes;
+
+	pthread_mutex_lock(&m->lock);
+	bytes = m->outbox_bytes;
+	pthread_mutex_unlock(&m->lock);
+	return bytes;
 }
 
 bool mover_outbox_empty(struct mover *m)
 {
-	bool empty;
-
-	pthread_mutex_lock(&m->lock);
-	empty = !m->outbox.n;
-	pthread_mutex_unlock(&m->lock);
-	return empty;
+	return !mover_outbox_bytes(m);
 }
 
 /* A THP chunk arrived as small pages: the target collapses it again. */

@@ -30,6 +30,7 @@
 #define PULLERS_MAX		PULL_THREADS_MAX
 #define PULLERS_DEFAULT		2
 #define RELEASE_EVERY_MS	5	/* what the source holds twice, at most */
+#define RELEASE_BATCH		(8u << 20)	/* a RELEASE wakes the source */
 
 struct pull {
 	struct mover m;
@@ -339,9 +340,11 @@ static void *puller_main(void *arg)
 		c = mover_next_chunk(&p->m);
 		if (c < 0 || mover_pull_chunk(&p->m, (size_t)c, false))
 			break;
-		/* At once: the source holds every byte twice until then,
-		 * and a timer in a busy guest's process fires late. */
-		send_releases(t, 0);
+		/* Soon: the source holds every byte twice until then, and
+		 * a timer in a busy guest's process fires late. But not
+		 * per chunk: each message wakes the source to free. */
+		if (mover_outbox_bytes(&p->m) >= RELEASE_BATCH)
+			send_releases(t, 0);
 	}
 	/* The last chunks may be in the fault thread's hands: it tells the
 	 * target when they are in. This one tells it of a failure. */

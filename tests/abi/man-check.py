@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Every exported call has a man page, and uffdmove.7 exists.
+"""Every exported call has a man page that renders, and uffdmove.7 exists.
 
-For each name under global: in src/libuffdmove.map, man/<name>.3 must exist:
-either a full page whose NAME section mentions the name, or a one-line
-'.so man3/<page>.3' alias to such a page (one .3 per call, variants as
-.so aliases). When the build installs man pages (-Dman=true),
-each of them must also be among the files `meson install` installs.
+For each name under global: in src/libuffdmove.map, man/<name>.3 must be a
+full page whose NAME section mentions the name: not a '.so' alias, which
+does not render with `man -l` from the tree. Every page must render with
+man -l (or groff -man where man is missing) without a warning, and its
+rendering must show the name. When the build installs man pages
+(-Dman=true), each of them must also be among the files `meson install`
+installs.
 """
 
 import argparse
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 import versionscript
@@ -43,6 +47,24 @@ def name_section(text):
     return re.sub(r"\\f[BIRP]|\\f\(..|\\&", "", m.group(1))
 
 
+def render(page):
+    """The page as a reader sees it, and what the formatter complained of;
+    (None, why) when no formatter is installed."""
+    env = dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0",
+               LC_ALL="C.UTF-8")
+    if shutil.which("man"):
+        cmd = ["man", "--warnings", "-l", "-P", "cat", page]
+    elif shutil.which("groff"):
+        cmd = ["groff", "-man", "-Tutf8", "-ww", page]
+    else:
+        return None, "neither man nor groff is installed"
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       cwd=os.path.dirname(page) or ".")
+    out = re.sub(r".\x08", "", r.stdout)
+    return out, (r.stderr.strip() or
+                 (f"exit status {r.returncode}" if r.returncode else ""))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--map", required=True)
@@ -69,6 +91,10 @@ def main():
         text = open(page, encoding="utf-8", errors="replace").read()
         target = so_target(text)
         if target:
+            problems.append(f"{name}: man/{name}.3 is a '.so' alias, which "
+                            "does not render with man -l from the tree: "
+                            "write a page of its own")
+        if target:
             tpath = os.path.join(args.mandir, target)
             if not os.path.isfile(tpath):
                 problems.append(f"{name}: man/{name}.3 is an alias to "
@@ -85,6 +111,23 @@ def main():
         if not re.search(r"\b%s\b" % re.escape(name), name_section(text)):
             problems.append(f"{name}: the NAME section of man/{where} does "
                             "not mention it (whatis/apropos use it)")
+
+    rendered = 0
+    for page in pages:
+        if not os.path.isfile(page):
+            continue
+        out, why = render(page)
+        if out is None:
+            print(f"note: pages not rendered: {why}")
+            break
+        base = os.path.basename(page)
+        title = base.rsplit(".", 1)[0]
+        if why:
+            problems.append(f"man/{base} does not render cleanly: {why}")
+        elif title not in out:
+            problems.append(f"man/{base} renders without its name")
+        else:
+            rendered += 1
 
     known = {n + ".3" for n in names}
     if os.path.isdir(args.mandir):
@@ -107,7 +150,8 @@ def main():
 
     present = sum(os.path.isfile(p) for p in pages)
     print(f"{len(names)} exported calls; {present} of the {len(names) + 1} "
-          "man pages they need (with uffdmove.7) are present")
+          f"man pages they need (with uffdmove.7) are present, {rendered} "
+          "rendered")
     for p in problems:
         print("FAIL:", p)
     if problems:

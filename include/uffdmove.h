@@ -374,9 +374,12 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  * done). Pulling: the commit starts our puller threads and a fault thread
  * of ours (the fd above becomes readable when they end or fail), and
  * every chunk in is DONE. After the source's death it keeps the uffd
- * serviced under the death policy. On DONE it unregisters the regions,
- * closes the uffd and starts collapsing THP chunks that arrived as small
- * pages, in a thread of its own: stats.thp_collapsed grows afterwards.
+ * serviced under the death policy. On DONE a thread of the library checks
+ * guest RAM, unregisters the regions, closes the uffd (the fd becomes
+ * readable when it is done: the call then returns 1) and starts collapsing
+ * THP chunks that arrived as small pages: stats.thp_collapsed grows
+ * afterwards. Every call is short (well under a millisecond): fit for an
+ * event loop's thread.
  *
  * @return 1 handoff complete; 0 in progress; -ECONNRESET the source died
  *	   before completing (missing pages stay blocked or poisoned, never

@@ -442,6 +442,12 @@ void pull_finish(struct uffdmove_target *t)
 	send_releases(t, 1000);
 }
 
+void pull_unwatch(struct uffdmove_target *t)
+{
+	if (t->pull && t->pull->done_efd >= 0)
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, t->pull->done_efd, NULL);
+}
+
 void pull_free(struct uffdmove_target *t)
 {
 	struct pull *p = t->pull;

@@ -40,6 +40,8 @@ void pull_stats(struct uffdmove_target *t, struct uffdmove_stats *st);
 /* THP chunks that arrived as small pages go to the collapse list; the
  * last ranges go to the source. */
 void pull_finish(struct uffdmove_target *t);
+/* Take our fd out of the target's epoll set: the end is being checked. */
+void pull_unwatch(struct uffdmove_target *t);
 void pull_free(struct uffdmove_target *t);
 
 #endif /* UFFDMOVE_PULL_H */

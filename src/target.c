@@ -356,6 +356,7 @@ UFFDMOVE_EXPORT void uffdmove_target_free(struct uffdmove_target *t)
 {
 	if (!t)
 		return;
+	finish_free(t);
 	keeper_stop(t);
 	pull_stop(t);
 	thp_collapse_stop(t);

@@ -28,6 +28,14 @@ enum target_state {
 	TGT_CLOSED,	/* rejected or aborted: nothing registered */
 };
 
+/* The end's check and clean-up, in a thread: see target_finish.c. */
+struct target_finisher {
+	pthread_t thread;
+	int efd;		/* in the target's epoll set: it ended */
+	bool started, ended;	/* atomic */
+	bool joined;
+};
+
 struct uffdmove_target {
 	struct uffdmove_target_opts opts;
 	struct session_region *regions;
@@ -58,6 +66,7 @@ struct uffdmove_target {
 					   not dumpable, and its /proc/self
 					   files are root's */
 	struct pull *pull;		/* we pull: see pull.c */
+	struct target_finisher finisher;
 	uint32_t pull_why;		/* UFFDMOVE_PULL_WHY_* */
 	struct err_buf err;
 };
@@ -84,6 +93,14 @@ void thp_mark_done(struct uffdmove_target *t, uint64_t start, uint64_t len);
  * wait); stop (and join) it: what is left stays 4 KiB pages. */
 void thp_collapse_start(struct uffdmove_target *t);
 void thp_collapse_stop(struct uffdmove_target *t);
+
+/* target_finish.c: at DONE (under the lock) check guest RAM and end the
+ * handoff in a thread of its own; its result once it ended. */
+int finish_start(struct uffdmove_target *t);
+int finish_result(struct uffdmove_target *t);
+/* It holds the handle: process() has nothing to do. */
+bool finish_busy(struct uffdmove_target *t);
+void finish_free(struct uffdmove_target *t);
 
 /* keeper.c: from the commit on, a thread watches the socket; once the
  * source is gone it services the uffd under the death policy. */

@@ -19,7 +19,6 @@
 #include "util.h"
 #include "wire.h"
 
-#define QUERY_TIMEOUT_MS	1000
 
 /* HELLO: our regions, features and the cookie that tells one mm. */
 void target_build_hello(struct uffdmove_target *t, struct wire_msg *m,
@@ -156,102 +155,6 @@ UFFDMOVE_EXPORT int uffdmove_target_abort(struct uffdmove_target *t)
 		 "the target aborted before resuming its guest");
 	session_send(t->sock, &m, -1, 1000);
 	return target_release(t, 0);
-}
-
-/* After DONE: ask the source for its counters now (it answers with DONE
- * again), and wait a little for them. */
-static int query_stats(struct uffdmove_target *t)
-{
-	struct wire_msg m = { .type = WIRE_QUERY };
-	int ret;
-
-	if (session_send(t->sock, &m, -1, QUERY_TIMEOUT_MS))
-		return -ECONNRESET;
-	for (;;) {
-		ret = session_recv(t->sock, &m, QUERY_TIMEOUT_MS, NULL, 0);
-		if (ret && ret != -EBADMSG)
-			return ret;
-		if (!ret && m.type == WIRE_DONE) {
-			t->st = m.stats;
-			return 0;
-		}
-	}
-}
-
-/*
- * DONE says every page with data is here: see that it is, before
- * unregistering turns what is missing into zeros. The measure is what the
- * source found as it handed each chunk over (its final bytes_populated:
- * pages may vanish there after ACCEPT, as reclaimed MADV_FREE pages or KSM
- * zero pages do). Pages the guest discarded meanwhile are gone; pages it
- * wrote into holes count as data: this catches pages lost on the way, not
- * a source that lies.
- *
- * A page that is there may be the shared zero page although it had data:
- * splitting a THP maps its zero-filled subpages to it (Linux 6.12), and a
- * MOVE carries that over. So every mapped page counts, less the holes the
- * faults filled with the zero page (bytes_zeroed).
- */
-static bool done_holds(const struct uffdmove_target *t, uint64_t here)
-{
-	return here + t->st.bytes_discarded + t->discards.bytes >=
-	       t->st.bytes_populated + t->st.bytes_zeroed;
-}
-
-static int check_done(struct uffdmove_target *t)
-{
-	uint64_t here = 0, bytes;
-	size_t i;
-	int ret = 0;
-
-	for (i = 0; !ret && i < t->nregions; i++) {
-		ret = pm_count_present(&t->pm, t->regions[i].addr,
-				       t->regions[i].len, &bytes);
-		here += bytes;
-	}
-	if (ret)
-		return target_orphan(t, ret, "reading /proc/self/pagemap at DONE");
-	if (done_holds(t, here))
-		return 1;
-	/* DONE's count misses discards the source read after sending it.
-	 * Any discard that emptied a page before our count was read by the
-	 * source before it zapped: a count asked for now has it. */
-	if (!t->pull && query_stats(t) == 0 && done_holds(t, here))
-		return 1;
-	return target_orphan(t, -EPROTO,
-		      "the source said DONE, but guest RAM holds fewer bytes than it announced");
-}
-
-/* DONE: every page with data is here. Unregistering turns the holes into
- * ordinary zero-fill memory and lets the remaining THP ranges collapse. */
-static int finish(struct uffdmove_target *t)
-{
-	struct wire_msg fin = { .type = WIRE_FIN };
-
-	t->t_end = now_ns();
-	keeper_stop(t);
-	if (t->pull)
-		pull_finish(t);	/* THP to collapse, the last RELEASE */
-	target_unregister_all(t, t->nregions);
-	pull_stop(t);	/* it read the uffd until now: discards never hang */
-	session_send(t->sock, &fin, -1, 1000);	/* the source may leave now */
-	target_close_uffd(t);
-	pull_free(t);
-	t->state = TGT_DONE;
-	if (t->st.bytes_discard_raced)
-		err_set(&t->err, 0,
-			"warning: %llu bytes discarded with a raw madvise() during the handoff may have been refilled with stale data; discard with uffdmove_target_discard()",
-			(unsigned long long)t->st.bytes_discard_raced);
-	/*
-	 * THP comes back only now. MADV_COLLAPSE takes the mmap lock for
-	 * writing; done during the handoff it queued every fault's COPY
-	 * behind it and behind the pushers' 2 MiB copies: fault latency p99
-	 * went from ~0.1 ms to ~10 ms here. The chunks are known from the
-	 * source's RANGE_DONE reports (or, pulling, our own). The VMM does
-	 * not wait for it: stats show thp_collapsed grow.
-	 */
-	thp_collapse_start(t);
-	return 1;
 }
 
 /*
@@ -405,14 +308,15 @@ static int process_locked(struct uffdmove_target *t)
 		return err_set(&t->err, EINVAL,
 			       "no handoff in progress (call uffdmove_target_handoff() first)");
 	}
+	if (t->finisher.started)
+		return finish_result(t);
 	/* Pulled in full, we need nothing more from the source: a source
 	 * that gave up waiting for us meanwhile changes nothing. */
 	ret = t->done_seen ? 1 : t->pull ? pull_progress(t) : 0;
 	if (ret == 0)
 		ret = read_messages(t);
-	if (ret == 1)
-		ret = check_done(t);
-	return ret == 1 ? finish(t) : ret;
+	/* Checking guest RAM takes milliseconds per GiB: not in this call. */
+	return ret == 1 ? finish_start(t) : ret;
 }
 
 UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
@@ -421,6 +325,8 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 
 	if (!t)
 		return -EINVAL;
+	if (finish_busy(t))	/* it holds the handle for a while */
+		return 0;
 	pthread_mutex_lock(&t->lock);
 	ret = process_locked(t);
 	pthread_mutex_unlock(&t->lock);

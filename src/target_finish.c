@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The new VMM's end of a handoff (doc/design.md, "The commit"): once DONE
+ * came (or, pulling, every chunk is in), check that guest RAM holds what
+ * the source announced, then unregister, confirm with FIN and let THP
+ * collapse. Counting guest RAM takes milliseconds per GiB, so it runs in
+ * a thread of the library's: uffdmove_target_process() stays short.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "pagemap.h"
+#include "pull.h"
+#include "session.h"
+#include "target.h"
+#include "util.h"
+#include "wake.h"
+#include "wire.h"
+
+#define QUERY_TIMEOUT_MS	1000
+
+/* After DONE: ask the source for its counters now (it answers with DONE
+ * again), and wait a little for them. */
+static int query_stats(struct uffdmove_target *t)
+{
+	struct wire_msg m = { .type = WIRE_QUERY };
+	int ret;
+
+	if (session_send(t->sock, &m, -1, QUERY_TIMEOUT_MS))
+		return -ECONNRESET;
+	for (;;) {
+		ret = session_recv(t->sock, &m, QUERY_TIMEOUT_MS, NULL, 0);
+		if (ret && ret != -EBADMSG)
+			return ret;
+		if (!ret && m.type == WIRE_DONE) {
+			t->st = m.stats;
+			return 0;
+		}
+	}
+}
+
+/*
+ * DONE says every page with data is here: see that it is, before
+ * unregistering turns what is missing into zeros. The measure is what the
+ * source found as it handed each chunk over (its final bytes_populated:
+ * pages may vanish there after ACCEPT, as reclaimed MADV_FREE pages or KSM
+ * zero pages do). Pages the guest discarded meanwhile are gone; pages it
+ * wrote into holes count as data: this catches pages lost on the way, not
+ * a source that lies.
+ *
+ * A page that is there may be the shared zero page although it had data:
+ * splitting a THP maps its zero-filled subpages to it (Linux 6.12), and a
+ * MOVE carries that over. So every mapped page counts, less the holes the
+ * faults filled with the zero page (bytes_zeroed).
+ */
+static bool done_holds(const struct uffdmove_target *t, uint64_t here)
+{
+	return here + t->st.bytes_discarded + t->discards.bytes >=
+	       t->st.bytes_populated + t->st.bytes_zeroed;
+}
+
+/* What guest RAM holds: read without the handle's lock (the regions and
+ * the pagemap fd stay as they are until the handle is freed). */
+static int count_here(struct uffdmove_target *t, uint64_t *here)
+{
+	uint64_t bytes;
+	size_t i;
+	int ret = 0;
+
+	*here = 0;
+	for (i = 0; !ret && i < t->nregions; i++) {
+		ret = pm_count_present(&t->pm, t->regions[i].addr,
+				       t->regions[i].len, &bytes);
+		*here += bytes;
+	}
+	return ret;
+}
+
+static int check_done(struct uffdmove_target *t, int counted, uint64_t here)
+{
+	if (counted)
+		return target_orphan(t, counted,
+				     "reading /proc/self/pagemap at DONE");
+	if (done_holds(t, here))
+		return 1;
+	/* DONE's count misses discards the source read after sending it.
+	 * Any discard that emptied a page before our count was read by the
+	 * source before it zapped: a count asked for now has it. */
+	if (!t->pull && query_stats(t) == 0 && done_holds(t, here))
+		return 1;
+	return target_orphan(t, -EPROTO,
+		      "the source said DONE, but guest RAM holds fewer bytes than it announced");
+}
+
+/* DONE: every page with data is here. Unregistering turns the holes into
+ * ordinary zero-fill memory and lets the remaining THP ranges collapse. */
+static int finish(struct uffdmove_target *t)
+{
+	struct wire_msg fin = { .type = WIRE_FIN };
+
+	t->t_end = now_ns();
+	keeper_stop(t);
+	if (t->pull)
+		pull_finish(t);	/* THP to collapse, the last RELEASE */
+	target_unregister_all(t, t->nregions);
+	pull_stop(t);	/* it read the uffd until now: discards never hang */
+	session_send(t->sock, &fin, -1, 1000);	/* the source may leave now */
+	target_close_uffd(t);
+	pull_free(t);
+	t->state = TGT_DONE;
+	if (t->st.bytes_discard_raced)
+		err_set(&t->err, 0,
+			"warning: %llu bytes discarded with a raw madvise() during the handoff may have been refilled with stale data; discard with uffdmove_target_discard()",
+			(unsigned long long)t->st.bytes_discard_raced);
+	/*
+	 * THP comes back only now. MADV_COLLAPSE takes the mmap lock for
+	 * writing; done during the handoff it queued every fault's COPY
+	 * behind it and behind the pushers' 2 MiB copies: fault latency p99
+	 * went from ~0.1 ms to ~10 ms here. The chunks are known from the
+	 * source's RANGE_DONE reports (or, pulling, our own). The VMM does
+	 * not wait for it: stats show thp_collapsed grow.
+	 */
+	thp_collapse_start(t);
+	return 1;
+}
+
+static void *finisher_main(void *arg)
+{
+	struct uffdmove_target *t = arg;
+	uint64_t here;
+	int counted, ret;
+
+	counted = count_here(t, &here);
+	pthread_mutex_lock(&t->lock);
+	ret = check_done(t, counted, here);
+	if (ret == 1)
+		ret = finish(t);
+	pthread_mutex_unlock(&t->lock);
+	store_release(&t->finisher.ended, true);
+	wake_kick(t->finisher.efd);
+	return NULL;
+}
+
+/* Without a thread of its own, the end is checked in the caller's call. */
+static int finish_inline(struct uffdmove_target *t)
+{
+	uint64_t here;
+	int counted = count_here(t, &here);
+	int ret = check_done(t, counted, here);
+
+	return ret == 1 ? finish(t) : ret;
+}
+
+/* Under the handle's lock: 0 (the end is being checked), or the end. */
+int finish_start(struct uffdmove_target *t)
+{
+	struct target_finisher *f = &t->finisher;
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	/* Only the end wakes the caller now: the socket and the pull's fd
+	 * stay readable while the check runs and would make it spin. */
+	epoll_ctl(t->epfd, EPOLL_CTL_DEL, t->sock, NULL);
+	pull_unwatch(t);
+	f->efd = wake_open();
+	ev.data.fd = f->efd;
+	if (f->efd < 0 || epoll_ctl(t->epfd, EPOLL_CTL_ADD, f->efd, &ev) < 0)
+		return finish_inline(t);
+	store_release(&f->started, true);
+	if (pthread_create(&f->thread, NULL, finisher_main, t)) {
+		store_release(&f->started, false);
+		return finish_inline(t);
+	}
+	return 0;
+}
+
+bool finish_busy(struct uffdmove_target *t)
+{
+	return load_acquire(&t->finisher.started) &&
+	       !load_acquire(&t->finisher.ended);
+}
+
+static void finish_join(struct uffdmove_target *t)
+{
+	struct target_finisher *f = &t->finisher;
+
+	if (f->started && !f->joined) {
+		pthread_join(f->thread, NULL);
+		f->joined = true;
+	}
+}
+
+/* Under the handle's lock: 0 while it runs, else how the handoff ended. */
+int finish_result(struct uffdmove_target *t)
+{
+	if (!load_acquire(&t->finisher.ended))
+		return 0;
+	finish_join(t);
+	return t->state == TGT_DONE ? 1 : t->failure;
+}
+
+void finish_free(struct uffdmove_target *t)
+{
+	struct target_finisher *f = &t->finisher;
+
+	finish_join(t);
+	if (f->efd > 0) {
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, f->efd, NULL);
+		close(f->efd);
+	}
+	f->efd = -1;
+}

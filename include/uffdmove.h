@@ -28,7 +28,7 @@ extern "C" {
 /* ------------------------------------------------------------------ version */
 
 #define UFFDMOVE_VERSION_MAJOR 0
-#define UFFDMOVE_VERSION_MINOR 3
+#define UFFDMOVE_VERSION_MINOR 4
 #define UFFDMOVE_VERSION_MICRO 0
 
 /**
@@ -545,6 +545,41 @@ int uffdmove_source_accept(struct uffdmove_source *s, int sock);
  *	   guest RAM; -EINVAL called out of order.
  */
 int uffdmove_source_run(struct uffdmove_source *s);
+
+/**
+ * uffdmove_source_fd - a pollable fd for driving the run from an event loop.
+ *
+ * Instead of uffdmove_source_run() on a thread of its own, an event loop
+ * calls uffdmove_source_process() once after a successful accept, then
+ * whenever this fd is readable. Borrowed: valid until
+ * uffdmove_source_free().
+ *
+ * @return the fd, or -EINVAL.
+ */
+int uffdmove_source_fd(const struct uffdmove_source *s);
+
+/**
+ * uffdmove_source_process - drive the run from an event loop, in bounded
+ * steps.
+ *
+ * The first call (after a successful uffdmove_source_accept()) starts the
+ * run that uffdmove_source_run() would do, in the library's own threads,
+ * and returns 0. Later calls hand on what the run left: opts.progress is
+ * then called from here, on the caller's thread, and at the end the
+ * result. Never blocks: microseconds plus the progress callback.
+ *
+ * Not thread safe against itself; uffdmove_source_stats() and
+ * uffdmove_source_cancel() may be called from any thread meanwhile, and
+ * uffdmove_source_error() once a call returned the failure.
+ *
+ * @return 0 in progress; 1 complete (where uffdmove_source_run() returns
+ *	   0); a negative errno exactly as uffdmove_source_run() returns it,
+ *	   with its meaning (-ECANCELED: the old VMM may resume its guest).
+ *	   After the end every call returns the same and the fd stays
+ *	   readable: stop polling it. -EINVAL before a successful accept or
+ *	   on a handle that uffdmove_source_run() drove.
+ */
+int uffdmove_source_process(struct uffdmove_source *s);
 
 /**
  * uffdmove_source_cancel - end a handoff from another thread.

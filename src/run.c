@@ -229,14 +229,11 @@ static int end_complete(struct uffdmove_source *s)
 	return 0;
 }
 
-UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
+int source_run(struct uffdmove_source *s)
 {
 	struct run run = { .s = s };
 	int ret;
 
-	if (source_in_state(s, SRC_ACCEPTED,
-			    "uffdmove_source_run() needs a successful uffdmove_source_accept() first"))
-		return -EINVAL;
 	s->state = SRC_RUNNING;
 	err_clear(&s->err);
 	run.needs_commit = mover_primitive(&s->m) != UFFDMOVE_PRIM_COPY;
@@ -257,6 +254,14 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 		ret = end_complete(s);
 	s->state = SRC_ENDED;
 	return ret;
+}
+
+UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
+{
+	if (source_in_state(s, SRC_ACCEPTED,
+			    "uffdmove_source_run() needs a successful uffdmove_source_accept() first"))
+		return -EINVAL;
+	return source_run(s);
 }
 
 UFFDMOVE_EXPORT int uffdmove_source_stats(const struct uffdmove_source *s,

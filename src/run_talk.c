@@ -64,7 +64,10 @@ void periodic(struct run *run, bool force)
 	handled = msg.stats.bytes_moved + msg.stats.bytes_copied +
 		  msg.stats.bytes_pulled;
 	if (s->opts.progress && (force || handled >= run->next_cb_bytes)) {
-		s->opts.progress(&msg.stats, s->opts.progress_arg);
+		if (source_loop_driven(s))	/* on the caller's thread */
+			source_loop_progress(s, &msg.stats);
+		else
+			s->opts.progress(&msg.stats, s->opts.progress_arg);
 		run->next_cb_bytes = handled + PROGRESS_CB_BYTES;
 	}
 }

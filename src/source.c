@@ -81,8 +81,12 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 			ret = err_set(&s->err, -s->efd, "eventfd: %s",
 				      strerror(-s->efd));
 	}
+	if (!ret)
+		ret = source_loop_init(s);
 	if (ret) {
 		err_keep(&s->err, ret);
+		if (s->efd > 0)
+			close(s->efd);
 		free(s->regions);
 		free(s);
 		return ret;
@@ -133,7 +137,13 @@ int source_in_state(struct uffdmove_source *s, enum source_state want,
 {
 	if (!s)
 		return -EINVAL;
-	return s->state == want ? 0 : err_set(&s->err, EINVAL, "%s", misuse);
+	if (s->state == want)
+		return 0;
+	if (s->state == SRC_RUNNING)
+		misuse = "the handoff is running already";
+	else if (s->state == SRC_ENDED)
+		misuse = "this handle's handoff has ended: a new one needs a new handle";
+	return err_set(&s->err, EINVAL, "%s", misuse);
 }
 
 /* Answer REJECT with the handle's message, and return @ret. */
@@ -268,6 +278,7 @@ UFFDMOVE_EXPORT void uffdmove_source_free(struct uffdmove_source *s)
 {
 	if (!s)
 		return;
+	source_loop_fini(s);	/* a run still going is cancelled first */
 	if (s->pulling)
 		source_revoke_reader();
 	source_teardown_mover(s);

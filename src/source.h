@@ -7,6 +7,7 @@
 #ifndef UFFDMOVE_SOURCE_H
 #define UFFDMOVE_SOURCE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -17,6 +18,18 @@
 #include "uffdmove.h"
 
 enum source_state { SRC_NEW, SRC_ACCEPTED, SRC_RUNNING, SRC_ENDED };
+
+/* The run driven from the caller's event loop (source_loop.c). */
+struct source_loop {
+	int efd;		/* readable: progress to hand on, or the end */
+	pthread_t thread;	/* runs what uffdmove_source_run() would */
+	bool started, joined;
+	bool ended;		/* atomic: result is set */
+	int result;
+	pthread_mutex_t lock;	/* progress, progress_new */
+	struct uffdmove_stats progress;
+	bool progress_new;
+};
 
 struct uffdmove_source {
 	struct uffdmove_source_opts opts;
@@ -36,12 +49,24 @@ struct uffdmove_source {
 				   for it to read back (proof of access) */
 	struct mover m;
 	uint64_t t_start, t_end;
+	struct source_loop loop;
 	struct err_buf err;
 };
 
 /* -EINVAL (with @misuse as the message) unless @s is in state @want. */
 int source_in_state(struct uffdmove_source *s, enum source_state want,
 		    const char *misuse);
+
+/* run.c: what uffdmove_source_run() does once the state was checked. */
+int source_run(struct uffdmove_source *s);
+
+/* source_loop.c */
+int source_loop_init(struct uffdmove_source *s);
+void source_loop_fini(struct uffdmove_source *s);
+/* Driven from an event loop? Then progress goes to the caller's thread. */
+bool source_loop_driven(const struct uffdmove_source *s);
+void source_loop_progress(struct uffdmove_source *s,
+			  const struct uffdmove_stats *st);
 
 /* source.c and source_hello.c: the handshake's steps that pull shares
  * with push. */

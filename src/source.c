@@ -112,7 +112,11 @@ UFFDMOVE_EXPORT int uffdmove_source_declare_pinned(struct uffdmove_source *s,
 	if (source_in_state(s, SRC_NEW,
 			    "declare pinned ranges before uffdmove_source_accept()"))
 		return -EINVAL;
-	if (!len || !IS_ALIGNED(a | len, PAGE_SZ) || a + len < a)
+	if (a + len < a)
+		return err_set(&s->err, EINVAL,
+			       "pinned range %p+%zu wraps around the address space",
+			       addr, len);
+	if (!len || !IS_ALIGNED(a | len, PAGE_SZ))
 		return err_set(&s->err, EINVAL,
 			       "pinned range %p+%zu must be non-empty and page aligned",
 			       addr, len);

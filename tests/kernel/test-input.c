@@ -275,6 +275,118 @@ static int target_region_shared(struct t_ctx *ctx)
  * whether written or only read (the zero page), and left unregistered:
  * touching it afterwards does not block.
  */
+/*
+ * Every bad argument of both *_new() calls: -EINVAL, no handle written,
+ * nothing left open, and uffdmove_new_error() saying what was wrong.
+ */
+enum bad_arg {
+	BAD_OUT, BAD_REGIONS, BAD_N0, BAD_NMAX, BAD_NAME, BAD_NAME_LONG,
+	BAD_LEN0, BAD_ADDR, BAD_LEN, BAD_WRAP, BAD_DUP, BAD_OVERLAP,
+	BAD_RESERVED, BAD_OPTION, BAD_ARGS
+};
+
+static const char *const bad_says[BAD_ARGS] = {
+	[BAD_OUT] = "out is NULL", [BAD_REGIONS] = "regions is NULL",
+	[BAD_N0] = "need 1..", [BAD_NMAX] = "need 1..",
+	[BAD_NAME] = "name must be", [BAD_NAME_LONG] = "name must be",
+	[BAD_LEN0] = "non-empty", [BAD_ADDR] = "aligned",
+	[BAD_LEN] = "aligned", [BAD_WRAP] = "wraps around",
+	[BAD_DUP] = "used twice", [BAD_OVERLAP] = "overlap",
+	[BAD_RESERVED] = "reserved field", [BAD_OPTION] = "at most",
+};
+
+static int new_with(enum bad_arg bad, bool target, uint8_t *mem,
+		    const char **said)
+{
+	static char long_name[UFFDMOVE_NAME_MAX + 2];
+	struct uffdmove_region r[UFFDMOVE_REGIONS_MAX + 1];
+	struct uffdmove_source_opts so;
+	struct uffdmove_target_opts to;
+	void *h = UNTOUCHED;
+	size_t i, n = 2;
+	int fds = t_count_fds(), ret;
+
+	memset(long_name, 'x', sizeof(long_name) - 1);
+	for (i = 0; i < T_ARRAY_SIZE(r); i++)
+		r[i] = (struct uffdmove_region){ "ram", mem, 2 * T_HPAGE };
+	r[1] = (struct uffdmove_region){ "rom", mem + 2 * T_HPAGE, T_HPAGE };
+	uffdmove_source_opts_init(&so);
+	uffdmove_target_opts_init(&to);
+	switch (bad) {
+	case BAD_N0: n = 0; break;
+	case BAD_NMAX: n = UFFDMOVE_REGIONS_MAX + 1; break;
+	case BAD_NAME: r[1].name = NULL; break;
+	case BAD_NAME_LONG: r[1].name = long_name; break;
+	case BAD_LEN0: r[1].len = 0; break;
+	case BAD_ADDR: r[1].addr = mem + 2 * T_HPAGE + 1; break;
+	case BAD_LEN: r[1].len = T_HPAGE + 1; break;
+	case BAD_WRAP: r[1].addr = (void *)-T_HPAGE; break;
+	case BAD_DUP: r[1].name = "ram"; break;
+	case BAD_OVERLAP: r[1].addr = mem + T_HPAGE; break;
+	case BAD_RESERVED: so.reserved[2] = 1; to.reserved[2] = 1; break;
+	case BAD_OPTION: so.mode = 7; to.pull = 7; break;
+	default: break;
+	}
+	if (target)
+		ret = uffdmove_target_new(bad == BAD_OUT ? NULL :
+					  (struct uffdmove_target **)&h,
+					  bad == BAD_REGIONS ? NULL : r, n, &to);
+	else
+		ret = uffdmove_source_new(bad == BAD_OUT ? NULL :
+					  (struct uffdmove_source **)&h,
+					  bad == BAD_REGIONS ? NULL : r, n, &so);
+	*said = uffdmove_new_error();
+	printf("  %s_new, case %d: %d %s\n", target ? "target" : "source",
+	       bad, ret, *said);
+	if (ret == 0 && target)
+		uffdmove_target_free(h);
+	else if (ret == 0)
+		uffdmove_source_free(h);
+	if (ret != -EINVAL || h != UNTOUCHED || t_count_fds() != fds)
+		return -1;
+	return 0;
+}
+
+/* A pinned range that wraps says so, not "unaligned". */
+static int pinned_wrap_says_so(uint8_t *mem)
+{
+	struct uffdmove_region r = { "ram", mem, 4 * T_HPAGE };
+	struct uffdmove_source *s;
+	int ret;
+
+	T_CHECK(uffdmove_source_new(&s, &r, 1, NULL) == 0, "source_new");
+	ret = uffdmove_source_declare_pinned(s, mem + T_HPAGE, -(size_t)T_HPAGE);
+	printf("  wrapping pinned range: %d %s\n", ret,
+	       uffdmove_source_error(s));
+	T_CHECK(ret == -EINVAL && strstr(uffdmove_source_error(s), "wraps"),
+		"wrapping pinned range: %s", uffdmove_source_error(s));
+	uffdmove_source_free(s);
+	return T_PASS;
+}
+
+static int new_refuses_bad_arguments(struct t_ctx *ctx)
+{
+	uint8_t *mem = t_map(4 * T_HPAGE, false);
+	const char *said;
+	int side, bad;
+
+	(void)ctx;
+	for (side = 0; side < 2; side++) {
+		for (bad = 0; bad < BAD_ARGS; bad++) {
+			T_CHECK(new_with(bad, side, mem, &said) == 0,
+				"%s_new, case %d: not -EINVAL, a handle written or an fd left open",
+				side ? "target" : "source", bad);
+			T_CHECK(strstr(said, bad_says[bad]),
+				"%s_new, case %d: message '%s' does not say '%s'",
+				side ? "target" : "source", bad, said,
+				bad_says[bad]);
+		}
+	}
+	T_CHECK(pinned_wrap_says_so(mem) == T_PASS, "pinned range");
+	t_unmap(mem, 4 * T_HPAGE);
+	return T_PASS;
+}
+
 static int target_ram_touched(struct t_ctx *ctx)
 {
 	static const char *const how[] = { "written", "read" };
@@ -909,6 +1021,7 @@ int main(void)
 		{ "source-region-shared", source_region_shared },
 		{ "target-region-shared", target_region_shared },
 		{ "target-ram-touched", target_ram_touched },
+		{ "new-refuses-bad-arguments", new_refuses_bad_arguments },
 		{ "accept-retry-no-leak", accept_retry_no_leak },
 		{ "range-done-flood", range_done_flood },
 		{ "done-without-data", done_without_data },

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libcap, converted to 0/-errno once. Only effective capabilities matter:
- * they are what the kernel checks when this process opens a userfaultfd,
- * reads PFNs from pagemap or calls process_madvise().
+ * they are what the kernel checks when this process opens a userfaultfd
+ * or reads PFNs from pagemap. CAP_SYS_NICE is only reported: nothing here
+ * needs it.
  */
 #ifndef UFFDMOVE_CAPS_H
 #define UFFDMOVE_CAPS_H

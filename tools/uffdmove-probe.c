@@ -217,10 +217,6 @@ static void print_consequences(const struct uffdmove_caps *c)
 	    "itself names no peer: declare the new VMM yourself");
 	SAY(!c->cap_sys_admin,
 	    "no CAP_SYS_ADMIN: only pagemap PFNs are hidden (diagnostics)");
-	SAY(!c->cap_sys_nice,
-	    "no CAP_SYS_NICE: the old VMM cannot MADV_COLLAPSE the new "
-	    "one's memory with process_madvise(); the target collapses "
-	    "its own");
 #undef SAY
 }
 

@@ -174,6 +174,10 @@ static int ov_pause(struct old_vmm *ov)
 	range_usage(ov->ram, ov->o->mem, &state.rss_before,
 		    &state.huge_before);
 	state.pause_ns = vm_pause(ov->vm);
+	/* The guest ran since boot and wrote into holes: what the handoff
+	 * carries is what is resident now, not what boot populated. */
+	if (state.rss_before > ov->populated)
+		ov->populated = state.rss_before;
 	state.populated = ov->populated;
 	vm_counters(ov->vm, &state.reads, &state.writes, &state.io_ops);
 	ret = send_state(ov->sv[0], &state, ov->vm->ver_fd);

@@ -51,10 +51,48 @@ const char *uffdmove_version(void);
  *
  * Thread safe: each thread has its own.
  *
+ * uffdmove_target_socket() and uffdmove_source_socket() leave theirs here
+ * too.
+ *
  * @return the message, "" if the last *_new call succeeded; valid until
  *	   the next *_new call on this thread. Never NULL.
  */
 const char *uffdmove_new_error(void);
+
+/**
+ * uffdmove_target_socket - the new VMM: make the handoff's socket over a
+ * channel the two VMMs already share.
+ *
+ * The library talks over an AF_UNIX SOCK_SEQPACKET socket. Where the VMMs
+ * already have an AF_UNIX channel of their own (a stream socket, say),
+ * the new VMM calls this: it makes a SOCK_SEQPACKET pair, sends one end
+ * over @channel (a 4-byte tag with the fd, SCM_RIGHTS) and returns the
+ * other, for uffdmove_target_handoff(). The old VMM takes its end with
+ * uffdmove_source_socket() at the same point of their own protocol. The
+ * new VMM creating the pair makes SO_PEERCRED on the old VMM's end name
+ * the new VMM, which the source authenticates.
+ *
+ * Blocking while @channel is full. Thread safe.
+ *
+ * @return the socket (close-on-exec, the caller's to close), or a
+ *	   negative errno with the message in uffdmove_new_error().
+ */
+int uffdmove_target_socket(int channel);
+
+/**
+ * uffdmove_source_socket - the old VMM: take the handoff's socket that
+ * uffdmove_target_socket() sent over @channel.
+ *
+ * Reads exactly the 4-byte tag and its fd, nothing more: call it when the
+ * next thing on @channel is that message.
+ *
+ * @param timeout_ms how long to wait for it; -1: no limit.
+ * @return the socket (close-on-exec, the caller's to close), for
+ *	   uffdmove_source_accept(); -ETIMEDOUT; -ECONNRESET the channel
+ *	   closed; -EPROTO something else came (bytes of the VMMs' own, or
+ *	   no SOCK_SEQPACKET socket); the message is in uffdmove_new_error().
+ */
+int uffdmove_source_socket(int channel, int timeout_ms);
 
 /* -------------------------------------------------------------------- probe */
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -289,11 +290,94 @@ static int cross_process_copy(struct t_ctx *ctx)
 	return cross_process(ctx, false);
 }
 
+/*
+ * The VMMs' own channel is a stream socket: the new VMM sends the
+ * handoff's socket over it, the old VMM takes it, and a pull then runs
+ * with the peer SO_PEERCRED names on the old VMM's end: the new VMM.
+ */
+static int stream_channel(struct t_ctx *ctx)
+{
+	struct guest g = layout();
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts so;
+	struct uffdmove_source *s;
+	struct uffdmove_stats st;
+	int ch[2], sock, ret, status;
+	pid_t pid;
+
+	(void)ctx;
+	guest_map_source(&g);
+	guest_regions(&g, regions);
+	T_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) == 0,
+		"socketpair");
+	pid = fork();
+	T_CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		t_child(120);
+		close(ch[0]);
+		sock = uffdmove_target_socket(ch[1]);
+		if (sock < 0) {
+			fprintf(stderr, "target_socket: %s\n", uffdmove_new_error());
+			_exit(1);
+		}
+		_exit(target_main(sock, true));
+	}
+	close(ch[1]);
+	sock = uffdmove_source_socket(ch[0], 10000);
+	T_CHECK(sock >= 0, "source_socket: %s", uffdmove_new_error());
+	uffdmove_source_opts_init(&so);
+	so.expected_pid = pid;	/* the new VMM made the pair: it is the peer */
+	T_CHECK(uffdmove_source_new(&s, regions, g.n, &so) == 0, "source_new");
+	ret = uffdmove_source_accept(s, sock);
+	T_CHECK(ret == 0, "accept: %s", uffdmove_source_error(s));
+	ret = uffdmove_source_run(s);
+	T_CHECK(ret == 0, "run: %s", uffdmove_source_error(s));
+	T_CHECK(uffdmove_source_stats(s, &st) == 0 &&
+		st.primitive == UFFDMOVE_PRIM_PULL, "primitive %u", st.primitive);
+	status = t_wait(pid);
+	T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		"target failed (status 0x%x)", status);
+	uffdmove_source_free(s);
+	close(sock);
+	close(ch[0]);
+	guest_unmap(&g);
+	return T_PASS;
+}
+
+/* The channel carries something else, or closes: a specific error, no
+ * fd left behind, and the message says what came. */
+static int stream_channel_bad(struct t_ctx *ctx)
+{
+	int ch[2], fds = t_count_fds(), ret;
+
+	(void)ctx;
+	T_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch) == 0,
+		"socketpair");
+	T_CHECK(write(ch[1], "QEMU", 4) == 4, "write");
+	ret = uffdmove_source_socket(ch[0], 1000);
+	T_CHECK(ret == -EPROTO && strstr(uffdmove_new_error(), "other data"),
+		"other bytes: %d %s", ret, uffdmove_new_error());
+	ret = uffdmove_source_socket(ch[0], 50);
+	T_CHECK(ret == -ETIMEDOUT && strstr(uffdmove_new_error(), "receiving"),
+		"nothing: %d %s", ret, uffdmove_new_error());
+	close(ch[1]);
+	ret = uffdmove_source_socket(ch[0], 1000);
+	T_CHECK(ret == -ECONNRESET, "closed: %d %s", ret, uffdmove_new_error());
+	ret = uffdmove_target_socket(ch[0]);
+	T_CHECK(ret < 0 && strstr(uffdmove_new_error(), "sending"),
+		"sending to a closed channel: %d %s", ret, uffdmove_new_error());
+	close(ch[0]);
+	T_CHECK(t_count_fds() == fds, "fds %d -> %d", fds, t_count_fds());
+	return T_PASS;
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
 		{ "cross-process-pull", cross_process_pull },
 		{ "cross-process-copy", cross_process_copy },
+		{ "stream-channel", stream_channel },
+		{ "stream-channel-bad", stream_channel_bad },
 	};
 	return t_main(cases, T_ARRAY_SIZE(cases), 240,
 		      T_NEED_KERNEL_FAULTS, NULL);

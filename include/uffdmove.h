@@ -256,7 +256,11 @@ struct uffdmove_target_opts {
 	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default), _OFF, _ON */
 	uint32_t threads;	/* pull: threads that pull; 0: default (2) */
 	uint32_t fault_policy;	/* pull: UFFDMOVE_FAULT_* */
-	uint64_t reserved[5];
+	/* After the commit, end the handoff (-ETIMEDOUT, like the source's
+	 * death) when guest RAM gains nothing for this long; 0: never. */
+	uint32_t progress_timeout_ms;
+	uint32_t reserved32;
+	uint64_t reserved[4];
 };
 
 #define UFFDMOVE_UID_SELF UINT32_MAX
@@ -425,7 +429,9 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  *	   (e.g. -EPROTO after an mremap of guest RAM), with its message;
  *	   -EPROTO a malformed message, or DONE while guest RAM holds fewer
  *	   bytes with data than the source announced in ACCEPT (missing
- *	   pages stay blocked or poisoned); -ECANCELED the source gave up
+ *	   pages stay blocked or poisoned); -ETIME nothing arrived for
+ *	   opts.progress_timeout_ms: the source is treated as gone (as for
+ *	   -ECONNRESET); -ECANCELED the source gave up
  *	   before the commit: do not resume the guest here, the old VMM
  *	   keeps it; -EINVAL called out of order. After a
  *	   failure stop polling uffdmove_target_fd(): it stays readable.
@@ -491,7 +497,10 @@ struct uffdmove_source_opts {
 	void (*progress)(const struct uffdmove_stats *st, void *arg);
 	void *progress_arg;
 	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default), _OFF, _ON */
-	uint32_t reserved32;
+	/* After the commit, end the run (-ETIMEDOUT) when nothing is handed
+	 * over (pulled: the target reports nothing) for this long, the
+	 * target still alive; 0: never. */
+	uint32_t progress_timeout_ms;
 	uint64_t reserved[5];
 };
 
@@ -576,7 +585,9 @@ int uffdmove_source_accept(struct uffdmove_source *s, int sock);
  *	   so the old VMM may resume; -ECONNRESET or -ESRCH the target died
  *	   or hung up after committing (stats tell how much was handed over;
  *	   in COPY mode our memory is intact); -ETIMEDOUT the target did not
- *	   confirm DONE in time, or, pulling, went silent; -ECONNABORTED cancelled after the commit;
+ *	   confirm DONE in time, or, pulling, went silent, or nothing was
+ *	   handed over for opts.progress_timeout_ms; -ECONNABORTED
+ *	   cancelled after the commit;
  *	   -EBUSY MODE_MOVE and the kernel refused to move a page (pinned or
  *	   shared): the handoff completed by copying that page, the message
  *	   names it; -EPROTO a malformed message, or the target mremap()ed

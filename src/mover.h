@@ -200,6 +200,8 @@ void mover_outbox_add(struct mover *m, uint64_t start, uint64_t len);
 /* Take up to @cap completed THP ranges from the outbox; returns count. */
 size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap);
 bool mover_outbox_empty(struct mover *m);
+/* Grows with every page and fault handed over: progress, for deadlines. */
+uint64_t mover_progress(struct mover *m);
 /* How many bytes the outbox covers. */
 uint64_t mover_outbox_bytes(struct mover *m);
 /* Pull: THP chunks that arrived as small pages, to collapse here. */

@@ -61,6 +61,14 @@ size_t mover_take_ranges(struct mover *m, struct wire_range *out, size_t cap)
 	return n;
 }
 
+uint64_t mover_progress(struct mover *m)
+{
+	return __atomic_load_n(&m->cnt.moved, __ATOMIC_RELAXED) +
+	       __atomic_load_n(&m->cnt.copied, __ATOMIC_RELAXED) +
+	       __atomic_load_n(&m->cnt.zeroed, __ATOMIC_RELAXED) +
+	       __atomic_load_n(&m->cnt.faults, __ATOMIC_RELAXED);
+}
+
 uint64_t mover_outbox_bytes(struct mover *m)
 {
 	uint64_t bytes;

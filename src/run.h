@@ -31,6 +31,8 @@ struct run {
 	bool target_aborted;	/* it said ABORT before committing */
 	uint64_t done_sent_ns;
 	uint64_t heard_ns;	/* the target's last message */
+	uint64_t progress_mark;	/* mover_progress() when it last grew */
+	uint64_t progress_ns;	/* and when */
 	uint64_t next_progress_ns, next_cb_bytes;
 	struct faults faults;	/* see faults.h */
 };

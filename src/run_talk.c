@@ -237,6 +237,29 @@ void answer_query(struct run *run)
 
 /* A target that never commits, or never confirms DONE, must not keep the
  * old VMM waiting forever; nor may a caller's cancel. */
+/*
+ * A target alive but stuck (stopped, or discarding in a loop that starves
+ * every fill) makes no progress: pushed, nothing handed over; pulled, no
+ * report of arrivals. The caller's deadline ends the run then.
+ */
+static int check_progress(struct run *run, uint64_t now)
+{
+	struct uffdmove_source *s = run->s;
+	uint64_t mark = s->pulling ? run->heard_ns : mover_progress(&s->m);
+
+	if (mark != run->progress_mark || !run->progress_ns) {
+		run->progress_mark = mark;
+		run->progress_ns = now;
+		return 0;
+	}
+	if (now - run->progress_ns <= s->opts.progress_timeout_ms * 1000000ULL)
+		return 0;
+	return mover_fail(&s->m, -ETIMEDOUT,
+			  "no progress for %u ms (opts.progress_timeout_ms): the target is alive but %s",
+			  s->opts.progress_timeout_ms,
+			  s->pulling ? "reported nothing" : "takes no pages");
+}
+
 int check_deadlines(struct run *run)
 {
 	struct uffdmove_source *s = run->s;
@@ -256,6 +279,9 @@ int check_deadlines(struct run *run)
 		return mover_fail(&s->m, -ETIMEDOUT,
 				  "the target did not confirm DONE within %u ms",
 				  s->opts.peer_timeout_ms);
+	if (s->opts.progress_timeout_ms && committed(run) &&
+	    !run->done_sent && check_progress(run, now))
+		return mover_fatal(&s->m);
 	/* Pulling, it reports arrivals every few ms until FIN. */
 	if (s->pulling && committed(run) &&
 	    now - MAX(run->heard_ns, s->t_start) > limit)

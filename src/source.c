@@ -53,9 +53,7 @@ static int check_opts(const struct uffdmove_source_opts *o, struct err_buf *err)
 	};
 
 	return session_check_opts(err, opts, ARRAY_SIZE(opts), o->reserved,
-				  sizeof(o->reserved)) ?:
-	       session_check_reserved(err, &o->reserved32,
-				      sizeof(o->reserved32));
+				  sizeof(o->reserved));
 }
 
 UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,

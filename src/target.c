@@ -42,7 +42,9 @@ static int check_opts(const struct uffdmove_target_opts *o, struct err_buf *err)
 	};
 
 	return session_check_opts(err, opts, ARRAY_SIZE(opts), o->reserved,
-				  sizeof(o->reserved));
+				  sizeof(o->reserved)) ?:
+	       session_check_reserved(err, &o->reserved32,
+				      sizeof(o->reserved32));
 }
 
 static struct uffdmove_target_opts target_defaults(void)
@@ -179,6 +181,8 @@ static void destroy(struct uffdmove_target *t)
 	pm_close(&t->pm);
 	if (t->epfd >= 0)
 		close(t->epfd);
+	if (t->progress_tfd >= 0)
+		close(t->progress_tfd);
 	discards_fini(&t->discards);
 	thp_free(t);
 	free(t->thp);
@@ -200,7 +204,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	t = session_new_handle(out, sizeof(*t), "uffdmove_target_new", &ret);
 	if (!t)
 		return ret;
-	t->uffd = t->sock = t->epfd = t->pm.fd = -1;
+	t->uffd = t->sock = t->epfd = t->pm.fd = t->progress_tfd = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	t->opts = opts ? *opts : target_defaults();
 	ret = check_opts(&t->opts, &t->err);

@@ -67,6 +67,8 @@ struct uffdmove_target {
 					   files are root's */
 	struct pull *pull;		/* we pull: see pull.c */
 	struct target_finisher finisher;
+	int progress_tfd;		/* opts.progress_timeout_ms: ticks */
+	uint64_t progress_mark, progress_ns;	/* what grew last, when */
 	uint32_t pull_why;		/* UFFDMOVE_PULL_WHY_* */
 	struct err_buf err;
 };
@@ -101,6 +103,11 @@ int finish_result(struct uffdmove_target *t);
 /* It holds the handle: process() has nothing to do. */
 bool finish_busy(struct uffdmove_target *t);
 void finish_free(struct uffdmove_target *t);
+
+/* target_progress.c: from the commit, watch opts.progress_timeout_ms;
+ * 0, or the end (orphaned, -ETIME) when nothing arrived for that long. */
+void target_watch_progress(struct uffdmove_target *t);
+int target_check_progress(struct uffdmove_target *t);
 
 /* keeper.c: from the commit on, a thread watches the socket; once the
  * source is gone it services the uffd under the death policy. */

@@ -159,9 +159,12 @@ int finish_start(struct uffdmove_target *t)
 	struct target_finisher *f = &t->finisher;
 	struct epoll_event ev = { .events = EPOLLIN };
 
-	/* Only the end wakes the caller now: the socket and the pull's fd
-	 * stay readable while the check runs and would make it spin. */
+	/* Only the end wakes the caller now: the socket, the pull's fd and
+	 * the progress timer stay readable while the check runs and would
+	 * make it spin. */
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, t->sock, NULL);
+	if (t->progress_tfd >= 0)
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, t->progress_tfd, NULL);
 	pull_unwatch(t);
 	f->efd = wake_open();
 	ev.data.fd = f->efd;

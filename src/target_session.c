@@ -263,6 +263,7 @@ static int commit(struct uffdmove_target *t)
 	}
 	t->state = TGT_RUNNING;
 	t->t_start = now_ns();
+	target_watch_progress(t);
 	if (!t->pull) {
 		keeper_start(t);
 		return 0;
@@ -315,6 +316,8 @@ static int process_locked(struct uffdmove_target *t)
 	ret = t->done_seen ? 1 : t->pull ? pull_progress(t) : 0;
 	if (ret == 0)
 		ret = read_messages(t);
+	if (ret == 0)
+		ret = target_check_progress(t);
 	/* Checking guest RAM takes milliseconds per GiB: not in this call. */
 	return ret == 1 ? finish_start(t) : ret;
 }

@@ -83,6 +83,10 @@ static int target_gone(struct run *run)
 
 	if (run->fin)
 		return 0;
+	/* We shut it ourselves (see cancel): check_deadlines() ends the
+	 * run, once the faults read with it were looked at. */
+	if (load_acquire(&run->s->cancel))
+		return 0;
 	if (!committed(run))
 		return mover_fail(m, -ECANCELED, "the target went away");
 	return mover_fail(m, -ECONNRESET, "%s",
@@ -357,6 +361,11 @@ UFFDMOVE_EXPORT int uffdmove_source_cancel(struct uffdmove_source *s)
 	if (!s)
 		return -EINVAL;
 	store_release(&s->cancel, true);
+	/* Final at once, not when the run next looks: a GO the target sends
+	 * from now on fails in its sendmsg(); one already queued is still
+	 * read, and counts (see settle_commit()). */
+	if (load_acquire(&s->accepted))
+		shutdown(s->sock, SHUT_RD);
 	wake_kick(s->efd);
 	return 0;
 }

@@ -273,6 +273,9 @@ UFFDMOVE_EXPORT int uffdmove_source_accept(struct uffdmove_source *s, int sock)
 	}
 	s->t_start = now_ns();
 	s->state = SRC_ACCEPTED;
+	store_release(&s->accepted, true);
+	if (load_acquire(&s->cancel))	/* cancelled during accept */
+		uffdmove_source_cancel(s);
 	return 0;
 }
 

@@ -41,6 +41,7 @@ struct uffdmove_source {
 	int sock;
 	int efd;		/* wakes the fault loop: pushers, cancel */
 	bool cancel;		/* atomic: uffdmove_source_cancel() */
+	bool accepted;		/* atomic: sock is the session's, to shut */
 	uint64_t features;	/* what the target negotiated */
 	bool mover_ready;
 	bool pulling;		/* the target reads us (source_pull.c) */

@@ -163,7 +163,7 @@ UFFDMOVE_EXPORT int uffdmove_target_abort(struct uffdmove_target *t)
  */
 static int cancelled(struct uffdmove_target *t, const char *why)
 {
-	err_set(&t->err, ECANCELED,
+	t->failure = err_set(&t->err, ECANCELED,
 		"the source ended the handoff before the commit (%s): do not resume the guest here",
 		why);
 	return target_release(t, -ECANCELED);
@@ -305,6 +305,10 @@ static int process_locked(struct uffdmove_target *t)
 		return 1;
 	case TGT_ORPHANED:
 		return t->failure;
+	case TGT_CLOSED:	/* the source cancelled: say so again */
+		if (t->failure)
+			return t->failure;
+		/* fall through */
 	default:
 		return err_set(&t->err, EINVAL,
 			       "no handoff in progress (call uffdmove_target_handoff() first)");

@@ -99,7 +99,8 @@ static int new_vmm(int sock)
 	ret = uffdmove_target_handoff(t, sock);
 	if (ret == 0)
 		ret = uffdmove_target_process(t);	/* the commit */
-	if (ret < 0) {		/* not committed: the old VMM keeps the guest */
+	if (ret < 0) {		/* never resume here; -ECANCELED: the old VMM
+				 * keeps the guest (it decides, see its run) */
 		fprintf(stderr, "new VMM: %s\n", uffdmove_target_error(t));
 		uffdmove_target_free(t);
 		return 1;

@@ -420,8 +420,11 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  * guest RAM, unregisters the regions, closes the uffd (the fd becomes
  * readable when it is done: the call then returns 1) and starts collapsing
  * THP chunks that arrived as small pages: stats.thp_collapsed grows
- * afterwards. Every call is short (well under a millisecond): fit for an
- * event loop's thread.
+ * afterwards. Every call does well under a millisecond of work (its
+ * thread may still be preempted by the guest's and the library's threads
+ * on a busy host): fit for an event loop's thread. Before the commit the
+ * fd also becomes readable when the source gives up: the next call then
+ * returns -ECANCELED.
  *
  * @return 1 handoff complete; 0 in progress; -ECONNRESET the source died
  *	   before completing (missing pages stay blocked or poisoned, never
@@ -492,8 +495,10 @@ struct uffdmove_source_opts {
 	 * confirm DONE once it was sent; 0: default (30000). */
 	uint32_t peer_timeout_ms;
 	/* Called about every 64 MiB handed over (pulled: reported by the
-	 * target) and at the end; may be NULL. Runs on the thread that serves
-	 * faults: keep it short. */
+	 * target) and at the end; may be NULL. Under uffdmove_source_run()
+	 * it runs on the thread that serves faults: keep it short; driven by
+	 * uffdmove_source_process(), on the caller's thread, with the latest
+	 * counters (calls the loop was too slow for are merged). */
 	void (*progress)(const struct uffdmove_stats *st, void *arg);
 	void *progress_arg;
 	uint32_t pull;		/* UFFDMOVE_PULL_AUTO (default), _OFF, _ON */
@@ -615,7 +620,7 @@ int uffdmove_source_fd(const struct uffdmove_source *s);
  * run that uffdmove_source_run() would do, in the library's own threads,
  * and returns 0. Later calls hand on what the run left: opts.progress is
  * then called from here, on the caller's thread, and at the end the
- * result. Never blocks: microseconds plus the progress callback.
+ * result. Never blocks: microseconds of work plus the progress callback.
  *
  * Not thread safe against itself; uffdmove_source_stats() and
  * uffdmove_source_cancel() may be called from any thread meanwhile, and
@@ -633,12 +638,14 @@ int uffdmove_source_process(struct uffdmove_source *s);
 /**
  * uffdmove_source_cancel - end a handoff from another thread.
  *
- * Makes uffdmove_source_run() return soon: with -ECANCELED if the target
- * has not committed (it then can no longer commit, and the old VMM keeps
- * its guest), else with -ECONNABORTED (the guest runs in the target, whose
- * missing pages then block or are poisoned under its policy). Called
- * before uffdmove_source_run(), that call returns after its first look at
- * the socket and the uffd (a GO already queued still counts).
+ * Settled when it returns (it shuts our receiving side at once): a commit
+ * the target attempts from then on fails there. uffdmove_source_run() (or
+ * the run _process() drives) then returns soon: with -ECANCELED if the
+ * target had not committed (the old VMM keeps its guest), else with
+ * -ECONNABORTED (the guest runs in the target, whose missing pages then
+ * block or are poisoned under its policy). Called after accept but before
+ * the run, the run returns after its first look at the socket and the uffd
+ * (a GO queued before the cancel counts).
  *
  * Not blocking. Thread safe; it is a caller bug to call it concurrently
  * with, or after, uffdmove_source_free().

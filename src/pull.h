@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The new VMM pulls (doc/design.md, "Pull"): the handshake's pull branch,
- * and the driver that runs the transfer core in this process, with pullers
- * and a fault thread of our own. The uffd never leaves us.
+ * The new VMM pulls (doc/design.md, "Pull"): the handshake's pull branch
+ * (pull.c), and the driver that runs the transfer core in this process,
+ * with pullers and a fault thread of our own (pull_run.c). The uffd never
+ * leaves us.
  */
 #ifndef UFFDMOVE_PULL_H
 #define UFFDMOVE_PULL_H
@@ -10,6 +11,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "faults.h"
+#include "mover.h"
 #include "stage.h"
 #include "uffdmove.h"
 
@@ -17,6 +20,20 @@
 
 struct uffdmove_target;
 struct wire_msg;
+
+/* The pull's state, the target's t->pull: pull.c sets it up, pull_run.c
+ * runs it. */
+struct pull {
+	struct mover m;
+	struct faults faults;
+	pthread_t fault_thread, pullers[PULL_THREADS_MAX];
+	size_t npullers;
+	bool fault_running;
+	int efd;		/* wakes the fault thread: stop */
+	int done_efd;		/* in the target's epoll set: look at us */
+	bool stop;		/* atomic */
+	bool done_told;		/* atomic: done_efd written at the end */
+};
 
 /* Whether to ask to pull (else t->pull_why says why not). */
 bool pull_wanted(struct uffdmove_target *t);

@@ -205,6 +205,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	if (!t)
 		return ret;
 	t->uffd = t->sock = t->epfd = t->pm.fd = t->progress_tfd = -1;
+	t->finisher.efd = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	t->opts = opts ? *opts : target_defaults();
 	ret = check_opts(&t->opts, &t->err);

@@ -28,10 +28,15 @@ static int query_stats(struct uffdmove_target *t)
 	struct wire_msg m = { .type = WIRE_QUERY };
 	int ret;
 
+	uint64_t end = now_ns() + QUERY_TIMEOUT_MS * 1000000ULL, now;
+
 	if (session_send(t->sock, &m, -1, QUERY_TIMEOUT_MS))
 		return -ECONNRESET;
-	for (;;) {
-		ret = session_recv(t->sock, &m, QUERY_TIMEOUT_MS, NULL, 0);
+	/* One deadline for the answer: a source that keeps talking must
+	 * not hold the handle (and its lock) any longer. */
+	while ((now = now_ns()) < end) {
+		ret = session_recv(t->sock, &m,
+				   (int)((end - now) / 1000000) + 1, NULL, 0);
 		if (ret && ret != -EBADMSG)
 			return ret;
 		if (!ret && m.type == WIRE_DONE) {
@@ -39,6 +44,7 @@ static int query_stats(struct uffdmove_target *t)
 			return 0;
 		}
 	}
+	return -ETIMEDOUT;
 }
 
 /*
@@ -208,7 +214,7 @@ void finish_free(struct uffdmove_target *t)
 	struct target_finisher *f = &t->finisher;
 
 	finish_join(t);
-	if (f->efd > 0) {
+	if (f->efd >= 0) {
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, f->efd, NULL);
 		close(f->efd);
 	}

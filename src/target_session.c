@@ -145,16 +145,23 @@ UFFDMOVE_EXPORT int uffdmove_target_abort(struct uffdmove_target *t)
 {
 	struct wire_msg m = { .type = WIRE_ABORT };
 
+	int ret;
+
 	if (!t)
 		return -EINVAL;
-	if (t->state != TGT_ACCEPTED)
-		return err_set(&t->err, EINVAL,
-			       "abort is possible only between a successful handoff and the first process/wait");
-	m.reason.errnum = ECANCELED;
-	str_copy(m.reason.text, sizeof(m.reason.text),
-		 "the target aborted before resuming its guest");
-	session_send(t->sock, &m, -1, 1000);
-	return target_release(t, 0);
+	pthread_mutex_lock(&t->lock);
+	if (t->state != TGT_ACCEPTED) {
+		ret = err_set(&t->err, EINVAL,
+			      "abort is possible only between a successful handoff and the first process/wait");
+	} else {
+		m.reason.errnum = ECANCELED;
+		str_copy(m.reason.text, sizeof(m.reason.text),
+			 "the target aborted before resuming its guest");
+		session_send(t->sock, &m, -1, 1000);
+		ret = target_release(t, 0);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
 }
 
 /*
@@ -340,6 +347,21 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 	return ret;
 }
 
+/* Under the lock: the end's thread may have failed meanwhile, and its
+ * message must not be overwritten by ours. */
+static int timed_out(struct uffdmove_target *t, int timeout_ms)
+{
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	ret = process_locked(t);
+	if (ret == 0)
+		ret = err_set(&t->err, ETIMEDOUT,
+			      "handoff not complete after %d ms", timeout_ms);
+	pthread_mutex_unlock(&t->lock);
+	return ret > 0 ? 0 : ret;
+}
+
 UFFDMOVE_EXPORT int uffdmove_target_wait(struct uffdmove_target *t,
 					 int timeout_ms)
 {
@@ -356,9 +378,7 @@ UFFDMOVE_EXPORT int uffdmove_target_wait(struct uffdmove_target *t,
 			uint64_t now = now_ns();
 
 			if (now >= deadline)
-				return err_set(&t->err, ETIMEDOUT,
-					       "handoff not complete after %d ms",
-					       timeout_ms);
+				return timed_out(t, timeout_ms);
 			left = (int)((deadline - now) / 1000000) + 1;
 		}
 		if (epoll_wait(t->epfd, &ev, 1, left) < 0 && errno != EINTR)

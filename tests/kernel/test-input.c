@@ -8,6 +8,7 @@
  * or allocation outlives the handle.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -812,8 +813,11 @@ static int range_done_flood(struct t_ctx *ctx)
 struct liar_result {
 	int ret;		/* uffdmove_target_wait() */
 	bool blocked;		/* a touch of guest RAM stayed blocked */
+	uint64_t wait_ms;	/* how long wait() took */
 	char msg[256];
 };
+
+static bool liar_polls;	/* the target calls wait(0) in a loop */
 
 static void *touch_main(void *arg)
 {
@@ -837,7 +841,15 @@ static int liar_target(int sock, int out)
 	if (push_target_new(&t, &r, NULL) ||
 	    uffdmove_target_handoff(t, sock))
 		return PEER_SETUP;
-	res.ret = uffdmove_target_wait(t, 5000);
+	res.wait_ms = t_now_ms();
+	if (liar_polls) {	/* an event loop's wait(0), over and over */
+		do
+			res.ret = uffdmove_target_wait(t, 0);
+		while (res.ret == -ETIMEDOUT && t_now_ms() - res.wait_ms < 5000);
+	} else {
+		res.ret = uffdmove_target_wait(t, 5000);
+	}
+	res.wait_ms = t_now_ms() - res.wait_ms;
 	snprintf(res.msg, sizeof(res.msg), "%s", uffdmove_target_error(t));
 	/* The page never came: touching it must block, not read zero. */
 	if (pthread_create(&tid, NULL, touch_main, r.addr))
@@ -848,22 +860,33 @@ static int liar_target(int sock, int out)
 	       PEER_SEND;
 }
 
-/* The raw source: ACCEPT announcing 8 MiB of data, then DONE at once. */
-static int liar_source(int sock)
+/* The raw source: ACCEPT announcing 8 MiB of data, then DONE at once;
+ * a @chatty one then sends PROGRESS every 50 ms for 4 s, whatever the
+ * target asks. */
+static int liar_source(int sock, bool chatty)
 {
 	struct wire_msg m;
+	int i;
 
 	if (raw_accept(sock, NULL, LIAR_LEN))
 		return T_FAIL;
+	/* The polling one waits for the commit, then lies and hangs up. */
+	T_CHECK(!liar_polls || recv_wire(sock, &m) == WIRE_GO, "no GO");
 	m = (struct wire_msg){ .type = WIRE_DONE };
 	m.stats.bytes_total = m.stats.bytes_populated = LIAR_LEN;
 	T_CHECK(send_wire(sock, &m) == 0, "sending DONE");
+	if (liar_polls)
+		shutdown(sock, SHUT_RDWR);
+	for (i = 0; chatty && i < 80; i++) {
+		m.type = WIRE_PROGRESS;
+		if (send_wire(sock, &m))
+			break;	/* the target gave up on us: fine */
+		usleep(50 * 1000);
+	}
 	return T_PASS;
 }
 
-/* DONE is checked against what ACCEPT announced: a source that sends
- * nothing cannot make the target unregister (and read zeros). */
-static int done_without_data(struct t_ctx *ctx)
+static int liar(struct t_ctx *ctx, bool chatty)
 {
 	struct liar_result res = { .ret = 1 };
 	int sv[2], out[2], ret;
@@ -876,7 +899,7 @@ static int done_without_data(struct t_ctx *ctx)
 		_exit(liar_target(sv[1], out[1]));
 	}
 	close(out[1]);
-	ret = liar_source(sv[0]);
+	ret = liar_source(sv[0], chatty);
 	if (read(out[0], &res, sizeof(res)) != (ssize_t)sizeof(res))
 		res.ret = 1;
 	close(out[0]);
@@ -885,12 +908,45 @@ static int done_without_data(struct t_ctx *ctx)
 	t_wait(pid);
 	if (ret)
 		return ret;
-	printf("  wait: %d %s; a touch %s\n", res.ret, res.msg,
-	       res.blocked ? "stays blocked" : "returned");
+	printf("  wait: %d after %" PRIu64 " ms, %s; a touch %s\n", res.ret,
+	       res.wait_ms, res.msg, res.blocked ? "stays blocked" : "returned");
 	T_CHECK(res.ret == -EPROTO, "wait returned %d: %s", res.ret, res.msg);
 	T_CHECK(strstr(res.msg, "DONE"), "message: %s", res.msg);
 	T_CHECK(res.blocked, "a missing page was readable after a lying DONE");
+	/* The check asks once for fresh counters and waits 1 s for them in
+	 * all: a source that keeps talking does not hold the handle. */
+	T_CHECK(res.wait_ms < 2500, "the DONE check took %" PRIu64 " ms",
+		res.wait_ms);
 	return T_PASS;
+}
+
+/* DONE is checked against what ACCEPT announced: a source that sends
+ * nothing cannot make the target unregister (and read zeros). */
+static int done_without_data(struct t_ctx *ctx)
+{
+	return liar(ctx, false);
+}
+
+/* The same liar, talking on after DONE. */
+static int done_then_chatter(struct t_ctx *ctx)
+{
+	return liar(ctx, true);
+}
+
+/*
+ * A loop polls with wait(0) while the end is checked in the library's
+ * thread: the check's failure and its message arrive together (wait's
+ * own "not complete" used to overwrite the message: 286 in 300 runs).
+ */
+static int done_message_kept(struct t_ctx *ctx)
+{
+	int i, ret = T_PASS;
+
+	liar_polls = true;
+	for (i = 0; i < 20 && ret == T_PASS; i++)
+		ret = liar(ctx, false);
+	liar_polls = false;
+	return ret;
 }
 
 /* The raw source gives up after the commit: ACCEPT, GO read, ABORT. */
@@ -1025,6 +1081,8 @@ int main(void)
 		{ "accept-retry-no-leak", accept_retry_no_leak },
 		{ "range-done-flood", range_done_flood },
 		{ "done-without-data", done_without_data },
+		{ "done-then-chatter", done_then_chatter },
+		{ "done-message-kept", done_message_kept },
 		{ "discard-poisoned", discard_poisoned },
 		{ "zero-length-hello", zero_length_hello },
 		{ "uffd-without-api", uffd_without_api },

@@ -32,14 +32,6 @@ static struct guest layout(bool thp)
 	return g;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* The old VMM in a child: run, whatever happens. */
 static int source_main(int sock, bool pull)
 {
@@ -102,15 +94,15 @@ static int target_deadline(struct t_ctx *ctx)
 	T_CHECK(uffdmove_target_process(t) == 0, "commit: %s",
 		uffdmove_target_error(t));
 	kill(pid, SIGSTOP);
-	t0 = mono_ms();
+	t0 = t_now_ms();
 	ret = uffdmove_target_wait(t, 20000);
-	printf("  wait: %d after %" PRIu64 " ms: %s\n", ret, mono_ms() - t0,
+	printf("  wait: %d after %" PRIu64 " ms: %s\n", ret, t_now_ms() - t0,
 	       uffdmove_target_error(t));
 	T_CHECK(ret == -ETIME && strstr(uffdmove_target_error(t), "no progress"),
 		"a stopped source: wait returned %d (%s)", ret,
 		uffdmove_target_error(t));
-	T_CHECK(mono_ms() - t0 < 10 * DEADLINE_MS, "the deadline took %" PRIu64
-		" ms", mono_ms() - t0);
+	T_CHECK(t_now_ms() - t0 < 10 * DEADLINE_MS, "the deadline took %" PRIu64
+		" ms", t_now_ms() - t0);
 	T_CHECK(present_pages_right(&g, &present) == 0,
 		"a page that arrived holds other bytes");
 	T_CHECK(present * T_PAGE < guest_populated_bytes(&g),
@@ -165,9 +157,9 @@ static int source_deadline(struct t_ctx *ctx)
 	T_CHECK(uffdmove_source_new(&s, r, g.n, &o) == 0, "source_new");
 	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
 		uffdmove_source_error(s));
-	t0 = mono_ms();
+	t0 = t_now_ms();
 	ret = uffdmove_source_run(s);
-	printf("  run: %d after %" PRIu64 " ms: %s\n", ret, mono_ms() - t0,
+	printf("  run: %d after %" PRIu64 " ms: %s\n", ret, t_now_ms() - t0,
 	       uffdmove_source_error(s));
 	uffdmove_source_stats(s, &st);
 	T_CHECK(st.primitive == UFFDMOVE_PRIM_PULL, "primitive %u",
@@ -176,8 +168,8 @@ static int source_deadline(struct t_ctx *ctx)
 		strstr(uffdmove_source_error(s), "no progress"),
 		"a stopped target: run returned %d (%s)", ret,
 		uffdmove_source_error(s));
-	T_CHECK(mono_ms() - t0 < 10000, "the deadline took %" PRIu64 " ms",
-		mono_ms() - t0);
+	T_CHECK(t_now_ms() - t0 < 10000, "the deadline took %" PRIu64 " ms",
+		t_now_ms() - t0);
 	/* Freed only what the target reported; the rest is all here. */
 	for (pg = 0; pg < g.spec[0].len / T_PAGE; pg++) {
 		char why[256];

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -282,6 +283,19 @@ pid_t t_fork_peer(int sv[2], unsigned int watchdog_s)
 		close(sv[1]);
 	}
 	return pid;
+}
+
+uint64_t t_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t t_now_ms(void)
+{
+	return t_now_ns() / 1000000;
 }
 
 int t_count_fds(void)

@@ -99,6 +99,9 @@ int t_seqpacket_pair(int sv[2]);
 pid_t t_fork_peer(int sv[2], unsigned int watchdog_s);
 /* Entries in /proc/self/fd (not counting the one used to read it). */
 int t_count_fds(void);
+/* CLOCK_MONOTONIC, for how long a call took. */
+uint64_t t_now_ns(void);
+uint64_t t_now_ms(void);
 /* Lines of /proc/self/maps: the number of VMAs. */
 int t_count_maps(void);
 

@@ -235,7 +235,6 @@ int source_run(struct uffdmove_source *s)
 	int ret;
 
 	s->state = SRC_RUNNING;
-	err_clear(&s->err);
 	run.needs_commit = mover_primitive(&s->m) != UFFDMOVE_PRIM_COPY;
 	run.next_cb_bytes = PROGRESS_CB_BYTES;
 	faults_init(&run.faults, &s->m);
@@ -261,6 +260,7 @@ UFFDMOVE_EXPORT int uffdmove_source_run(struct uffdmove_source *s)
 	if (source_in_state(s, SRC_ACCEPTED,
 			    "uffdmove_source_run() needs a successful uffdmove_source_accept() first"))
 		return -EINVAL;
+	err_clear(&s->err);
 	return source_run(s);
 }
 

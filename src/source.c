@@ -67,7 +67,7 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 	s = session_new_handle(out, sizeof(*s), "uffdmove_source_new", &ret);
 	if (!s)
 		return ret;
-	s->sock = -1;
+	s->sock = s->efd = -1;
 	s->opts = opts ? *opts : source_defaults();
 	ret = check_opts(&s->opts, &s->err);
 	if (!ret)
@@ -83,7 +83,7 @@ UFFDMOVE_EXPORT int uffdmove_source_new(struct uffdmove_source **out,
 		ret = source_loop_init(s);
 	if (ret) {
 		err_keep(&s->err, ret);
-		if (s->efd > 0)
+		if (s->efd >= 0)
 			close(s->efd);
 		free(s->regions);
 		free(s);

@@ -23,7 +23,7 @@ enum source_state { SRC_NEW, SRC_ACCEPTED, SRC_RUNNING, SRC_ENDED };
 struct source_loop {
 	int efd;		/* readable: progress to hand on, or the end */
 	pthread_t thread;	/* runs what uffdmove_source_run() would */
-	bool started, joined;
+	bool started, joined;	/* atomic */
 	bool ended;		/* atomic: result is set */
 	int result;
 	pthread_mutex_t lock;	/* progress, progress_new */

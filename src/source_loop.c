@@ -30,19 +30,20 @@ int source_loop_init(struct uffdmove_source *s)
 	return 0;
 }
 
+/* Once, even if two threads call process() against the rules (not
+ * under l->lock: the run's last progress report takes it). */
 static void join(struct source_loop *l)
 {
-	if (l->started && !l->joined) {
+	if (load_acquire(&l->started) &&
+	    !__atomic_exchange_n(&l->joined, true, __ATOMIC_ACQ_REL))
 		pthread_join(l->thread, NULL);
-		l->joined = true;
-	}
 }
 
 void source_loop_fini(struct uffdmove_source *s)
 {
 	struct source_loop *l = &s->loop;
 
-	if (l->started && !l->joined) {
+	if (l->started && !load_acquire(&l->joined)) {
 		uffdmove_source_cancel(s);
 		join(l);
 	}
@@ -87,10 +88,11 @@ static int start(struct uffdmove_source *s)
 		return -EINVAL;
 	/* Running from here: neither _run() nor another start. */
 	s->state = SRC_RUNNING;
-	s->loop.started = true;
+	err_clear(&s->err);
+	store_release(&s->loop.started, true);
 	ret = pthread_create(&s->loop.thread, NULL, loop_main, s);
 	if (ret) {
-		s->loop.started = false;
+		store_release(&s->loop.started, false);
 		s->state = SRC_ACCEPTED;
 		return err_set(&s->err, ret, "starting the run's thread: %s",
 			       strerror(ret));
@@ -122,12 +124,17 @@ UFFDMOVE_EXPORT int uffdmove_source_fd(const struct uffdmove_source *s)
 UFFDMOVE_EXPORT int uffdmove_source_process(struct uffdmove_source *s)
 {
 	struct source_loop *l;
+	int ret;
 
 	if (!s)
 		return -EINVAL;
 	l = &s->loop;
-	if (!l->started)
-		return start(s);
+	if (!load_acquire(&l->started)) {
+		pthread_mutex_lock(&l->lock);
+		ret = l->started ? 0 : start(s);
+		pthread_mutex_unlock(&l->lock);
+		return ret;
+	}
 	wake_drain(l->efd);
 	if (s->opts.progress)
 		hand_on_progress(s);

@@ -8,6 +8,11 @@
  *
  * One page past the guest is registered too: the target touches it last,
  * which tells the handler to leave.
+ *
+ * b3-busy is the same handler with copy threads beside it, each copying
+ * 2 MiB over and over while the guest runs: the CPU a pusher or a puller
+ * takes, without its design. Against it, a library's fault latency shows
+ * what is contention for two CPUs and what is the library's own.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -119,7 +125,32 @@ struct classic {
 	struct handler h;
 	enum touch_mode mode;
 	uint64_t seed;
+	unsigned int busy;	/* copy threads beside the handler */
+	bool stop;		/* atomic: the copy threads leave */
 };
+
+#define BUSY_MAX	4
+
+/* As CPU-bound as a pusher: copy 2 MiB, again and again. */
+static void *busy_main(void *arg)
+{
+	struct classic *c = arg;
+	uint8_t *from = map_guest(B_HPAGE, false, false);
+	uint8_t *to = map_guest(B_HPAGE, false, false);
+
+	if (from && to) {
+		memset(from, 0x5a, B_HPAGE);
+		while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED)) {
+			memcpy(to, from, B_HPAGE);
+			__asm__ volatile("" : : "r"(to) : "memory");
+		}
+	}
+	if (from)
+		munmap(from, B_HPAGE);
+	if (to)
+		munmap(to, B_HPAGE);
+	return NULL;
+}
 
 static int target_side(int sock, void *arg)
 {
@@ -131,8 +162,10 @@ static int target_side(int sock, void *arg)
 /* Take the uffd, then serve it from a thread until the guest is done. */
 static int source_side(int sock, void *arg)
 {
-	struct handler *h = &((struct classic *)arg)->h;
-	pthread_t tid;
+	struct classic *c = arg;
+	struct handler *h = &c->h;
+	pthread_t tid, busy[BUSY_MAX];
+	unsigned int i, nbusy = 0;
 
 	if (recv_fd(sock, &h->uffd, &h->dst, sizeof(h->dst)) !=
 	    (int)sizeof(h->dst) || h->uffd < 0)
@@ -141,18 +174,24 @@ static int source_side(int sock, void *arg)
 		close(h->uffd);
 		return result_fail(h->r, "pthread_create failed");
 	}
+	while (nbusy < c->busy && nbusy < BUSY_MAX &&
+	       !pthread_create(&busy[nbusy], NULL, busy_main, c))
+		nbusy++;
 	if (write(sock, "g", 1) != 1)
 		result_fail(h->r, "ack: %m");
 	pthread_join(tid, NULL);
+	__atomic_store_n(&c->stop, true, __ATOMIC_RELAXED);
+	for (i = 0; i < nbusy; i++)
+		pthread_join(busy[i], NULL);
 	close(h->uffd);
 	return h->r->ok ? 0 : -1;	/* the handler gave up */
 }
 
 int bench_classic(struct guest *g, struct bench_result *r,
-		  enum touch_mode mode, uint64_t seed)
+		  enum touch_mode mode, uint64_t seed, unsigned int busy)
 {
 	struct classic c = { .h = { .g = g, .r = r }, .mode = mode,
-			     .seed = seed };
+			     .seed = seed, .busy = busy };
 
 	return bench_pair(r, g, target_side, source_side, &c);
 }

@@ -180,7 +180,7 @@ int bench_memcpy(struct guest *g, struct bench_result *r);
 int bench_stopcopy(struct guest *g, struct bench_result *r, bool thp_dst,
 		   unsigned int threads);
 int bench_classic(struct guest *g, struct bench_result *r,
-		  enum touch_mode mode, uint64_t seed);
+		  enum touch_mode mode, uint64_t seed, unsigned int busy);
 int bench_copyloop(struct guest *g, struct bench_result *r);
 
 /* libuffdmove: lib-handoff.c. Cross-process: @pull false sets the target's

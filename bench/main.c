@@ -32,7 +32,8 @@
 #define GiB	((size_t)1 << 30)
 
 enum scenario {
-	SC_MEMCPY, SC_STOPCOPY, SC_STOPCOPY_THP, SC_CLASSIC, SC_COPYLOOP,
+	SC_MEMCPY, SC_STOPCOPY, SC_STOPCOPY_THP, SC_CLASSIC, SC_CLASSIC_BUSY,
+	SC_COPYLOOP,
 	SC_PUSH, SC_PULL, SC_MOVE,
 };
 
@@ -41,6 +42,7 @@ static const char *const sc_name[] = {
 	[SC_STOPCOPY] = "b2-stopcopy",
 	[SC_STOPCOPY_THP] = "b2-thp",
 	[SC_CLASSIC] = "b3-classic",
+	[SC_CLASSIC_BUSY] = "b3-busy",
 	[SC_COPYLOOP] = "b4-copyloop",
 	[SC_PUSH] = "lib-push",
 	[SC_PULL] = "lib-pull",
@@ -219,6 +221,8 @@ static void latency_group(size_t len, bool thp, unsigned int which,
 				    thp_name(thp), size_name(len));
 
 	add_case(g, SC_CLASSIC, 0, 1, touch);
+	/* As many copy threads as the library's default movers. */
+	add_case(g, SC_CLASSIC_BUSY, 0, 2, touch);
 	add_lib_cases(g, 0, which, touch);
 }
 
@@ -523,7 +527,9 @@ static int run_case(const struct bcase *c, struct guest *g,
 	case SC_STOPCOPY_THP:
 		return bench_stopcopy(g, r, true, c->threads);
 	case SC_CLASSIC:
-		return bench_classic(g, r, c->touch, seed);
+		return bench_classic(g, r, c->touch, seed, 0);
+	case SC_CLASSIC_BUSY:
+		return bench_classic(g, r, c->touch, seed, c->threads);
 	case SC_COPYLOOP:
 		return bench_copyloop(g, r);
 	case SC_PUSH:

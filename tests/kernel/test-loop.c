@@ -322,10 +322,36 @@ static void *cancel_main(void *arg)
 
 /* Another thread cancels while the loop waits for a commit that comes
  * too late: -ECANCELED, the guest all here, the target refused. */
+/*
+ * The old VMM with a running loop, against a target that commits only
+ * after @commit_delay_ms (and then expects -ECANCELED). NULL on failure.
+ */
+static struct uffdmove_source *started_source(struct guest *g, int sv[2],
+					      pid_t *pid, bool pull,
+					      int commit_delay_ms)
+{
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_source *s;
+
+	guest_map_source(g);
+	guest_regions(g, regions);
+	*pid = t_fork_peer(sv, 120);
+	if (*pid == 0)
+		_exit(target_main(sv[1], pull, commit_delay_ms));
+	if (uffdmove_source_new(&s, regions, g->n, NULL))
+		return NULL;
+	if (uffdmove_source_accept(s, sv[0]) ||
+	    uffdmove_source_process(s)) {
+		fprintf(stderr, "source: %s\n", uffdmove_source_error(s));
+		uffdmove_source_free(s);
+		return NULL;
+	}
+	return s;
+}
+
 static int cancel_from_thread(struct t_ctx *ctx, bool pull)
 {
 	struct guest g = layout();
-	struct uffdmove_region regions[GUEST_REGIONS_MAX];
 	struct uffdmove_source *s;
 	struct canceller c;
 	struct timing tm = { 0 };
@@ -334,16 +360,8 @@ static int cancel_from_thread(struct t_ctx *ctx, bool pull)
 	pid_t pid;
 
 	(void)ctx;
-	guest_map_source(&g);
-	guest_regions(&g, regions);
-	pid = t_fork_peer(sv, 120);
-	if (pid == 0)
-		_exit(target_main(sv[1], pull, 1000));
-	T_CHECK(uffdmove_source_new(&s, regions, g.n, NULL) == 0, "source_new");
-	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
-		uffdmove_source_error(s));
-	T_CHECK(uffdmove_source_process(s) == 0, "start: %s",
-		uffdmove_source_error(s));
+	s = started_source(&g, sv, &pid, pull, 1000);
+	T_CHECK(s, "the source did not start");
 	c.s = s;
 	T_CHECK(pthread_create(&c.tid, NULL, cancel_main, &c) == 0, "thread");
 	ret = loop(uffdmove_source_fd(s), source_process, s, &tm, 30000);
@@ -460,22 +478,14 @@ static int cancel_then_commit_push(struct t_ctx *ctx)
 static int free_while_running(struct t_ctx *ctx)
 {
 	struct guest g = layout();
-	struct uffdmove_region regions[GUEST_REGIONS_MAX];
 	struct uffdmove_source *s;
 	char why[256] = "";
 	int sv[2], status;
 	pid_t pid;
 
 	(void)ctx;
-	guest_map_source(&g);
-	guest_regions(&g, regions);
-	pid = t_fork_peer(sv, 120);
-	if (pid == 0)
-		_exit(target_main(sv[1], true, 500));
-	T_CHECK(uffdmove_source_new(&s, regions, g.n, NULL) == 0, "source_new");
-	T_CHECK(uffdmove_source_accept(s, sv[0]) == 0, "accept: %s",
-		uffdmove_source_error(s));
-	T_CHECK(uffdmove_source_process(s) == 0, "start");
+	s = started_source(&g, sv, &pid, true, 500);
+	T_CHECK(s, "the source did not start");
 	usleep(50 * 1000);
 	uffdmove_source_free(s);
 	T_CHECK(guest_verify_source(&g, why, sizeof(why)) == 0,

@@ -61,6 +61,9 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 		return err_set(err, ENOMEM, "staging: pthread_mutex_init failed");
 	if (plan_init(&m->plan, cfg->regions, cfg->nregions))
 		return err_set(err, ENOMEM, "out of memory for the plan");
+	m->windows = calloc(m->plan.nchunks / SCAN_WINDOW_CHUNKS + 1, 1);
+	if (!m->windows)
+		return err_set(err, ENOMEM, "out of memory for the plan");
 	/* No scan of all guest RAM here: it would add to the guest's
 	 * downtime (about 15 ms per GiB of 4 KiB pages). Each chunk is
 	 * counted as it is classified; DONE carries the sum. */
@@ -87,6 +90,7 @@ void mover_fini(struct mover *m)
 		return;
 	pm_close(&m->pm);
 	plan_fini(&m->plan);
+	free(m->windows);
 	fills_fini(&m->fills);
 	pthread_cond_destroy(&m->events_cv);
 	pthread_mutex_destroy(&m->lock);
@@ -252,6 +256,25 @@ bool core_claim(struct mover *m, size_t c)
 					   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
+/*
+ * Chunk @c, just passed by the cursor, is done already (empty, or a
+ * fault's): move the cursor past the done chunks after it in one step,
+ * not one shared increment each, unless another mover moved it meanwhile.
+ */
+static void skip_done(struct mover *m, size_t c)
+{
+	size_t next = c + 1, expect = c + 1;
+
+	while (next < m->plan.nchunks &&
+	       next / SCAN_WINDOW_CHUNKS == c / SCAN_WINDOW_CHUNKS &&
+	       load_acquire(&m->plan.chunks[next].state) == CHUNK_DONE)
+		next++;
+	if (next > expect)
+		__atomic_compare_exchange_n(&m->cursor, &expect, next, false,
+					    __ATOMIC_ACQ_REL,
+					    __ATOMIC_RELAXED);
+}
+
 long mover_next_chunk(struct mover *m)
 {
 	size_t c;
@@ -271,8 +294,10 @@ long mover_next_chunk(struct mover *m)
 		c = count_add(&m->cursor, 1);
 		if (c >= m->plan.nchunks)
 			return -1;
+		core_scan_ahead(m, c);
 		if (core_claim(m, c))
 			return (long)c;
+		skip_done(m, c);
 	}
 }
 

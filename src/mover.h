@@ -45,6 +45,7 @@ struct pinned_range {
 };
 
 #define URGENT_MAX 256
+#define SCAN_WINDOW_CHUNKS 256		/* scanned ahead at once: 512 MiB */
 
 struct mover {
 	bool ready;			/* set up: mover_fini() has work */
@@ -65,6 +66,7 @@ struct mover {
 	bool committed;			/* atomic: GO received, MOVE allowed */
 	bool stop;			/* atomic: threads leave */
 	struct plan plan;
+	uint8_t *windows;		/* per SCAN_WINDOW_CHUNKS: enum chunk_cls */
 	struct pm pm;
 	const struct pinned_range *pinned;
 	size_t npinned;

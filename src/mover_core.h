@@ -38,6 +38,9 @@ int core_transfer(struct mover *m, struct xfer *x);
 void core_chunk_done(struct mover *m, const struct xfer *x);
 /* Pull: can one byte be read at the source's @src? 0 or -errno. */
 int core_pull_probe(struct mover *m, uint64_t src, char *byte);
+/* Pull: 0 while the source we authenticated is alive, else fails the
+ * session with -ESRCH (a pid is reused; its pidfd is not). */
+int core_source_alive(struct mover *m);
 /* Pull: read the source's page at @src into @buf (PAGE_SZ), and make sure
  * it came from the source we authenticated. 0 or the fatal -errno. */
 int core_pull_page(struct mover *m, uint64_t src, void *buf);
@@ -56,6 +59,9 @@ void core_decide(struct mover *m, int prim, uint32_t why);
 bool core_wants_move(const struct mover *m, const struct chunk *ch);
 /* Wait until events were read since @seen, or a short while. */
 void core_wait_events_read(struct mover *m, uint64_t seen);
+/* Before the movers take chunk @c in order: scan its window once, and
+ * finish the chunks in it that hold nothing (mover_classify.c). */
+void core_scan_ahead(struct mover *m, size_t c);
 /* Classify chunk @c once; other threads wait for the one doing it.
  * 0, or (pulling) -EFAULT when the source maps nothing there. */
 int core_classify(struct mover *m, size_t c);

@@ -1,20 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
- * The push fill path of the transfer core: classify a chunk from this
- * process's page tables, then hand its pages to the target through the
- * target's uffd, MOVE or COPY per chunk (the one place that decides),
- * honouring partial progress, EEXIST, EAGAIN and the target's discards.
+ * The push fill path of the transfer core: hand a classified chunk's
+ * pages to the target through the target's uffd, MOVE or COPY per chunk
+ * (the one place that decides), honouring partial progress, EEXIST,
+ * EAGAIN and the target's discards.
  * Used by the fault thread and the pushers alike; mover_fault.c serves
  * single faults with it.
  */
-#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "classify.h"
 #include "mover_core.h"
 #include "uffd.h"
 #include "util.h"
@@ -23,108 +21,6 @@
 #define BACKOFF_MIN_US	20
 #define BACKOFF_MAX_US	2000
 #define EAGAIN_SPIN_NS	(50 * 1000)
-
-static bool overlaps_pinned(const struct mover *m, uint64_t start,
-			    uint64_t end)
-{
-	size_t i;
-
-	for (i = 0; i < m->npinned; i++)
-		if (start < m->pinned[i].end && m->pinned[i].start < end)
-			return true;
-	return false;
-}
-
-/* The one thread that classifies chunk @c; false when it is done or
- * another thread did it meanwhile (then it is done on return). */
-static bool classify_claim(struct chunk *ch)
-{
-	uint8_t expect = CLS_NEW;
-
-	if (load_acquire(&ch->cls_state) == CLS_READY)
-		return false;
-	if (__atomic_compare_exchange_n(&ch->cls_state, &expect, CLS_BUSY,
-					false, __ATOMIC_ACQ_REL,
-					__ATOMIC_ACQUIRE))
-		return true;
-	while (load_acquire(&ch->cls_state) != CLS_READY)
-		sched_yield();
-	return false;
-}
-
-/*
- * Whether the chunk can arrive as one THP. Push: it is one in the source
- * and may move as one PMD. Pull: every page has data, so the read into an
- * aligned staging slot makes a THP there whatever the source had.
- */
-static bool chunk_thp(const struct mover *m, const struct plan_region *r,
-		      uint64_t start, const struct chunk_class *cls, size_t n)
-{
-	if (!IS_ALIGNED(r->dst + (start - r->src), CHUNK_SZ))
-		return false;
-	if (m->pull)
-		return r->thp && n == CHUNK_PAGES && cls->populated == n;
-	return cls->thp;
-}
-
-/*
- * Pulling, an empty chunk is either holes or not mapped in the source at
- * all (the source unmapped it, or named a wrong address): the page map
- * cannot tell, a read can. Holes read as zeros and map nothing there.
- */
-static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
-{
-	char byte;
-
-	return !core_pull_probe(m, start, &byte) &&
-	       !core_pull_probe(m, end - PAGE_SZ, &byte);
-}
-
-int core_classify(struct mover *m, size_t c)
-{
-	struct chunk *ch = &m->plan.chunks[c];
-	struct plan_region *r = plan_region_of(&m->plan, c);
-	uint8_t flags[CHUNK_PAGES];
-	struct chunk_class cls;
-	uint64_t start, end;
-	size_t i, n, first;
-	bool pinned;
-
-	plan_chunk_range(&m->plan, c, &start, &end);
-	if (!classify_claim(ch))
-		goto out;
-	n = (end - start) / PAGE_SZ;
-	pinned = overlaps_pinned(m, start, end);
-	/* Exclusivity matters only while MOVE is still a candidate. */
-	if (pm_flags(&m->pm, start, n, !m->pull &&
-		     m->mode != UFFDMOVE_MODE_COPY &&
-		     load_acquire(&m->prim) != PRIM_COPY, flags)) {
-		/* Unknown: copy everything, which is always correct. */
-		memset(flags, PG_PRESENT, n);
-	}
-	classify_chunk(flags, n, pinned, &cls);
-	first = (start - r->src) / PAGE_SZ;
-	for (i = 0; i < n; i++)
-		if (pg_populated(flags[i]))
-			bit_set(r->populated, first + i);
-	ch->flags = (chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
-		    (cls.movable ? CHUNK_MOVABLE : 0) |
-		    (pinned ? CHUNK_PINNED : 0) |
-		    (m->pull && !cls.populated && !source_maps(m, start, end) ?
-		     CHUNK_UNMAPPED : 0);
-	count_add(&m->cnt.populated,
-		  cls.populated * PAGE_SZ - ch->counted * PAGE_SZ);
-	count_add(&m->cnt.skipped, (n - cls.populated) * PAGE_SZ);
-	if (pinned)
-		count_add(&m->cnt.pinned_skipped, cls.populated * PAGE_SZ);
-	store_release(&ch->cls_state, CLS_READY);
-out:
-	if (!(load_acquire(&ch->flags) & CHUNK_UNMAPPED))
-		return 0;
-	return mover_fail(m, -EFAULT,
-			  "the source maps nothing at 0x%llx, which it said is guest RAM",
-			  (unsigned long long)start);
-}
 
 enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
 

@@ -25,7 +25,7 @@
  * counts only if the process behind the pidfd is still alive after the
  * read. Its exit makes the pidfd readable.
  */
-static int source_alive(struct mover *m)
+int core_source_alive(struct mover *m)
 {
 	struct pollfd pfd = { .fd = m->pidfd, .events = POLLIN };
 
@@ -62,7 +62,7 @@ static int read_source(struct mover *m, const struct iovec *local,
 		return read_failed(m, got < 0 ? errno : 0,
 				   (uintptr_t)remote[0].iov_base, bytes);
 	count_add(&m->cnt.pulled, bytes);
-	return source_alive(m);
+	return core_source_alive(m);
 }
 
 int core_pull_probe(struct mover *m, uint64_t src, char *byte)

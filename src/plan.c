@@ -114,27 +114,57 @@ void plan_chunk_range(const struct plan *p, size_t c, uint64_t *start,
 	*end = MIN(base + CHUNK_SZ, r->src + r->len);
 }
 
+/* Pages of word @w that are wanted (@want) or not. */
+static uint64_t wanted_bits(const struct plan_region *r, size_t w, bool want)
+{
+	uint64_t bits = load_acquire(&r->populated[w]) &
+			~load_acquire(&r->discarded[w]);
+
+	return want ? bits : ~bits;
+}
+
+/* The first page in [i, end) that is wanted (@want) or not, else @end;
+ * a word at a time. */
+static size_t find_wanted(const struct plan_region *r, size_t i, size_t end,
+			  bool want)
+{
+	uint64_t bits;
+
+	while (i < end) {
+		bits = wanted_bits(r, i / 64, want) & (~0ULL << (i % 64));
+		if (bits)
+			return MIN(ALIGN_DOWN(i, 64) +
+				   (size_t)__builtin_ctzll(bits), end);
+		i = ALIGN_DOWN(i, 64) + 64;
+	}
+	return end;
+}
+
 bool plan_next_run(const struct plan_region *r, size_t *pos, size_t end,
 		   size_t *run_end)
 {
-	size_t i = *pos;
+	size_t i = find_wanted(r, *pos, end, true);
 
-	while (i < end && !plan_page_wanted(r, i))
-		i++;
 	if (i >= end)
 		return false;
 	*pos = i;
-	while (i < end && plan_page_wanted(r, i))
-		i++;
-	*run_end = i;
+	*run_end = find_wanted(r, i, end, false);
 	return true;
 }
 
 bool plan_any_discarded(const struct plan_region *r, size_t pos, size_t end)
 {
-	for (; pos < end; pos++)
-		if (bit_test(r->discarded, pos))
+	uint64_t bits;
+
+	while (pos < end) {
+		bits = load_acquire(&r->discarded[pos / 64]) &
+		       (~0ULL << (pos % 64));
+		if (end - ALIGN_DOWN(pos, 64) < 64)
+			bits &= (1ULL << (end % 64)) - 1;
+		if (bits)
 			return true;
+		pos = ALIGN_DOWN(pos, 64) + 64;
+	}
 	return false;
 }
 

@@ -21,6 +21,9 @@ static uint64_t marker(const struct guest *g, size_t r, size_t page)
 
 bool guest_is_hole(const struct guest *g, size_t r, size_t page)
 {
+	if (g->sparse_every &&
+	    page * T_PAGE / (2UL << 20) % g->sparse_every)
+		return true;
 	if (g->spec[r].thp)	/* a THP is populated whole */
 		return false;
 	return t_word(g->seed ^ 0x401e, page_id(r, page), 7) % 100 <

@@ -28,6 +28,8 @@ struct guest {
 	struct guest_region_spec spec[GUEST_REGIONS_MAX];
 	uint64_t seed;
 	unsigned int hole_pct;	/* pages never touched in the source */
+	unsigned int sparse_every;	/* if set, only every Nth 2 MiB of a
+					   region has data: the rest is holes */
 	void *map[GUEST_REGIONS_MAX];
 	size_t maplen[GUEST_REGIONS_MAX];
 	uint8_t *addr[GUEST_REGIONS_MAX];

@@ -194,6 +194,42 @@ static int same_process_4k_with_workers(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * A sparse guest (most 2 MiB chunks never touched, over several of the
+ * 512 MiB windows the source scans ahead) with guest threads faulting in
+ * empty and full chunks alike: every byte arrives, holes read as zeros,
+ * and the counters add up exactly.
+ */
+static int same_process_sparse(struct t_ctx *ctx)
+{
+	static const struct guest sparse = {
+		.n = 2, .seed = 31, .hole_pct = 20, .sparse_every = 37,
+		.spec = { { "ram0", 1280UL << 20, false, 0 },
+			  { "ram1", 1024UL << 20, true, 0 } },
+	};
+	uint64_t populated, total;
+	struct pair p;
+	char why[256];
+
+	pair_init(&p, &sparse);
+	populated = guest_populated_bytes(&p.src);
+	total = guest_total_bytes(&p.src);
+	T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0, "%s", p.src_err);
+	T_CHECK(p.st.bytes_populated == populated,
+		"populated %" PRIu64 ", the guest has %" PRIu64,
+		p.st.bytes_populated, populated);
+	T_CHECK(p.st.bytes_moved + p.st.bytes_copied == populated,
+		"moved %" PRIu64 " + copied %" PRIu64 " != %" PRIu64,
+		p.st.bytes_moved, p.st.bytes_copied, populated);
+	T_CHECK(p.st.bytes_skipped + p.st.bytes_zeroed == total - populated,
+		"skipped %" PRIu64 " + zeroed %" PRIu64 " != holes %" PRIu64,
+		p.st.bytes_skipped, p.st.bytes_zeroed, total - populated);
+	T_CHECK(present_pages(&p.src) == 0, "source still has pages");
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	pair_fini(&p);
+	return T_PASS;
+}
+
 /* io_uring fixed buffers pin pages: the kernel refuses to move them. */
 static struct io_uring pin_ring;
 
@@ -351,6 +387,7 @@ int main(void)
 	static const struct t_case cases[] = {
 		{ "same-process-thp-512M-moves", same_process_thp },
 		{ "same-process-4k-holes-workers", same_process_4k_with_workers },
+		{ "same-process-sparse-workers", same_process_sparse },
 		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
 		{ "pinned-declared-never-tried", pinned_declared },
 		{ "mode-move-declared-pin-refused", mode_move_declared_pin },

@@ -62,6 +62,7 @@ struct target_plan {
 	uint32_t pull;			/* opts.pull */
 	uint32_t expect_prim;		/* UFFDMOVE_PRIM_* in its stats */
 	uint32_t expect_why;		/* UFFDMOVE_PULL_WHY_* */
+	bool exact;			/* populated as the guest has it */
 };
 
 static int fail_child(const char *what, const struct uffdmove_target *t)
@@ -328,6 +329,11 @@ static int target_main(int sock, const struct target_plan *tp)
 		return fail_child("wait", t);
 	uffdmove_target_stats(t, &st);
 	bad |= check_target_stats(tp, &st) | verify_target(&g, tp, &st);
+	if (tp->exact && st.bytes_populated != guest_populated_bytes(&g)) {
+		fprintf(stderr, "  target: populated %" PRIu64 ", the guest has %" PRIu64 "\n",
+			st.bytes_populated, guest_populated_bytes(&g));
+		bad = 1;
+	}
 	uffdmove_target_free(t);
 	return bad;
 }
@@ -462,6 +468,32 @@ static int faults_race_chunk(struct t_ctx *ctx)
 static int faults_race_page(struct t_ctx *ctx)
 {
 	return faults_race(UFFDMOVE_FAULT_PAGE, ROUNDS);
+}
+
+/*
+ * A sparse guest, most chunks empty across several of the windows the
+ * target scans ahead in the source's page map, with guest threads
+ * faulting in empty and full chunks: every byte, the counts exact.
+ */
+static int sparse_guest(struct t_ctx *ctx)
+{
+	static const struct guest sparse = {
+		.n = 2, .seed = 0x9013, .hole_pct = 20, .sparse_every = 29,
+		.spec = { { "ram0", 1024UL << 20, true, 0 },
+			  { "ram1", 1152UL << 20, false, 3 * T_PAGE } },
+	};
+	const struct source_plan sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	const struct target_plan tp = {
+		.workers = 2, .touchers = 2, .exact = true,
+		.expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+
+	shape = &sparse;
+	T_CHECK(run_pair(&sp, &tp) == 0, "the pair failed (see above)");
+	shape = &layout;
+	return T_PASS;
 }
 
 static int discards_race(struct t_ctx *ctx)
@@ -1306,6 +1338,7 @@ int main(void)
 	static const struct t_case cases[] = {
 		{ "faults-race-pulls-chunk", faults_race_chunk },
 		{ "faults-race-pulls-page", faults_race_page },
+		{ "sparse-guest-pulls", sparse_guest },
 		{ "discards-race-pulls", discards_race },
 		{ "denied-falls-back-to-push", denied_pushes },
 		{ "unprivileged-same-uid", unprivileged_pair },

@@ -308,6 +308,53 @@ static void test_next_run(void **state)
 	assert_int_equal(end, 2);
 }
 
+/* Runs and discards, a word at a time, against a page-by-page walk of
+ * random bitmaps: dense, sparse, and every window in a stretch. */
+static void test_runs_match_pages(void **state)
+{
+	struct plan *p = *state;
+	struct plan_region *r = &p->regions[2];	/* 2047 pages */
+	uint64_t seed = 0x5eed;
+	size_t round, i, pos, prev, from, to, end, run_end, k;
+
+	for (round = 0; round < 64; round++) {
+		unsigned int density = (unsigned int)(round % 8) * 14;
+
+		memset(r->populated, 0, 32 * sizeof(uint64_t));
+		memset(r->discarded, 0, 32 * sizeof(uint64_t));
+		for (i = 0; i < 2047; i++) {
+			seed = seed * 6364136223846793005ULL + 1;
+			if ((seed >> 33) % 100 < density)
+				bit_set(r->populated, i);
+			if ((seed >> 40) % 100 < 10)
+				bit_set(r->discarded, i);
+		}
+		from = (size_t)(seed >> 20) % 2047;
+		to = from + (size_t)(seed >> 45) % (2048 - from);
+		/* the runs, against each page between and in them */
+		pos = prev = from;
+		while (plan_next_run(r, &pos, to, &run_end)) {
+			for (k = prev; k < pos; k++)
+				assert_false(plan_page_wanted(r, k));
+			for (k = pos; k < run_end; k++)
+				assert_true(plan_page_wanted(r, k));
+			assert_true(run_end == to ||
+				    !plan_page_wanted(r, run_end));
+			prev = pos = run_end;
+		}
+		for (k = prev; k < to; k++)
+			assert_false(plan_page_wanted(r, k));
+		/* any discard in [from, to), for windows ending anywhere */
+		for (end = from; end <= to; end += 13) {
+			bool any = false;
+
+			for (k = from; k < end; k++)
+				any |= bit_test(r->discarded, k);
+			assert_int_equal(plan_any_discarded(r, from, end), any);
+		}
+	}
+}
+
 static bool discarded(const struct plan_region *r, size_t pg)
 {
 	return bit_test(r->discarded, pg);
@@ -400,6 +447,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_next_run, setup_three,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_runs_match_pages,
+						setup_three, teardown),
 		cmocka_unit_test_setup_teardown(test_discard, setup_three,
 						teardown),
 		cmocka_unit_test(test_fini),

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: MIT
+/*
+ * What the source holds, as the transfer core learns it: each chunk is
+ * classified once from the page tables (THP, movable, pinned, which pages
+ * have data), and ahead of the movers one PAGEMAP_SCAN per window of
+ * chunks finds the empty ones and finishes them at once, so that a sparse
+ * guest costs what it holds, not its size. doc/design.md, "The transfer
+ * core".
+ */
+#include <sched.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "classify.h"
+#include "mover_core.h"
+#include "util.h"
+
+static bool overlaps_pinned(const struct mover *m, uint64_t start,
+			    uint64_t end)
+{
+	size_t i;
+
+	for (i = 0; i < m->npinned; i++)
+		if (start < m->pinned[i].end && m->pinned[i].start < end)
+			return true;
+	return false;
+}
+
+/*
+ * Once per chunk (or window): true for the one thread that takes @state
+ * from CLS_NEW to CLS_BUSY, and must make it CLS_READY; false for the
+ * others, which find it ready on return (when they @wait).
+ */
+static bool once_claim(uint8_t *state, bool wait)
+{
+	uint8_t expect = CLS_NEW;
+
+	if (load_acquire(state) == CLS_READY)
+		return false;
+	if (__atomic_compare_exchange_n(state, &expect, CLS_BUSY, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return true;
+	while (wait && load_acquire(state) != CLS_READY)
+		sched_yield();
+	return false;
+}
+
+/*
+ * Whether the chunk can arrive as one THP. Push: it is one in the source
+ * and may move as one PMD. Pull: every page has data, so the read into an
+ * aligned staging slot makes a THP there whatever the source had.
+ */
+static bool chunk_thp(const struct mover *m, const struct plan_region *r,
+		      uint64_t start, const struct chunk_class *cls, size_t n)
+{
+	if (!IS_ALIGNED(r->dst + (start - r->src), CHUNK_SZ))
+		return false;
+	if (m->pull)
+		return r->thp && n == CHUNK_PAGES && cls->populated == n;
+	return cls->thp;
+}
+
+/*
+ * Pulling, an empty chunk is either holes or not mapped in the source at
+ * all (the source unmapped it, or named a wrong address): the page map
+ * cannot tell, a read can. Holes read as zeros and map nothing there.
+ */
+static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
+{
+	char byte;
+
+	return !core_pull_probe(m, start, &byte) &&
+	       !core_pull_probe(m, end - PAGE_SZ, &byte);
+}
+
+/* Chunk @c of @n pages holds @populated of them: publish its class and
+ * count it (it was counted as ch->counted pages before). */
+static void publish(struct mover *m, struct chunk *ch, size_t n,
+		    size_t populated, uint8_t flags)
+{
+	ch->flags = flags;
+	count_add(&m->cnt.populated,
+		  populated * PAGE_SZ - ch->counted * PAGE_SZ);
+	count_add(&m->cnt.skipped, (n - populated) * PAGE_SZ);
+	if (flags & CHUNK_PINNED)
+		count_add(&m->cnt.pinned_skipped, populated * PAGE_SZ);
+	store_release(&ch->cls_state, CLS_READY);
+}
+
+int core_classify(struct mover *m, size_t c)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	struct plan_region *r = plan_region_of(&m->plan, c);
+	uint8_t flags[CHUNK_PAGES];
+	struct chunk_class cls;
+	uint64_t start, end;
+	size_t i, n, first;
+	bool pinned;
+
+	plan_chunk_range(&m->plan, c, &start, &end);
+	if (!once_claim(&ch->cls_state, true))
+		goto out;
+	n = (end - start) / PAGE_SZ;
+	pinned = overlaps_pinned(m, start, end);
+	/* Exclusivity matters only while MOVE is still a candidate. */
+	if (pm_flags(&m->pm, start, n, !m->pull &&
+		     m->mode != UFFDMOVE_MODE_COPY &&
+		     load_acquire(&m->prim) != PRIM_COPY, flags)) {
+		/* Unknown: copy everything, which is always correct. */
+		memset(flags, PG_PRESENT, n);
+	}
+	classify_chunk(flags, n, pinned, &cls);
+	first = (start - r->src) / PAGE_SZ;
+	for (i = 0; i < n; i++)
+		if (pg_populated(flags[i]))
+			bit_set(r->populated, first + i);
+	publish(m, ch, n, cls.populated,
+		(chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
+		(cls.movable ? CHUNK_MOVABLE : 0) |
+		(pinned ? CHUNK_PINNED : 0) |
+		(m->pull && !cls.populated && !source_maps(m, start, end) ?
+		 CHUNK_UNMAPPED : 0));
+out:
+	if (!(load_acquire(&ch->flags) & CHUNK_UNMAPPED))
+		return 0;
+	return mover_fail(m, -EFAULT,
+			  "the source maps nothing at 0x%llx, which it said is guest RAM",
+			  (unsigned long long)start);
+}
+
+/* ------------------------------------------------------ scanning ahead */
+
+struct window {
+	struct mover *m;
+	size_t first, n;			/* its chunks */
+	const struct plan_region *r;		/* the one being scanned */
+	uint16_t pages[SCAN_WINDOW_CHUNKS];	/* populated, per chunk */
+};
+
+static void count_pages(void *arg, uint64_t start, uint64_t end)
+{
+	struct window *w = arg;
+	uint64_t a, next;
+	size_t c;
+
+	for (a = start; a < end; a = next) {
+		next = MIN(ALIGN_DOWN(a, CHUNK_SZ) + CHUNK_SZ, end);
+		c = plan_chunk_of_src(w->r, a);
+		if (c >= w->first && c < w->first + w->n)
+			w->pages[c - w->first] += (uint16_t)((next - a) /
+							     PAGE_SZ);
+	}
+}
+
+/* Populated pages of each chunk of @w: one scan per region in it. */
+static int count_window(struct window *w)
+{
+	const struct plan *p = &w->m->plan;
+	size_t c = w->first, last;
+	uint64_t start, end, unused;
+	int ret;
+
+	while (c < w->first + w->n) {
+		const struct plan_region *r = plan_region_of(p, c);
+
+		w->r = r;
+		last = MIN(r->first_chunk + r->nchunks, w->first + w->n) - 1;
+		plan_chunk_range(p, c, &start, &unused);
+		plan_chunk_range(p, last, &unused, &end);
+		ret = pm_scan_populated(&w->m->pm, start, end - start,
+					count_pages, w);
+		if (ret)
+			return ret;
+		c = last + 1;
+	}
+	return 0;
+}
+
+/*
+ * Pulling: do the source's empty chunks of @w map memory at all (see
+ * source_maps())? One read of a byte at both ends of each.
+ */
+static bool window_maps(struct mover *m, const struct window *w)
+{
+	static __thread struct iovec remote[2 * SCAN_WINDOW_CHUNKS];
+	static __thread char bytes[2 * SCAN_WINDOW_CHUNKS];
+	struct iovec local = { bytes, 0 };
+	uint64_t start, end;
+	size_t i, n = 0;
+
+	for (i = 0; i < w->n; i++) {
+		if (w->pages[i])
+			continue;
+		plan_chunk_range(&m->plan, w->first + i, &start, &end);
+		remote[n++] = (struct iovec){ (void *)(uintptr_t)start, 1 };
+		remote[n++] = (struct iovec){
+			(void *)(uintptr_t)(end - PAGE_SZ), 1 };
+	}
+	local.iov_len = n;
+	return !n || process_vm_readv(m->pid, &local, 1, remote, n, 0) ==
+		     (ssize_t)n;
+}
+
+struct finished {
+	uint64_t skipped, counted;	/* bytes */
+	size_t chunks;
+};
+
+/* Chunk @c holds nothing: classified and done, unless a fault got to it
+ * first (then it goes the usual way). Counted by the caller, in @f. */
+static void finish_empty(struct mover *m, size_t c, struct finished *f)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	uint64_t start, end;
+
+	if (!once_claim(&ch->cls_state, false))
+		return;
+	plan_chunk_range(&m->plan, c, &start, &end);
+	ch->flags = overlaps_pinned(m, start, end) ? CHUNK_PINNED : 0;
+	f->skipped += end - start;
+	f->counted += ch->counted * PAGE_SZ;
+	store_release(&ch->cls_state, CLS_READY);
+	if (!core_claim(m, c))
+		return;
+	store_release(&ch->state, CHUNK_DONE);
+	f->chunks++;
+}
+
+static void scan_window(struct mover *m, size_t win)
+{
+	struct finished f = { 0 };
+	struct window w;
+	size_t i;
+
+	memset(&w, 0, sizeof(w));
+	w.m = m;
+	w.first = win * SCAN_WINDOW_CHUNKS;
+	w.n = MIN(SCAN_WINDOW_CHUNKS, m->plan.nchunks - w.first);
+	/* Unknown, or a source that maps nothing somewhere: every chunk
+	 * is classified alone, which finds and reports it. A source that
+	 * died may have shown us an empty page map: believe it only if it
+	 * is still the one we authenticated after the scan. */
+	if (count_window(&w) ||
+	    (m->pull && (!window_maps(m, &w) || core_source_alive(m))))
+		return;
+	for (i = 0; i < w.n; i++)
+		if (!w.pages[i])
+			finish_empty(m, w.first + i, &f);
+	/* Once per window: these counters are shared by every mover. */
+	count_sub(&m->cnt.populated, f.counted);
+	count_add(&m->cnt.skipped, f.skipped);
+	count_add(&m->cnt.chunks_done, f.chunks);
+}
+
+void core_scan_ahead(struct mover *m, size_t c)
+{
+	size_t win = c / SCAN_WINDOW_CHUNKS;
+
+	if (!once_claim(&m->windows[win], true))
+		return;
+	scan_window(m, win);
+	store_release(&m->windows[win], CLS_READY);
+}

@@ -189,7 +189,12 @@ static bool window_maps(struct mover *m, const struct window *w)
 	size_t i, n = 0;
 
 	for (i = 0; i < w->n; i++) {
-		if (w->pages[i])
+		/* Not one a fault classified: it may have arrived and been
+		 * freed in the source since, and a read there would map
+		 * (zero) memory again. */
+		if (w->pages[i] ||
+		    load_acquire(&m->plan.chunks[w->first + i].cls_state) !=
+		    CLS_NEW)
 			continue;
 		plan_chunk_range(&m->plan, w->first + i, &start, &end);
 		remote[n++] = (struct iovec){ (void *)(uintptr_t)start, 1 };

@@ -157,6 +157,16 @@ int mover_pull_chunk(struct mover *m, size_t c, bool reader);
  */
 int mover_push_chunk(struct mover *m, size_t c, bool reader);
 /*
+ * As mover_push_chunk() with @reader, for the one thread that both pushes
+ * and reads the uffd: a chunk that does not move as one PMD goes in
+ * slices, and between two of them @pending(@arg) says whether events wait.
+ * If so the chunk is given back, to go on where it stopped first thing,
+ * and 0 returned so that the caller reads them: a fault never waits for a
+ * whole chunk.
+ */
+int mover_push_sliced(struct mover *m, size_t c, bool (*pending)(void *arg),
+		      void *arg);
+/*
  * Resolve one fault at target address @addr and wake its thread. Returns 0,
  * -EAGAIN (an event is pending in the target, or another thread holds the
  * chunk: keep reading events, then retry; never wait here), or a fatal

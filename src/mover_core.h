@@ -20,6 +20,10 @@ struct xfer {
 	bool whole;		/* no page was there before us (THP intact) */
 	bool one;		/* page by page, see on_enoent() */
 	bool may_wait;		/* false: the caller reads events */
+	size_t slice;		/* bytes per ioctl at most; 0: no limit */
+	bool (*pending)(void *arg);	/* with slice: events wait? */
+	void *pending_arg;
+	bool yielded;		/* given back for them */
 	unsigned int delay;	/* backoff, see on_enoent() */
 	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
 };

@@ -40,5 +40,8 @@ void ring_fini(struct ring *r);
  */
 int ring_wait(struct ring *r, struct uffd_msg *out, size_t cap,
 	      struct ring_events *ev, unsigned int spin_us, int timeout_ms);
+/* Is anything waiting that ring_wait() would return now: a completion,
+ * or an event on the uffd that its READ has not completed with yet? */
+bool ring_ready(void *ring);
 
 #endif /* UFFDMOVE_RING_H */

@@ -125,7 +125,8 @@ static int push_inline(struct run *run)
 		c = mover_next_chunk(m);
 		if (c < 0)
 			return 0;
-		ret = mover_push_chunk(m, (size_t)c, true);
+		ret = mover_push_sliced(m, (size_t)c, ring_ready,
+					&run->ring);
 		if (ret != -EAGAIN)
 			return ret;
 		/* The chunk went back to the front of the queue. Read what

@@ -224,7 +224,7 @@ static int check_released(struct guest *g, const struct uffdmove_stats *st)
 	return T_PASS;
 }
 
-static int cross_process(struct t_ctx *ctx, bool pull)
+static int cross_process(struct t_ctx *ctx, bool pull, uint32_t threads)
 {
 	struct guest g = layout();
 	struct uffdmove_region regions[GUEST_REGIONS_MAX];
@@ -243,6 +243,7 @@ static int cross_process(struct t_ctx *ctx, bool pull)
 		_exit(target_main(sv[1], pull));
 	uffdmove_source_opts_init(&so);
 	so.pull = pull ? UFFDMOVE_PULL_AUTO : UFFDMOVE_PULL_OFF;
+	so.threads = threads;
 	T_CHECK(uffdmove_source_new(&s, regions, g.n, &so) == 0, "source_new");
 	ret = uffdmove_source_accept(s, sv[0]);
 	T_CHECK(ret == 0, "accept: %s", uffdmove_source_error(s));
@@ -282,12 +283,19 @@ static int cross_process(struct t_ctx *ctx, bool pull)
 
 static int cross_process_pull(struct t_ctx *ctx)
 {
-	return cross_process(ctx, true);
+	return cross_process(ctx, true, 0);
 }
 
 static int cross_process_copy(struct t_ctx *ctx)
 {
-	return cross_process(ctx, false);
+	return cross_process(ctx, false, 0);
+}
+
+/* One thread pushes and serves faults: chunks go in slices, given back
+ * and resumed whenever a fault comes; every byte still arrives once. */
+static int cross_process_one_thread(struct t_ctx *ctx)
+{
+	return cross_process(ctx, false, 1);
 }
 
 /*
@@ -376,6 +384,7 @@ int main(void)
 	static const struct t_case cases[] = {
 		{ "cross-process-pull", cross_process_pull },
 		{ "cross-process-copy", cross_process_copy },
+		{ "cross-process-one-thread", cross_process_one_thread },
 		{ "stream-channel", stream_channel },
 		{ "stream-channel-bad", stream_channel_bad },
 	};

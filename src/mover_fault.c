@@ -50,12 +50,12 @@ static bool faults_frequent(struct mover *m)
 	return m->rate_high;
 }
 
-/* Serve a fault by its whole chunk: MOVE keeps a THP whole as one PMD
- * (push), and a pulled chunk lands as one THP (pull, per the policy). */
+/* Serve a fault by its whole chunk: MOVE keeps a THP whole (push), and a
+ * pulled chunk lands as one THP (pull, per the fault policy). */
 static bool fault_takes_chunk(struct mover *m, const struct chunk *ch)
 {
 	if (!m->pull)
-		return core_wants_move(m, ch) && (ch->flags & CHUNK_THP);
+		return core_wants_move(m, ch);
 	switch (m->fault_policy) {
 	case UFFDMOVE_FAULT_CHUNK:
 		return true;
@@ -106,38 +106,6 @@ static int fault_page(struct mover *m, struct plan_region *r, size_t c,
 	return ret;
 }
 
-#define CLUSTER_PAGES	16	/* 64 KiB: as quick to move as one page */
-
-/*
- * MOVE the wanted pages of the aligned cluster around the faulting page
- * and give the chunk back, to be finished in order: the fault waits for
- * no whole chunk (doc/design.md, "Faults"). The chunk is held meanwhile:
- * two moves of one page at once would both count it. -EAGAIN when a
- * pusher holds it (it is finished soon, and its move wakes the thread).
- */
-static int fault_cluster(struct mover *m, struct plan_region *r, size_t c,
-			 size_t pg)
-{
-	struct xfer x = { .c = c, .r = r, .from = r->src, .moving = true };
-	struct chunk *ch = &m->plan.chunks[c];
-	int ret;
-
-	if (!core_claim(m, c))
-		return -EAGAIN;
-	plan_chunk_range(&m->plan, c, &x.start, &x.stop);
-	x.first = (x.start - r->src) / PAGE_SZ;
-	x.pos = MAX(ALIGN_DOWN(pg, CLUSTER_PAGES), x.first);
-	x.end = MIN(ALIGN_DOWN(pg, CLUSTER_PAGES) + CLUSTER_PAGES,
-		    (x.stop - r->src) / PAGE_SZ);
-	ret = core_transfer(m, &x);
-	store_release(&ch->state, CHUNK_PENDING);
-	core_make_urgent(m, c);
-	/* Discarded meanwhile, so skipped: its thread still sleeps. */
-	if (!ret && !plan_page_wanted(r, pg))
-		ret = core_fault_zero(m, r, pg);
-	return ret;
-}
-
 int mover_fault(struct mover *m, uint64_t addr)
 {
 	uint64_t dst = ALIGN_DOWN(addr, PAGE_SZ);
@@ -170,8 +138,6 @@ int mover_fault(struct mover *m, uint64_t addr)
 				mover_push_chunk(m, (size_t)c, true);
 		if (!ret)
 			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-	} else if (!m->pull && core_wants_move(m, ch)) {
-		ret = fault_cluster(m, r, (size_t)c, pg);
 	} else {
 		ret = fault_page(m, r, (size_t)c, pg);
 	}

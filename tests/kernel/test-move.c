@@ -230,33 +230,6 @@ static int same_process_sparse(struct t_ctx *ctx)
 	return T_PASS;
 }
 
-/*
- * One thread moves and serves faults: 4 KiB chunks go in slices, given
- * back and resumed when a fault comes, and faults move the cluster around
- * them while the chunk waits. Every byte arrives once; the source keeps
- * nothing.
- */
-static int one_thread_workers(struct t_ctx *ctx)
-{
-	struct pair p;
-	char why[256];
-
-	pair_init(&p, &small);
-	p.sopts.threads = 1;
-	T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0, "%s", p.src_err);
-	T_CHECK(p.st.faults > 0, "no fault was served");
-	T_CHECK(p.st.bytes_moved + p.st.bytes_copied == p.st.bytes_populated,
-		"moved %" PRIu64 " + copied %" PRIu64 " != populated %" PRIu64,
-		p.st.bytes_moved, p.st.bytes_copied, p.st.bytes_populated);
-	T_CHECK(p.st.bytes_populated == guest_populated_bytes(&p.src),
-		"populated %" PRIu64 ", the guest has %" PRIu64,
-		p.st.bytes_populated, guest_populated_bytes(&p.src));
-	T_CHECK(present_pages(&p.src) == 0, "source still has pages");
-	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
-	pair_fini(&p);
-	return T_PASS;
-}
-
 /* io_uring fixed buffers pin pages: the kernel refuses to move them. */
 static struct io_uring pin_ring;
 
@@ -419,7 +392,6 @@ int main(void)
 		{ "same-process-thp-512M-moves", same_process_thp },
 		{ "same-process-4k-holes-workers", same_process_4k_with_workers },
 		{ "same-process-sparse-workers", same_process_sparse },
-		{ "same-process-one-thread-workers", one_thread_workers },
 		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
 		{ "pinned-declared-never-tried", pinned_declared },
 		{ "mode-move-declared-pin-refused", mode_move_declared_pin },

@@ -87,45 +87,6 @@ static void publish(struct mover *m, struct chunk *ch, size_t n,
 	store_release(&ch->cls_state, CLS_READY);
 }
 
-/*
- * The scan ahead saw one THP over the whole chunk: its pages are one
- * folio, so one page map entry says whether it is exclusive (the kernel
- * still refuses to move a shared page: EBUSY, then it is copied). false
- * when that page is no longer there: then the long way.
- */
-static bool flags_of_thp(struct mover *m, uint64_t start, bool need_excl,
-			 uint8_t *flags)
-{
-	uint8_t f = PG_PRESENT | PG_HUGE;
-	uint64_t word;
-
-	if (need_excl) {
-		if (pm_read(&m->pm, start, 1, &word))
-			return false;
-		f = classify_pm_word(word) | PG_HUGE;
-		if (!(f & PG_PRESENT))
-			return false;
-	}
-	memset(flags, f, CHUNK_PAGES);
-	return true;
-}
-
-/* Page flags of the chunk [start, end) (@n pages); unknown: all data. */
-static void chunk_flags(struct mover *m, const struct chunk *ch,
-			uint64_t start, size_t n, uint8_t *flags)
-{
-	/* Exclusivity matters only while MOVE is still a candidate. */
-	bool need_excl = !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
-			 load_acquire(&m->prim) != PRIM_COPY;
-
-	if (load_acquire(&ch->seen) == SEEN_ONE_THP && n == CHUNK_PAGES &&
-	    flags_of_thp(m, start, need_excl, flags))
-		return;
-	/* Unknown: copy everything, which is always correct. */
-	if (pm_flags(&m->pm, start, n, need_excl, flags))
-		memset(flags, PG_PRESENT, n);
-}
-
 int core_classify(struct mover *m, size_t c)
 {
 	struct chunk *ch = &m->plan.chunks[c];
@@ -141,15 +102,18 @@ int core_classify(struct mover *m, size_t c)
 		goto out;
 	n = (end - start) / PAGE_SZ;
 	pinned = overlaps_pinned(m, start, end);
-	chunk_flags(m, ch, start, n, flags);
+	/* Exclusivity matters only while MOVE is still a candidate. */
+	if (pm_flags(&m->pm, start, n, !m->pull &&
+		     m->mode != UFFDMOVE_MODE_COPY &&
+		     load_acquire(&m->prim) != PRIM_COPY, flags)) {
+		/* Unknown: copy everything, which is always correct. */
+		memset(flags, PG_PRESENT, n);
+	}
 	classify_chunk(flags, n, pinned, &cls);
 	first = (start - r->src) / PAGE_SZ;
-	if (cls.populated == n)
-		plan_set_populated(r, first, first + n);
-	else
-		for (i = 0; i < n; i++)
-			if (pg_populated(flags[i]))
-				bit_set(r->populated, first + i);
+	for (i = 0; i < n; i++)
+		if (pg_populated(flags[i]))
+			bit_set(r->populated, first + i);
 	publish(m, ch, n, cls.populated,
 		(chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
 		(cls.movable ? CHUNK_MOVABLE : 0) |
@@ -171,26 +135,20 @@ struct window {
 	size_t first, n;			/* its chunks */
 	const struct plan_region *r;		/* the one being scanned */
 	uint16_t pages[SCAN_WINDOW_CHUNKS];	/* populated, per chunk */
-	uint16_t huge[SCAN_WINDOW_CHUNKS];	/* of which in a THP */
 };
 
-static void count_pages(void *arg, uint64_t start, uint64_t end,
-			uint8_t flags)
+static void count_pages(void *arg, uint64_t start, uint64_t end)
 {
 	struct window *w = arg;
 	uint64_t a, next;
-	uint16_t n;
 	size_t c;
 
 	for (a = start; a < end; a = next) {
 		next = MIN(ALIGN_DOWN(a, CHUNK_SZ) + CHUNK_SZ, end);
 		c = plan_chunk_of_src(w->r, a);
-		if (c < w->first || c >= w->first + w->n)
-			continue;
-		n = (uint16_t)((next - a) / PAGE_SZ);
-		w->pages[c - w->first] += n;
-		if (flags & PG_HUGE)
-			w->huge[c - w->first] += n;
+		if (c >= w->first && c < w->first + w->n)
+			w->pages[c - w->first] += (uint16_t)((next - a) /
+							     PAGE_SZ);
 	}
 }
 
@@ -290,14 +248,9 @@ static void scan_window(struct mover *m, size_t win)
 	if (count_window(&w) ||
 	    (m->pull && (!window_maps(m, &w) || core_source_alive(m))))
 		return;
-	for (i = 0; i < w.n; i++) {
+	for (i = 0; i < w.n; i++)
 		if (!w.pages[i])
 			finish_empty(m, w.first + i, &f);
-		else
-			store_release(&m->plan.chunks[w.first + i].seen,
-				      w.huge[i] == CHUNK_PAGES ? SEEN_ONE_THP :
-								 SEEN_OTHER);
-	}
 	/* Once per window: these counters are shared by every mover. */
 	count_sub(&m->cnt.populated, f.counted);
 	count_add(&m->cnt.skipped, f.skipped);

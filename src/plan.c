@@ -114,20 +114,6 @@ void plan_chunk_range(const struct plan *p, size_t c, uint64_t *start,
 	*end = MIN(base + CHUNK_SZ, r->src + r->len);
 }
 
-void plan_set_populated(struct plan_region *r, size_t i, size_t end)
-{
-	uint64_t bits;
-
-	while (i < end) {
-		bits = ~0ULL << (i % 64);
-		if (end - ALIGN_DOWN(i, 64) < 64)
-			bits &= (1ULL << (end % 64)) - 1;
-		__atomic_fetch_or(&r->populated[i / 64], bits,
-				  __ATOMIC_RELEASE);
-		i = ALIGN_DOWN(i, 64) + 64;
-	}
-}
-
 /* Pages of word @w that are wanted (@want) or not. */
 static uint64_t wanted_bits(const struct plan_region *r, size_t w, bool want)
 {

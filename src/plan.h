@@ -27,14 +27,6 @@ enum chunk_cls {
 	CLS_READY,		/* flags are valid */
 };
 
-/* What the scan ahead of the movers saw in a chunk (a hint: the page
- * tables may have changed since). */
-enum chunk_seen {
-	SEEN_NOTHING_YET,
-	SEEN_ONE_THP,		/* one huge page with data over all of it */
-	SEEN_OTHER,
-};
-
 #define CHUNK_THP	(1u << 0)
 #define CHUNK_MOVABLE	(1u << 1)
 #define CHUNK_PINNED	(1u << 2)	/* overlaps a declared pinned range */
@@ -46,7 +38,7 @@ struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */
 	uint8_t cls_state;	/* enum chunk_cls, atomic */
 	uint8_t flags;		/* CHUNK_*, valid once CLS_READY */
-	uint8_t seen;		/* what a scan ahead saw: enum chunk_seen */
+	uint8_t pad;
 	uint16_t region;
 	uint16_t resume;	/* pages already handed over, from its start;
 				   written by the thread that holds it */
@@ -111,9 +103,6 @@ static inline void bit_set(uint64_t *map, size_t i)
 {
 	__atomic_fetch_or(&map[i / 64], 1ULL << (i % 64), __ATOMIC_RELEASE);
 }
-
-/* Mark pages [i, end) of @r populated, a word at a time. */
-void plan_set_populated(struct plan_region *r, size_t i, size_t end);
 
 /* Page @i has data the target still wants. */
 static inline bool plan_page_wanted(const struct plan_region *r, size_t i)

@@ -18,6 +18,7 @@
 #include "util.h"
 
 #define EVENTS_WAIT_US	200
+#define CHUNK_WAIT_US	1000	/* the tail: a given-back chunk's longest wait */
 
 
 int mover_setup(struct mover *m, const struct mover_config *cfg,
@@ -36,7 +37,13 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 		pthread_mutex_destroy(&m->lock);
 		return err_set(err, ENOMEM, "pthread_cond_init failed");
 	}
+	if (pthread_cond_init(&m->chunk_cv, NULL)) {
+		pthread_cond_destroy(&m->events_cv);
+		pthread_mutex_destroy(&m->lock);
+		return err_set(err, ENOMEM, "pthread_cond_init failed");
+	}
 	if (fills_init(&m->fills)) {
+		pthread_cond_destroy(&m->chunk_cv);
 		pthread_cond_destroy(&m->events_cv);
 		pthread_mutex_destroy(&m->lock);
 		return err_set(err, ENOMEM, "fills: pthread_mutex_init failed");
@@ -92,6 +99,7 @@ void mover_fini(struct mover *m)
 	plan_fini(&m->plan);
 	free(m->windows);
 	fills_fini(&m->fills);
+	pthread_cond_destroy(&m->chunk_cv);
 	pthread_cond_destroy(&m->events_cv);
 	pthread_mutex_destroy(&m->lock);
 	ranges_fini(&m->outbox);
@@ -117,9 +125,20 @@ bool mover_committed(const struct mover *m)
 	return load_acquire(&m->committed);
 }
 
+/* Pushers and pullers waiting in mover_await_chunk() look again. */
+static void chunk_wake(struct mover *m)
+{
+	if (!load_acquire(&m->chunk_waiters))
+		return;
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_broadcast(&m->chunk_cv);
+	pthread_mutex_unlock(&m->lock);
+}
+
 void mover_stop(struct mover *m)
 {
 	store_release(&m->stop, true);
+	chunk_wake(m);
 }
 
 bool mover_stopping(const struct mover *m)
@@ -275,6 +294,34 @@ static void skip_done(struct mover *m, size_t c)
 					    __ATOMIC_RELAXED);
 }
 
+/*
+ * Past the cursor, a chunk is pending only if it was given back (its
+ * queue entry may have been dropped, or taken while another thread held
+ * it): claim the first one. Chunks below m->swept are all done.
+ */
+static long claim_behind(struct mover *m)
+{
+	size_t c = load_acquire(&m->swept), first = SIZE_MAX;
+
+	for (; c < m->plan.nchunks; c++) {
+		uint8_t state = load_acquire(&m->plan.chunks[c].state);
+
+		if (state == CHUNK_DONE)
+			continue;
+		if (first == SIZE_MAX)
+			first = c;
+		if (state == CHUNK_PENDING && core_claim(m, c))
+			break;
+	}
+	/* Done is final: every chunk below @first stays done. A racing
+	 * thread may store a lower mark; that only costs a longer scan. */
+	if (first == SIZE_MAX)
+		first = m->plan.nchunks;
+	if (first > load_acquire(&m->swept))
+		store_release(&m->swept, first);
+	return c < m->plan.nchunks ? (long)c : -1;
+}
+
 long mover_next_chunk(struct mover *m)
 {
 	size_t c;
@@ -293,7 +340,7 @@ long mover_next_chunk(struct mover *m)
 	for (;;) {
 		c = count_add(&m->cursor, 1);
 		if (c >= m->plan.nchunks)
-			return -1;
+			return claim_behind(m);
 		core_scan_ahead(m, c);
 		if (core_claim(m, c))
 			return (long)c;
@@ -301,11 +348,36 @@ long mover_next_chunk(struct mover *m)
 	}
 }
 
+bool mover_await_chunk(struct mover *m)
+{
+	struct timespec until;
+
+	if (mover_finished(m) || mover_stopping(m))
+		return false;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += CHUNK_WAIT_US * 1000;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->chunk_waiters++;
+	while (m->urgent_head == m->urgent_tail && !mover_finished(m) &&
+	       !mover_stopping(m))
+		if (pthread_cond_timedwait(&m->chunk_cv, &m->lock, &until))
+			break;
+	m->chunk_waiters--;
+	pthread_mutex_unlock(&m->lock);
+	return !mover_stopping(m);
+}
+
 void core_make_urgent(struct mover *m, size_t c)
 {
 	pthread_mutex_lock(&m->lock);
 	if (m->urgent_tail - m->urgent_head < URGENT_MAX)
 		m->urgent[m->urgent_tail++ % URGENT_MAX] = c;
+	if (m->chunk_waiters)
+		pthread_cond_broadcast(&m->chunk_cv);
 	pthread_mutex_unlock(&m->lock);
 }
 

@@ -78,6 +78,9 @@ struct mover {
 	pthread_mutex_t lock;		/* urgent queue, outbox, error */
 	size_t urgent[URGENT_MAX];
 	size_t urgent_head, urgent_tail;
+	size_t swept;			/* atomic: chunks below are all done */
+	pthread_cond_t chunk_cv;	/* with lock: a chunk may be free */
+	unsigned int chunk_waiters;	/* under lock */
 	struct ranges outbox;		/* for the peer: THP chunks to collapse
 					   (push), ranges to free (pull) */
 	uint64_t outbox_bytes;		/* what the outbox covers */
@@ -140,9 +143,18 @@ int mover_count_populated(struct mover *m);
 uint32_t mover_primitive(const struct mover *m);
 uint64_t mover_populated(const struct mover *m);
 
-/* Pushers and pullers: claim the next chunk (urgent first), or -1 when
- * none is left. */
+/* Pushers and pullers: claim the next chunk (urgent first, then in
+ * order, then any given back behind the cursor), or -1 when none is free
+ * now. */
 long mover_next_chunk(struct mover *m);
+/*
+ * Pushers and pullers, after mover_next_chunk() found none: false when
+ * every chunk is done or the session stops (leave). Else a chunk is still
+ * held by another thread, which may give it back (the fault thread does,
+ * on EAGAIN) and then only a pusher or puller takes it: wait until one is
+ * queued, or a short while, and return true (look again).
+ */
+bool mover_await_chunk(struct mover *m);
 /*
  * Pull a chunk this thread claimed: read it from the source into a
  * staging slot, check the source is still the process we authenticated,

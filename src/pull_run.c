@@ -105,6 +105,10 @@ static void *puller_main(void *arg)
 
 	while (!load_acquire(&p->stop)) {
 		c = mover_next_chunk(&p->m);
+		/* None free, but the fault thread may still give one back
+		 * (EAGAIN): only we would take it. */
+		if (c < 0 && mover_await_chunk(&p->m))
+			continue;
 		if (c < 0 || mover_pull_chunk(&p->m, (size_t)c, false))
 			break;
 		/* Soon: the source holds every byte twice until then, and

@@ -40,6 +40,10 @@ static void *pusher_main(void *arg)
 			continue;
 		}
 		c = mover_next_chunk(m);
+		/* None free, but the fault thread may still give one back
+		 * (EAGAIN): only we would take it. */
+		if (c < 0 && mover_await_chunk(m))
+			continue;
 		if (c < 0 || mover_push_chunk(m, (size_t)c, false))
 			break;
 	}

@@ -512,6 +512,145 @@ static int discards_race(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * A chunk the fault thread gives back after the pullers left. One region,
+ * empty but for its last chunk, whose first page a guest thread touches
+ * before the commit: the fault thread takes that chunk for it (FAULT_CHUNK)
+ * while the puller finds the rest empty and runs out of chunks at once.
+ * Then a raw discard of the touched page blocks the fault thread's MOVE
+ * (EAGAIN): it gives the chunk back, and serves the fault with a zero
+ * page, the page being discarded now. The chunk must still arrive.
+ */
+#define LATE_CHUNKS	16
+#define LATE_ROUNDS	40
+#define LATE_SEED	0x9014
+
+struct late {
+	uint8_t *head;			/* the touched page */
+	volatile int go;		/* the commit is done */
+	unsigned int delay_us;		/* then the discard, after this */
+	int ret;
+};
+
+static void *late_toucher(void *arg)
+{
+	struct late *l = arg;
+
+	(void)*(volatile uint64_t *)l->head;
+	return NULL;
+}
+
+static void *late_discarder(void *arg)
+{
+	struct late *l = arg;
+	struct timespec ts = { 0, (long)l->delay_us * 1000 };
+
+	while (!__atomic_load_n(&l->go, __ATOMIC_ACQUIRE))
+		;
+	nanosleep(&ts, NULL);
+	if (madvise(l->head, T_PAGE, MADV_DONTNEED))
+		l->ret = -errno;
+	return NULL;
+}
+
+static int late_target(int sock, unsigned int delay_us)
+{
+	size_t len = LATE_CHUNKS * T_HPAGE;
+	uint8_t *tgt = t_map(len, true), *last = tgt + len - T_HPAGE;
+	struct uffdmove_region region = { "ram0", tgt, len };
+	struct uffdmove_target_opts o;
+	struct uffdmove_target *t;
+	struct late l = { .head = last, .delay_us = delay_us };
+	pthread_t toucher, discarder;
+	size_t pg;
+	int ret;
+
+	uffdmove_target_opts_init(&o);
+	o.fault_policy = UFFDMOVE_FAULT_CHUNK;
+	o.threads = 1;
+	o.expected_uid = 0;
+	if (uffdmove_target_new(&t, &region, 1, &o))
+		return fail_child("target_new", NULL);
+	if (uffdmove_target_handoff(t, sock))
+		return fail_child("handoff", t);
+	/* Waiting for the fault thread, which starts at the commit. */
+	pthread_create(&toucher, NULL, late_toucher, &l);
+	pthread_create(&discarder, NULL, late_discarder, &l);
+	usleep(2000);
+	ret = uffdmove_target_process(t);
+	__atomic_store_n(&l.go, 1, __ATOMIC_RELEASE);
+	if (ret < 0)
+		return fail_child("commit", t);
+	/* The end is checked in our calls only: after the discard, which
+	 * must not race the count of what arrived at DONE. And the page is
+	 * touched again, which waits for the fault thread to have marked
+	 * the discard (its event is handled before this fault). */
+	pthread_join(toucher, NULL);
+	pthread_join(discarder, NULL);
+	(void)*(volatile uint64_t *)last;
+	ret = uffdmove_target_wait(t, 5000);
+	if (ret)
+		return fail_child("wait (the last chunk never arrived?)", t);
+	if (l.ret) {
+		fprintf(stderr, "  target: madvise: %s\n", strerror(-l.ret));
+		return 1;
+	}
+	/* The discarded page reads zero, or its data if the fill won. */
+	if (!t_is_zero(last, T_PAGE) &&
+	    t_verify(last, T_PAGE, LATE_SEED, 0, NULL)) {
+		fprintf(stderr, "  target: the discarded page holds neither zeros nor its data\n");
+		return 1;
+	}
+	for (pg = 1; pg < T_HPAGE / T_PAGE; pg++)
+		if (t_verify(last + pg * T_PAGE, T_PAGE, LATE_SEED, pg, NULL)) {
+			fprintf(stderr, "  target: page %zu of the last chunk is wrong\n",
+				pg);
+			return 1;
+		}
+	if (!t_is_zero(tgt, len - T_HPAGE)) {
+		fprintf(stderr, "  target: data where the source has none\n");
+		return 1;
+	}
+	uffdmove_target_free(t);
+	return 0;
+}
+
+static int late_give_back(struct t_ctx *ctx)
+{
+	size_t len = LATE_CHUNKS * T_HPAGE;
+	uint8_t *src = t_map(len, true);
+	struct uffdmove_region region = { "ram0", src, len };
+	struct uffdmove_source_opts o;
+	unsigned int i;
+
+	t_fill(src + len - T_HPAGE, T_HPAGE, LATE_SEED, 0);
+	uffdmove_source_opts_init(&o);
+	o.mode = UFFDMOVE_MODE_COPY;	/* the same source every round */
+	o.expected_uid = 0;
+	for (i = 0; i < LATE_ROUNDS; i++) {
+		struct uffdmove_source *s;
+		int sv[2], ret, status;
+		pid_t pid;
+
+		pid = t_fork_peer(sv, 60);
+		if (pid == 0)
+			_exit(late_target(sv[1], i * 53 % 400));
+		T_CHECK(uffdmove_source_new(&s, &region, 1, &o) == 0,
+			"source_new");
+		ret = uffdmove_source_accept(s, sv[0]);
+		if (!ret)
+			ret = uffdmove_source_run(s);
+		status = t_wait(pid);
+		T_CHECK(ret == 0 && WIFEXITED(status) && !WEXITSTATUS(status),
+			"round %u (discard %u us after the commit): source %d %s, target status 0x%x",
+			i, i * 53 % 400, ret, uffdmove_source_error(s), status);
+		uffdmove_source_free(s);
+		close(sv[0]);
+	}
+	t_unmap(src, len);
+	return T_PASS;
+}
+
 /* One pair; a child that could not set itself up skips the case. */
 static int run_or_skip(struct t_ctx *ctx, const struct source_plan *sp,
 		       const struct target_plan *tp, const char *setup)
@@ -1340,6 +1479,7 @@ int main(void)
 		{ "faults-race-pulls-page", faults_race_page },
 		{ "sparse-guest-pulls", sparse_guest },
 		{ "discards-race-pulls", discards_race },
+		{ "discard-gives-back-late", late_give_back },
 		{ "denied-falls-back-to-push", denied_pushes },
 		{ "unprivileged-same-uid", unprivileged_pair },
 		{ "small-pages-push-by-default", small_pages },

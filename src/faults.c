@@ -133,12 +133,15 @@ int faults_drain(struct faults *f)
 	for (;;) {
 		uint64_t since = now_ns();
 
+		mover_events_batch(f->m);
 		got = read(f->uffd, batch, sizeof(batch));
-		if (got <= 0)
-			break;
-		ret = faults_handle(f, batch,
+		ret = got <= 0 ? 0 :
+		      faults_handle(f, batch,
 				    (size_t)got / sizeof(struct uffd_msg),
 				    now_ns(), since);
+		mover_events_batch(f->m);
+		if (got <= 0)
+			break;
 		if (ret)
 			return ret;
 		total += (int)(got / (ssize_t)sizeof(struct uffd_msg));

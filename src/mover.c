@@ -408,6 +408,26 @@ void mover_events_read(struct mover *m)
 	pthread_mutex_unlock(&m->lock);
 }
 
+void mover_events_batch(struct mover *m)
+{
+	__atomic_fetch_add(&m->events_batch, 1, __ATOMIC_ACQ_REL);
+}
+
+#define SETTLE_POLL_US	50
+#define SETTLE_MAX_US	(100 * 1000)
+
+/* A rare path (a DONE count that came up short): polling is enough. */
+void mover_events_settle(struct mover *m)
+{
+	uint64_t batch = load_acquire(&m->events_batch);
+	unsigned int waited;
+
+	for (waited = 0; (batch & 1) && waited < SETTLE_MAX_US &&
+	     load_acquire(&m->events_batch) == batch;
+	     waited += SETTLE_POLL_US)
+		usleep(SETTLE_POLL_US);
+}
+
 /*
  * EAGAIN: an event is pending that only the fault thread reads. Wait until
  * it has read events since @seen (then try again at once), or a short

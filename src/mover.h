@@ -91,6 +91,8 @@ struct mover {
 	uint64_t events_read;		/* atomic: bumped per read of events */
 	pthread_cond_t events_cv;	/* with lock: signals events_read */
 	unsigned int events_waiters;	/* under lock */
+	uint64_t events_batch;		/* atomic: odd while a batch of events
+					   is being read and handled */
 
 	int fatal;			/* first fatal -errno, under lock */
 	int move_failure;		/* MODE_MOVE: -EBUSY seen, under lock */
@@ -201,6 +203,14 @@ void mover_fault_served(struct mover *m, uint64_t t_read);
 void mover_fault_deferred(struct mover *m);
 /* The uffd's events were read: pushers that met EAGAIN may try again. */
 void mover_events_read(struct mover *m);
+/*
+ * The fault thread calls mover_events_batch() before it reads a batch of
+ * events and again once it has handled them. A discard zaps as soon as
+ * its event is read, before it is marked here: mover_events_settle()
+ * waits until a batch read before now is handled, its discards counted.
+ */
+void mover_events_batch(struct mover *m);
+void mover_events_settle(struct mover *m);
 /*
  * The target discarded [start, end) (a REMOVE or UNMAP event read after
  * @since_ns): never filled again; a fill that raced it is counted.

@@ -50,6 +50,9 @@ int pull_start(struct uffdmove_target *t);
 void pull_stop(struct uffdmove_target *t);
 /* Every chunk is in (1), not yet (0), or the pull's fatal -errno. */
 int pull_state(struct uffdmove_target *t);
+/* Discards our fault thread read but has not counted yet are counted
+ * in t->st on return (mover_events_settle()). */
+int pull_settle(struct uffdmove_target *t);
 /* What failed, when pull_state() is negative. */
 const char *pull_error(struct uffdmove_target *t);
 /* Counters now, as target stats. */

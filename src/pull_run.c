@@ -190,6 +190,13 @@ int pull_state(struct uffdmove_target *t)
 	return mover_finished(&p->m) ? 1 : 0;
 }
 
+int pull_settle(struct uffdmove_target *t)
+{
+	mover_events_settle(&t->pull->m);
+	pull_stats(t, &t->st);
+	return 0;
+}
+
 const char *pull_error(struct uffdmove_target *t)
 {
 	return mover_error(&t->pull->m);

@@ -91,10 +91,11 @@ static int check_done(struct uffdmove_target *t, int counted, uint64_t here)
 				     "reading /proc/self/pagemap at DONE");
 	if (done_holds(t, here))
 		return 1;
-	/* DONE's count misses discards the source read after sending it.
-	 * Any discard that emptied a page before our count was read by the
-	 * source before it zapped: a count asked for now has it. */
-	if (!t->pull && query_stats(t) == 0 && done_holds(t, here))
+	/* The count misses discards read (and so zapped) but not yet
+	 * marked by whoever reads the uffd: the source when pushing (a
+	 * count asked for now has them), our fault thread when pulling. */
+	if ((t->pull ? pull_settle(t) : query_stats(t)) == 0 &&
+	    done_holds(t, here))
 		return 1;
 	return target_orphan(t, -EPROTO,
 		      "the source said DONE, but guest RAM holds fewer bytes than it announced");

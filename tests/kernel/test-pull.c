@@ -553,7 +553,7 @@ static void *late_discarder(void *arg)
 	return NULL;
 }
 
-static int late_target(int sock, unsigned int delay_us)
+static int late_target(int sock, unsigned int delay_us, bool settle)
 {
 	size_t len = LATE_CHUNKS * T_HPAGE;
 	uint8_t *tgt = t_map(len, true), *last = tgt + len - T_HPAGE;
@@ -585,12 +585,18 @@ static int late_target(int sock, unsigned int delay_us)
 	 * must not race the count of what arrived at DONE. And the page is
 	 * touched again, which waits for the fault thread to have marked
 	 * the discard (its event is handled before this fault). */
-	pthread_join(toucher, NULL);
-	pthread_join(discarder, NULL);
-	(void)*(volatile uint64_t *)last;
+	if (settle) {
+		pthread_join(toucher, NULL);
+		pthread_join(discarder, NULL);
+		(void)*(volatile uint64_t *)last;
+	}
 	ret = uffdmove_target_wait(t, 5000);
+	if (!settle) {
+		pthread_join(toucher, NULL);
+		pthread_join(discarder, NULL);
+	}
 	if (ret)
-		return fail_child("wait (the last chunk never arrived?)", t);
+		return fail_child("wait (a chunk given back never arrived, or DONE miscounted a discard)", t);
 	if (l.ret) {
 		fprintf(stderr, "  target: madvise: %s\n", strerror(-l.ret));
 		return 1;
@@ -615,7 +621,7 @@ static int late_target(int sock, unsigned int delay_us)
 	return 0;
 }
 
-static int late_give_back(struct t_ctx *ctx)
+static int late_rounds(struct t_ctx *ctx, bool settle)
 {
 	size_t len = LATE_CHUNKS * T_HPAGE;
 	uint8_t *src = t_map(len, true);
@@ -634,7 +640,7 @@ static int late_give_back(struct t_ctx *ctx)
 
 		pid = t_fork_peer(sv, 60);
 		if (pid == 0)
-			_exit(late_target(sv[1], i * 53 % 400));
+			_exit(late_target(sv[1], i * 53 % 400, settle));
 		T_CHECK(uffdmove_source_new(&s, &region, 1, &o) == 0,
 			"source_new");
 		ret = uffdmove_source_accept(s, sv[0]);
@@ -649,6 +655,20 @@ static int late_give_back(struct t_ctx *ctx)
 	}
 	t_unmap(src, len);
 	return T_PASS;
+}
+
+static int late_give_back(struct t_ctx *ctx)
+{
+	return late_rounds(ctx, true);
+}
+
+/*
+ * The same, but the target's DONE check runs while the discard is under
+ * way: the page it zapped must be counted as discarded, never as lost.
+ */
+static int late_discard_at_done(struct t_ctx *ctx)
+{
+	return late_rounds(ctx, false);
 }
 
 /* One pair; a child that could not set itself up skips the case. */
@@ -1480,6 +1500,7 @@ int main(void)
 		{ "sparse-guest-pulls", sparse_guest },
 		{ "discards-race-pulls", discards_race },
 		{ "discard-gives-back-late", late_give_back },
+		{ "discard-at-done-pulls", late_discard_at_done },
 		{ "denied-falls-back-to-push", denied_pushes },
 		{ "unprivileged-same-uid", unprivileged_pair },
 		{ "small-pages-push-by-default", small_pages },

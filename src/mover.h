@@ -45,6 +45,8 @@ struct pinned_range {
 };
 
 #define URGENT_MAX 256
+/* Pushers and pullers: the fault thread (nice 0) preempts them. */
+#define MOVER_WORKER_NICE 5
 #define SCAN_WINDOW_CHUNKS 256		/* scanned ahead at once: 512 MiB */
 
 struct mover {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "faults.h"
@@ -103,6 +104,10 @@ static void *puller_main(void *arg)
 	struct pull *p = t->pull;
 	long c;
 
+	/* Our fault thread preempts pulling, as the source's does pushing
+	 * (run.c says why); at the same nice a fault waited up to a
+	 * scheduler slice behind two pullers on two CPUs. */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), MOVER_WORKER_NICE);
 	while (!load_acquire(&p->stop)) {
 		c = mover_next_chunk(&p->m);
 		/* None free, but the fault thread may still give one back

@@ -17,7 +17,6 @@
 
 #define FAULT_SPIN_US		50
 #define MSGS_MAX		(4 * RING_MSGS)
-#define PUSHER_NICE		5
 #define RELEASE_IDLE_US		1000	/* releaser: nothing to free, wait */
 #define PUSH_TRIES		8	/* inline pushes in a row after EAGAIN */
 
@@ -30,7 +29,7 @@ static void *pusher_main(void *arg)
 	/* Faults preempt pushing: on a busy host a fault thread queued
 	 * behind CPU-bound pushers would wait whole scheduler slices. Raising
 	 * one's own nice value needs no privilege. */
-	setpriority(PRIO_PROCESS, (id_t)gettid(), PUSHER_NICE);
+	setpriority(PRIO_PROCESS, (id_t)gettid(), MOVER_WORKER_NICE);
 	while (!mover_stopping(m)) {
 		/* Before the target commits, nothing may move: the source
 		 * must be able to take its guest back. */

@@ -68,6 +68,15 @@ uint64_t fills_check_discard(struct fills *f, uint64_t start, uint64_t end,
 	for (i = 0; i < FILLS_LOG; i++)
 		if (f->log[i].ended_ns >= since_ns)
 			raced += overlap(f, &f->log[i], start, end);
+	/* Even the oldest fill logged ended after the read: older ones that
+	 * did too were overwritten (a reader late by ~FILLS_LOG fills). What
+	 * cannot be ruled out counts as raced. */
+	if (f->next >= FILLS_LOG &&
+	    f->log[f->next % FILLS_LOG].ended_ns >= since_ns) {
+		const struct fill all = { start, end, 0 };
+
+		raced = overlap(f, &all, start, end);
+	}
 	f->raced += raced;
 	pthread_mutex_unlock(&f->lock);
 	return raced;

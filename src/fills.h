@@ -17,7 +17,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#define FILLS_LOG	256	/* fills that ended, most recent */
+#define FILLS_LOG	1024	/* fills that ended, most recent */
 #define FILLS_LIVE	72	/* in flight at once: one per mover thread */
 
 struct fill {
@@ -29,7 +29,7 @@ struct fills {
 	pthread_mutex_t lock;
 	struct fill live[FILLS_LIVE];	/* end == 0: free */
 	struct fill log[FILLS_LOG];
-	unsigned int next;		/* log slot to write */
+	uint64_t next;			/* fills logged so far */
 	uint64_t raced;			/* bytes */
 	uint64_t first_start, first_len;	/* the first race seen */
 };

@@ -125,6 +125,17 @@ bool mover_committed(const struct mover *m)
 	return load_acquire(&m->committed);
 }
 
+/* pthread_cond_timedwait()'s deadline, @us from now. */
+static void deadline_in(struct timespec *until, unsigned int us)
+{
+	clock_gettime(CLOCK_REALTIME, until);
+	until->tv_nsec += (long)us * 1000;
+	if (until->tv_nsec >= 1000000000L) {
+		until->tv_sec++;
+		until->tv_nsec -= 1000000000L;
+	}
+}
+
 /* Pushers and pullers waiting in mover_await_chunk() look again. */
 static void chunk_wake(struct mover *m)
 {
@@ -354,12 +365,7 @@ bool mover_await_chunk(struct mover *m)
 
 	if (mover_finished(m) || mover_stopping(m))
 		return false;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += CHUNK_WAIT_US * 1000;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	deadline_in(&until, CHUNK_WAIT_US);
 	pthread_mutex_lock(&m->lock);
 	m->chunk_waiters++;
 	while (m->urgent_head == m->urgent_tail && !mover_finished(m) &&
@@ -437,12 +443,7 @@ void core_wait_events_read(struct mover *m, uint64_t seen)
 {
 	struct timespec until;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += EVENTS_WAIT_US * 1000;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	deadline_in(&until, EVENTS_WAIT_US);
 	pthread_mutex_lock(&m->lock);
 	m->events_waiters++;
 	while (load_acquire(&m->events_read) == seen && !mover_stopping(m))

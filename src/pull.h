@@ -53,6 +53,8 @@ int pull_state(struct uffdmove_target *t);
 /* Discards our fault thread read but has not counted yet are counted
  * in t->st on return (mover_events_settle()). */
 int pull_settle(struct uffdmove_target *t);
+/* Bytes of holes our fault thread has filled with the zero page so far. */
+uint64_t pull_zeroed(struct uffdmove_target *t);
 /* What failed, when pull_state() is negative. */
 const char *pull_error(struct uffdmove_target *t);
 /* Counters now, as target stats. */

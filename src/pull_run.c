@@ -202,6 +202,11 @@ int pull_settle(struct uffdmove_target *t)
 	return 0;
 }
 
+uint64_t pull_zeroed(struct uffdmove_target *t)
+{
+	return load_acquire(&t->pull->m.cnt.zeroed);
+}
+
 const char *pull_error(struct uffdmove_target *t)
 {
 	return mover_error(&t->pull->m);

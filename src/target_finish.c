@@ -21,6 +21,12 @@
 
 #define QUERY_TIMEOUT_MS	1000
 
+/* Guest RAM counted at DONE. */
+struct here {
+	uint64_t bytes;		/* pages mapped */
+	uint64_t zeroed_before;	/* pulling: holes zero-filled before */
+};
+
 /* After DONE: ask the source for its counters now (it answers with DONE
  * again), and wait a little for them. */
 static int query_stats(struct uffdmove_target *t)
@@ -61,30 +67,36 @@ static int query_stats(struct uffdmove_target *t)
  * MOVE carries that over. So every mapped page counts, less the holes the
  * faults filled with the zero page (bytes_zeroed).
  */
-static bool done_holds(const struct uffdmove_target *t, uint64_t here)
+static bool done_holds(const struct uffdmove_target *t,
+		       const struct here *h)
 {
-	return here + t->st.bytes_discarded + t->discards.bytes >=
-	       t->st.bytes_populated + t->st.bytes_zeroed;
+	return h->bytes + t->st.bytes_discarded + t->discards.bytes >=
+	       t->st.bytes_populated +
+	       (t->pull ? h->zeroed_before : t->st.bytes_zeroed);
 }
 
 /* What guest RAM holds: read without the handle's lock (the regions and
- * the pagemap fd stay as they are until the handle is freed). */
-static int count_here(struct uffdmove_target *t, uint64_t *here)
+ * the pagemap fd stay as they are until the handle is freed). Pulling,
+ * our fault thread may still fill holes with the zero page meanwhile: only
+ * those filled before the count are in it. */
+static int count_here(struct uffdmove_target *t, struct here *h)
 {
 	uint64_t bytes;
 	size_t i;
 	int ret = 0;
 
-	*here = 0;
+	h->zeroed_before = t->pull ? pull_zeroed(t) : 0;
+	h->bytes = 0;
 	for (i = 0; !ret && i < t->nregions; i++) {
 		ret = pm_count_present(&t->pm, t->regions[i].addr,
 				       t->regions[i].len, &bytes);
-		*here += bytes;
+		h->bytes += bytes;
 	}
 	return ret;
 }
 
-static int check_done(struct uffdmove_target *t, int counted, uint64_t here)
+static int check_done(struct uffdmove_target *t, int counted,
+		      const struct here *here)
 {
 	if (counted)
 		return target_orphan(t, counted,
@@ -136,12 +148,12 @@ static int finish(struct uffdmove_target *t)
 static void *finisher_main(void *arg)
 {
 	struct uffdmove_target *t = arg;
-	uint64_t here;
+	struct here here;
 	int counted, ret;
 
 	counted = count_here(t, &here);
 	pthread_mutex_lock(&t->lock);
-	ret = check_done(t, counted, here);
+	ret = check_done(t, counted, &here);
 	if (ret == 1)
 		ret = finish(t);
 	pthread_mutex_unlock(&t->lock);
@@ -153,9 +165,9 @@ static void *finisher_main(void *arg)
 /* Without a thread of its own, the end is checked in the caller's call. */
 static int finish_inline(struct uffdmove_target *t)
 {
-	uint64_t here;
+	struct here here;
 	int counted = count_here(t, &here);
-	int ret = check_done(t, counted, here);
+	int ret = check_done(t, counted, &here);
 
 	return ret == 1 ? finish(t) : ret;
 }

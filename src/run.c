@@ -16,6 +16,7 @@
 #include "wake.h"
 
 #define FAULT_SPIN_US		50
+#define EVENTS_DENSE_US		(4 * FAULT_SPIN_US)
 #define MSGS_MAX		(4 * RING_MSGS)
 #define RELEASE_IDLE_US		1000	/* releaser: nothing to free, wait */
 #define PUSH_TRIES		8	/* inline pushes in a row after EAGAIN */
@@ -142,6 +143,20 @@ static int push_inline(struct run *run)
 	return 0;
 }
 
+/*
+ * Spin for the next fault only while faults come close together. After a
+ * rare one the guest thread we just woke usually wakes on our CPU (the
+ * other runs a pusher), and a spin held it off for the whole spin: at one
+ * fault per ms the touch took ~90 us, ~50 of them waiting for us to sleep.
+ */
+static void note_events(struct run *run)
+{
+	uint64_t now = now_ns();
+
+	run->events_dense = now - run->event_ns < EVENTS_DENSE_US * 1000ULL;
+	run->event_ns = now;
+}
+
 static int fault_loop(struct run *run)
 {
 	struct uffdmove_source *s = run->s;
@@ -168,9 +183,12 @@ static int fault_loop(struct run *run)
 			  mover_finished(m) && !run->done_sent ? 1 :
 			  (int)(PROGRESS_EVERY_NS / 1000000);
 		ret = ring_wait(&run->ring, msgs, MSGS_MAX, &ev,
-				inline_push ? 0 : FAULT_SPIN_US, timeout);
+				inline_push || !run->events_dense ? 0 :
+				FAULT_SPIN_US, timeout);
 		if (ret)
 			return mover_fail(m, ret, "io_uring: %s", strerror(-ret));
+		if (ev.nmsgs)
+			note_events(run);
 		/* GO first: faults right after the commit may already move,
 		 * and a THP then moves whole instead of page by page. */
 		ret = 0;

@@ -35,6 +35,8 @@ struct run {
 	uint64_t progress_ns;	/* and when */
 	uint64_t next_progress_ns, next_cb_bytes;
 	struct faults faults;	/* see faults.h */
+	uint64_t event_ns;	/* when the last uffd events came */
+	bool events_dense;	/* they came close together: spin */
 };
 
 static inline bool committed(const struct run *run)

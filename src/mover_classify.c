@@ -128,24 +128,6 @@ out:
 			  (unsigned long long)start);
 }
 
-/*
- * One page's own page-map entry, for a fault that one page serves: the
- * walk of one entry instead of the chunk's 512. Only data is marked here;
- * holes, and every count, wait for core_classify().
- */
-bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
-			size_t pg)
-{
-	uint8_t flags;
-
-	if (load_acquire(&m->plan.chunks[c].cls_state) == CLS_READY ||
-	    pm_flags(&m->pm, r->src + pg * PAGE_SZ, 1, false, &flags) ||
-	    !pg_populated(flags))
-		return false;
-	bit_set(r->populated, pg);
-	return true;
-}
-
 /* ------------------------------------------------------ scanning ahead */
 
 struct window {

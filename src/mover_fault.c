@@ -50,32 +50,20 @@ static bool faults_frequent(struct mover *m)
 	return m->rate_high;
 }
 
-/*
- * Will one page serve this fault, whatever its chunk holds? Pushing, once
- * the session copies (no THP to keep whole by MOVE); pulling, as the
- * fault policy says. Counts the fault for FAULT_AUTO: once per fault.
- */
-static bool fault_by_page(struct mover *m)
-{
-	if (!m->pull)
-		return m->mode == UFFDMOVE_MODE_COPY ||
-		       load_acquire(&m->prim) == PRIM_COPY;
-	switch (m->fault_policy) {
-	case UFFDMOVE_FAULT_CHUNK:
-		return false;
-	case UFFDMOVE_FAULT_PAGE:
-		return true;
-	default:
-		return !faults_frequent(m);
-	}
-}
-
 /* Serve a fault by its whole chunk: MOVE keeps a THP whole (push), and a
  * pulled chunk lands as one THP (pull, per the fault policy). */
-static bool fault_takes_chunk(struct mover *m, const struct chunk *ch,
-			      bool by_page)
+static bool fault_takes_chunk(struct mover *m, const struct chunk *ch)
 {
-	return m->pull ? !by_page : core_wants_move(m, ch);
+	if (!m->pull)
+		return core_wants_move(m, ch);
+	switch (m->fault_policy) {
+	case UFFDMOVE_FAULT_CHUNK:
+		return true;
+	case UFFDMOVE_FAULT_PAGE:
+		return false;
+	default:
+		return faults_frequent(m);
+	}
 }
 
 /*
@@ -124,7 +112,6 @@ int mover_fault(struct mover *m, uint64_t addr)
 	long c = plan_find(&m->plan, dst);
 	struct plan_region *r;
 	struct chunk *ch;
-	bool by_page;
 	size_t pg;
 	int ret;
 
@@ -133,21 +120,15 @@ int mover_fault(struct mover *m, uint64_t addr)
 	ch = &m->plan.chunks[c];
 	r = plan_region_of(&m->plan, (size_t)c);
 	pg = (dst - r->dst) / PAGE_SZ;
-	by_page = fault_by_page(m);
-	/* A page with data needs no more to serve it by itself: the
-	 * chunk's class costs a walk of 512 page-table entries (~40 us for
-	 * small pages here), which its mover pays later. */
-	if (!by_page || !core_page_has_data(m, r, (size_t)c, pg)) {
-		ret = core_classify(m, (size_t)c);
-		if (ret)	/* never a zero page for an unreadable source */
-			return ret;
-	}
+	ret = core_classify(m, (size_t)c);
+	if (ret)
+		return ret;	/* never a zero page for an unreadable source */
 
 	if (!plan_page_wanted(r, pg)) {
 		ret = core_fault_zero(m, r, pg);
 	} else if (load_acquire(&ch->state) == CHUNK_DONE) {
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-	} else if (fault_takes_chunk(m, ch, by_page)) {
+	} else if (fault_takes_chunk(m, ch)) {
 		/* A chunk another thread holds is finished soon, and its
 		 * fill wakes this thread; the caller keeps the fault and
 		 * goes on reading events, which that thread may need. */

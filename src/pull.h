@@ -33,6 +33,7 @@ struct pull {
 	int done_efd;		/* in the target's epoll set: look at us */
 	bool stop;		/* atomic */
 	bool done_told;		/* atomic: done_efd written at the end */
+	uint64_t released_ns;	/* the fault thread last sent RELEASE */
 };
 
 /* Whether to ask to pull (else t->pull_why says why not). */

@@ -125,6 +125,11 @@ static int finish(struct uffdmove_target *t)
 		pull_finish(t);	/* THP to collapse, the last RELEASE */
 	target_unregister_all(t, t->nregions);
 	pull_stop(t);	/* it read the uffd until now: discards never hang */
+	/* The last word on the counts, with every thread joined: the one
+	 * taken at DONE could miss a page the fault thread had just filled
+	 * but not counted yet (pull_free() ends the live counts). */
+	if (t->pull)
+		pull_stats(t, &t->st);
 	session_send(t->sock, &fin, -1, 1000);	/* the source may leave now */
 	target_close_uffd(t);
 	pull_free(t);

@@ -1396,7 +1396,7 @@ static int pinned_stay(struct t_ctx *ctx)
 	uint8_t *pin = NULL;
 	size_t pin_len = 3 * T_HPAGE + 5 * T_PAGE, k, pg;
 	uint64_t left = 0, data_left = 0;
-	size_t chunks_len = 4 * T_HPAGE;	/* the chunks pin_len spans */
+	size_t off, chunks_len;
 	char why[256];
 	int sv[2], ret, status;
 	pid_t pid;
@@ -1404,6 +1404,10 @@ static int pinned_stay(struct t_ctx *ctx)
 	guest_map_source(&g);
 	guest_regions(&g, r);
 	pin = g.addr[0] + T_HPAGE + 7 * T_PAGE;	/* across chunk edges */
+	/* The chunks it spans (guest RAM starts at a chunk boundary). */
+	off = (size_t)(pin - g.addr[0]);
+	chunks_len = (off + pin_len + T_HPAGE - 1) / T_HPAGE * T_HPAGE -
+		     off / T_HPAGE * T_HPAGE;
 	pid = t_fork_peer(sv, 60);
 	if (pid == 0)
 		_exit(target_main(sv[1], &tp));

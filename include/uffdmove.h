@@ -204,7 +204,7 @@ struct uffdmove_stats {
 				     movers classify each chunk) */
 	uint64_t bytes_moved;	  /* handed over by UFFDIO_MOVE */
 	uint64_t bytes_copied;	  /* handed over by UFFDIO_COPY */
-	uint64_t bytes_zeroed;	  /* resolved by UFFDIO_ZEROPAGE */
+	uint64_t bytes_zeroed;	  /* holes resolved by UFFDIO_ZEROPAGE */
 	uint64_t bytes_skipped;	  /* source holes left for the target */
 	uint64_t bytes_discarded; /* discarded by the target during the
 				     handoff (raw madvise, as the source saw

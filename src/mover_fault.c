@@ -10,7 +10,12 @@
 #include "uffd.h"
 #include "util.h"
 
-/* Resolve a page the source has no data for (hole or discarded). */
+/*
+ * Resolve a page the source has no data for (hole or discarded). Only a
+ * hole's zero page counts as zeroed: DONE expects it in guest RAM. A
+ * discarded page is counted once, as discarded, and may be filled and
+ * zapped again any number of times (a balloon that keeps discarding it).
+ */
 int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg)
 {
 	uint64_t dst = r->dst + pg * PAGE_SZ;
@@ -19,11 +24,10 @@ int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg)
 
 	if (ret == -EEXIST)
 		return uffd_wake(m->uffd, dst, PAGE_SZ);
-	if (ret)
+	if (ret || bit_test(r->discarded, pg))
 		return ret;
 	count_add(&m->cnt.zeroed, PAGE_SZ);
-	if (!bit_test(r->discarded, pg))
-		count_sub(&m->cnt.skipped, PAGE_SZ);
+	count_sub(&m->cnt.skipped, PAGE_SZ);
 	return 0;
 }
 

@@ -671,6 +671,104 @@ static int late_discard_at_done(struct t_ctx *ctx)
 	return late_rounds(ctx, false);
 }
 
+/*
+ * A balloon that discards the same page again and again while the guest
+ * reads it in between: each read is a fault on a discarded page, served
+ * with the zero page, which the next discard zaps. Guest RAM holds that
+ * page once at most, however often it was filled, and DONE must not
+ * count it as often. Pulled, and pushed (the fault service is the same).
+ */
+#define REDISCARD_LEN	(128UL << 20)
+#define REDISCARD_TIMES	32
+#define REDISCARD_SEED	0x9015
+
+static int rediscard_target(int sock, uint32_t pull)
+{
+	uint8_t *tgt = t_map(REDISCARD_LEN, true), *page = tgt + T_PAGE;
+	struct uffdmove_region region = { "ram0", tgt, REDISCARD_LEN };
+	struct uffdmove_target_opts o;
+	struct uffdmove_target *t;
+	struct uffdmove_stats st;
+	size_t off;
+	unsigned int i;
+
+	uffdmove_target_opts_init(&o);
+	o.pull = pull;
+	o.threads = 1;
+	o.expected_uid = 0;
+	if (uffdmove_target_new(&t, &region, 1, &o))
+		return fail_child("target_new", NULL);
+	if (uffdmove_target_handoff(t, sock))
+		return fail_child("handoff", t);
+	if (uffdmove_target_process(t) < 0)
+		return fail_child("commit", t);
+	for (i = 0; i < REDISCARD_TIMES; i++) {
+		if (madvise(page, T_PAGE, MADV_DONTNEED)) {
+			perror("  target: madvise");
+			return 1;
+		}
+		(void)*(volatile uint64_t *)page;
+	}
+	if (uffdmove_target_wait(t, 10000))
+		return fail_child("wait (one page discarded and read again and again)", t);
+	uffdmove_target_stats(t, &st);
+	if (!st.bytes_discarded) {
+		fprintf(stderr, "  target: the handoff ended before the discards; nothing was tested\n");
+		return 1;
+	}
+	if (t_verify(tgt, T_PAGE, REDISCARD_SEED, 0, &off) ||
+	    t_verify(page + T_PAGE, REDISCARD_LEN - 2 * T_PAGE,
+		     REDISCARD_SEED, 2, &off)) {
+		fprintf(stderr, "  target: guest RAM wrong at +%zu\n", off);
+		return 1;
+	}
+	printf("  %s: %" PRIu64 " bytes discarded, %" PRIu64 " zeroed\n",
+	       pull == UFFDMOVE_PULL_ON ? "pulled" : "pushed",
+	       st.bytes_discarded, st.bytes_zeroed);
+	uffdmove_target_free(t);
+	return 0;
+}
+
+static int rediscard_pair(struct t_ctx *ctx, uint32_t pull)
+{
+	uint8_t *src = t_map(REDISCARD_LEN, true);
+	struct uffdmove_region region = { "ram0", src, REDISCARD_LEN };
+	struct uffdmove_source_opts o;
+	struct uffdmove_source *s;
+	int sv[2], ret, status;
+	pid_t pid;
+
+	t_fill(src, REDISCARD_LEN, REDISCARD_SEED, 0);
+	uffdmove_source_opts_init(&o);
+	o.pull = pull;
+	o.expected_uid = 0;
+	pid = t_fork_peer(sv, 60);
+	if (pid == 0)
+		_exit(rediscard_target(sv[1], pull));
+	T_CHECK(uffdmove_source_new(&s, &region, 1, &o) == 0, "source_new");
+	ret = uffdmove_source_accept(s, sv[0]);
+	if (!ret)
+		ret = uffdmove_source_run(s);
+	status = t_wait(pid);
+	T_CHECK(ret == 0 && WIFEXITED(status) && !WEXITSTATUS(status),
+		"source %d %s, target status 0x%x", ret,
+		uffdmove_source_error(s), status);
+	uffdmove_source_free(s);
+	close(sv[0]);
+	t_unmap(src, REDISCARD_LEN);
+	return T_PASS;
+}
+
+static int rediscard_pulled(struct t_ctx *ctx)
+{
+	return rediscard_pair(ctx, UFFDMOVE_PULL_ON);
+}
+
+static int rediscard_pushed(struct t_ctx *ctx)
+{
+	return rediscard_pair(ctx, UFFDMOVE_PULL_OFF);
+}
+
 /* One pair; a child that could not set itself up skips the case. */
 static int run_or_skip(struct t_ctx *ctx, const struct source_plan *sp,
 		       const struct target_plan *tp, const char *setup)
@@ -1519,6 +1617,8 @@ int main(void)
 		{ "sparse-guest-pulls", sparse_guest },
 		{ "discards-race-pulls", discards_race },
 		{ "discard-gives-back-late", late_give_back },
+		{ "rediscard-pulled", rediscard_pulled },
+		{ "rediscard-pushed", rediscard_pushed },
 		{ "discard-at-done-pulls", late_discard_at_done },
 		{ "denied-falls-back-to-push", denied_pushes },
 		{ "unprivileged-same-uid", unprivileged_pair },

@@ -33,15 +33,33 @@ static bool overlaps_pinned(const struct mover *m, uint64_t start,
  */
 static bool once_claim(uint8_t *state, bool wait)
 {
-	uint8_t expect = CLS_NEW;
+	uint8_t expect;
 
-	if (load_acquire(state) == CLS_READY)
-		return false;
-	if (__atomic_compare_exchange_n(state, &expect, CLS_BUSY, false,
-					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-		return true;
-	while (wait && load_acquire(state) != CLS_READY)
+	for (;;) {
+		expect = CLS_NEW;
+		if (load_acquire(state) == CLS_READY)
+			return false;
+		if (__atomic_compare_exchange_n(state, &expect, CLS_BUSY,
+						false, __ATOMIC_ACQ_REL,
+						__ATOMIC_ACQUIRE))
+			return true;
+		if (!wait)
+			return false;
+		/* Busy: classified soon, or back to new after a fault's
+		 * look at one page (core_page_has_data()). */
 		sched_yield();
+	}
+}
+
+/* Has a fault marked a page of [first, first + n) wanted before its chunk
+ * was classified? */
+static bool fault_marked(const struct plan_region *r, size_t first, size_t n)
+{
+	size_t i;
+
+	for (i = first; i < first + n; i++)
+		if (bit_test(r->populated, i))
+			return true;
 	return false;
 }
 
@@ -78,7 +96,8 @@ static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
 static void publish(struct mover *m, struct chunk *ch, size_t n,
 		    size_t populated, uint8_t flags)
 {
-	ch->flags = flags;
+	/* A fault may have marked it CHUNK_TOUCHED already. */
+	__atomic_fetch_or(&ch->flags, flags, __ATOMIC_RELEASE);
 	count_add(&m->cnt.populated,
 		  populated * PAGE_SZ - ch->counted * PAGE_SZ);
 	count_add(&m->cnt.skipped, (n - populated) * PAGE_SZ);
@@ -109,8 +128,14 @@ int core_classify(struct mover *m, size_t c)
 		/* Unknown: copy everything, which is always correct. */
 		memset(flags, PG_PRESENT, n);
 	}
-	classify_chunk(flags, n, pinned, &cls);
+	/* A page a fault found with data (core_page_has_data()) was sent,
+	 * or is being sent: it has data, even if it vanished since (a
+	 * reclaimed MADV_FREE page), so that the counts add up. */
 	first = (start - r->src) / PAGE_SZ;
+	for (i = 0; i < n; i++)
+		if (bit_test(r->populated, first + i))
+			flags[i] |= PG_PRESENT;
+	classify_chunk(flags, n, pinned, &cls);
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))
 			bit_set(r->populated, first + i);
@@ -126,6 +151,29 @@ out:
 	return mover_fail(m, -EFAULT,
 			  "the source maps nothing at 0x%llx, which it said is guest RAM",
 			  (unsigned long long)start);
+}
+
+/*
+ * Before chunk @c is classified: does page @pg of @r hold data? Then it is
+ * marked wanted, under the chunk's classification claim, so that the
+ * class counts it whatever the page map says later. False when the class
+ * is known, or being made, or the page is a hole (the class counts those).
+ */
+bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
+			size_t pg)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	uint8_t flags;
+	bool data;
+
+	if (!once_claim(&ch->cls_state, false))
+		return false;
+	data = !pm_flags(&m->pm, r->src + pg * PAGE_SZ, 1, false, &flags) &&
+	       pg_populated(flags);
+	if (data)
+		bit_set(r->populated, pg);
+	store_release(&ch->cls_state, CLS_NEW);
+	return data;
 }
 
 /* ------------------------------------------------------ scanning ahead */
@@ -221,7 +269,16 @@ static void finish_empty(struct mover *m, size_t c, struct finished *f)
 	if (!once_claim(&ch->cls_state, false))
 		return;
 	plan_chunk_range(&m->plan, c, &start, &end);
-	ch->flags = overlaps_pinned(m, start, end) ? CHUNK_PINNED : 0;
+	/* Emptied since a fault sent a page of it: its class counts that. */
+	if (fault_marked(plan_region_of(&m->plan, c),
+			 (start - plan_region_of(&m->plan, c)->src) / PAGE_SZ,
+			 (end - start) / PAGE_SZ)) {
+		store_release(&ch->cls_state, CLS_NEW);
+		return;
+	}
+	__atomic_fetch_or(&ch->flags,
+			  overlaps_pinned(m, start, end) ? CHUNK_PINNED : 0,
+			  __ATOMIC_RELEASE);
 	f->skipped += end - start;
 	f->counted += ch->counted * PAGE_SZ;
 	store_release(&ch->cls_state, CLS_READY);

@@ -235,25 +235,47 @@ uint64_t t_pagemap(const void *addr)
 	return entry;
 }
 
+#define KPF_ZERO_PAGE	24	/* include/uapi/linux/kernel-page-flags.h */
+
+/*
+ * Is the page at @pfn the shared zero page (or the huge zero page)? A read
+ * of freed anonymous memory maps it again (a 2 MiB huge zero page in a THP
+ * range): present, but no memory. Needs root for PFNs and kpageflags;
+ * without them every present page counts.
+ */
+static bool zero_pfn(int kpf, uint64_t pfn)
+{
+	uint64_t flags;
+
+	return kpf >= 0 && pfn &&
+	       pread(kpf, &flags, sizeof(flags),
+		     (off_t)(pfn * sizeof(flags))) == sizeof(flags) &&
+	       (flags >> KPF_ZERO_PAGE & 1);
+}
+
 uint64_t t_resident_bytes(const void *addr, size_t len)
 {
 	size_t n = len / T_PAGE, i;
 	uint64_t *entries, total = 0;
 	ssize_t got;
-	int fd;
+	int fd, kpf;
 
 	entries = calloc(n ? n : 1, sizeof(*entries));
 	fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	if (!entries || fd < 0)
 		t_die("t_resident_bytes: %s", strerror(errno));
+	kpf = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
 	got = pread(fd, entries, n * sizeof(*entries),
 		    (off_t)((uintptr_t)addr / T_PAGE * sizeof(*entries)));
 	if (got != (ssize_t)(n * sizeof(*entries)))
 		t_die("pagemap of %p+%zu: %s", addr, len,
 		      got < 0 ? strerror(errno) : "short read");
 	for (i = 0; i < n; i++)
-		if (entries[i] >> 63)	/* present */
+		if ((entries[i] >> 63) &&	/* present */
+		    !zero_pfn(kpf, entries[i] & ((1ULL << 55) - 1)))
 			total += T_PAGE;
+	if (kpf >= 0)
+		close(kpf);
 	close(fd);
 	free(entries);
 	return total;

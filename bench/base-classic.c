@@ -174,6 +174,7 @@ static int source_side(int sock, void *arg)
 		close(h->uffd);
 		return result_fail(h->r, "pthread_create failed");
 	}
+	pthread_setname_np(tid, "bench-b3");
 	while (nbusy < c->busy && nbusy < BUSY_MAX &&
 	       !pthread_create(&busy[nbusy], NULL, busy_main, c))
 		nbusy++;

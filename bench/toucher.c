@@ -148,6 +148,7 @@ struct toucher *toucher_start(uint8_t *base, const struct guest *g,
 	sem_init(&t->go, 0, 0);
 	if (pthread_create(&t->tid, NULL, toucher_main, t))
 		goto fail;
+	pthread_setname_np(t->tid, "bench-toucher");	/* for perf */
 	return t;
 fail:
 	if (t->pmfd >= 0)

@@ -154,6 +154,7 @@ void keeper_start(struct uffdmove_target *t)
 		close(t->keeper_efd);
 		return;
 	}
+	pthread_setname_np(t->keeper, "uffdmove-keeper");
 	t->keeper_running = true;
 }
 

@@ -153,11 +153,13 @@ static int start_threads(struct uffdmove_target *t)
 	ret = pthread_create(&p->fault_thread, NULL, fault_main, t);
 	if (ret)
 		return -ret;
+	pthread_setname_np(p->fault_thread, "uffdmove-fault");
 	p->fault_running = true;
 	for (i = 0; i < MIN(n, PULL_THREADS_MAX); i++) {
 		ret = pthread_create(&p->pullers[i], NULL, puller_main, t);
 		if (ret)
 			return -ret;
+		pthread_setname_np(p->pullers[i], "uffdmove-pull");
 		p->npullers++;
 	}
 	return 0;

@@ -92,11 +92,13 @@ static int start_pushers(struct run *run, size_t n)
 		ret = pthread_create(&run->pushers[i], NULL, pusher_main, run);
 		if (ret)
 			return -ret;
+		pthread_setname_np(run->pushers[i], "uffdmove-push");
 		run->started++;
 	}
 	ret = pthread_create(&run->releaser, NULL, releaser_main, run);
 	if (ret)
 		return -ret;
+	pthread_setname_np(run->releaser, "uffdmove-free");
 	run->releaser_started = true;
 	return 0;
 }

@@ -97,6 +97,7 @@ static int start(struct uffdmove_source *s)
 		return err_set(&s->err, ret, "starting the run's thread: %s",
 			       strerror(ret));
 	}
+	pthread_setname_np(s->loop.thread, "uffdmove-loop");
 	return 0;
 }
 

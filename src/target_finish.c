@@ -199,6 +199,7 @@ int finish_start(struct uffdmove_target *t)
 		store_release(&f->started, false);
 		return finish_inline(t);
 	}
+	pthread_setname_np(f->thread, "uffdmove-finish");
 	return 0;
 }
 

@@ -158,6 +158,8 @@ void thp_collapse_start(struct uffdmove_target *t)
 					t);
 	if (!t->collapsing)
 		collapse_marked(t);	/* no thread: do it here */
+	else
+		pthread_setname_np(t->collapser, "uffdmove-thp");
 }
 
 void thp_collapse_stop(struct uffdmove_target *t)

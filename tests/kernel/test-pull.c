@@ -322,6 +322,13 @@ static int target_main(int sock, const struct target_plan *tp)
 		return fail_child("handoff", t);
 	if (uffdmove_target_process(t) < 0)
 		return fail_child("commit", t);
+	/* Pulling from the commit on: the fault thread, which lives until
+	 * the end, says what it is (the pullers may be done already). */
+	if (tp->expect_prim == UFFDMOVE_PRIM_PULL &&
+	    !t_thread_named("uffdmove-fault")) {
+		fprintf(stderr, "  target: no thread named uffdmove-fault after the commit\n");
+		return 1;
+	}
 	start_activity(&a, &g, t, tp);
 	ret = uffdmove_target_wait(t, 60000);
 	bad = finish_activity(&a, tp);

@@ -281,6 +281,32 @@ uint64_t t_resident_bytes(const void *addr, size_t len)
 	return total;
 }
 
+bool t_thread_named(const char *name)
+{
+	char path[300], comm[32];
+	struct dirent *e;
+	bool found = false;
+	DIR *d = opendir("/proc/self/task");
+	FILE *f;
+
+	while (d && !found && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;	/* it ended meanwhile */
+		found = fgets(comm, sizeof(comm), f) &&
+			!strncmp(comm, name, strlen(name)) &&
+			(comm[strlen(name)] == '\n' || !comm[strlen(name)]);
+		fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
 int t_seqpacket_pair(int sv[2])
 {
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)

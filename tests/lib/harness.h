@@ -83,6 +83,9 @@ uint64_t t_anon_huge_bytes_range(pid_t pid, void *addr, size_t len);
  * less the zero page mapped there (which holds no memory). */
 uint64_t t_resident_bytes(const void *addr, size_t len);
 
+/* Does a thread of this process carry @name (its comm)? */
+bool t_thread_named(const char *name);
+
 /* This process's pagemap entry for @addr (PM_* bits); exits 1 on error. */
 uint64_t t_pagemap(const void *addr);
 #define T_PM_PRESENT	(1ULL << 63)

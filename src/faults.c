@@ -145,6 +145,10 @@ int faults_drain(struct faults *f)
 		if (ret)
 			return ret;
 		total += (int)(got / (ssize_t)sizeof(struct uffd_msg));
+		/* Less than a full batch: that was all. Another read would
+		 * only say EAGAIN, a syscall on every rare fault's path. */
+		if (got < (ssize_t)sizeof(batch))
+			break;
 	}
 	return total;
 }

@@ -55,10 +55,12 @@ static bool once_claim(uint8_t *state, bool wait)
  * was classified? */
 static bool fault_marked(const struct plan_region *r, size_t first, size_t n)
 {
-	size_t i;
+	uint64_t bits[CHUNK_PAGES / 64];
+	size_t w;
 
-	for (i = first; i < first + n; i++)
-		if (bit_test(r->populated, i))
+	bits_get(r->populated, first, bits, n);
+	for (w = 0; w * 64 < n; w++)
+		if (bits[w])
 			return true;
 	return false;
 }
@@ -111,6 +113,7 @@ int core_classify(struct mover *m, size_t c)
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = plan_region_of(&m->plan, c);
 	uint8_t flags[CHUNK_PAGES];
+	uint64_t bits[CHUNK_PAGES / 64];
 	struct chunk_class cls;
 	uint64_t start, end;
 	size_t i, n, first;
@@ -132,13 +135,16 @@ int core_classify(struct mover *m, size_t c)
 	 * or is being sent: it has data, even if it vanished since (a
 	 * reclaimed MADV_FREE page), so that the counts add up. */
 	first = (start - r->src) / PAGE_SZ;
+	bits_get(r->populated, first, bits, n);
 	for (i = 0; i < n; i++)
-		if (bit_test(r->populated, first + i))
+		if (bits[i / 64] >> (i % 64) & 1)
 			flags[i] |= PG_PRESENT;
 	classify_chunk(flags, n, pinned, &cls);
+	memset(bits, 0, sizeof(bits));
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))
-			bit_set(r->populated, first + i);
+			bits[i / 64] |= 1ULL << (i % 64);
+	bits_or(r->populated, first, bits, n);
 	publish(m, ch, n, cls.populated,
 		(chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
 		(cls.movable ? CHUNK_MOVABLE : 0) |

@@ -188,3 +188,44 @@ uint64_t plan_discard(struct plan *p, uint64_t dst, uint64_t len)
 	}
 	return lost;
 }
+
+static uint64_t low_bits(uint64_t v, size_t cnt)
+{
+	return cnt >= 64 ? v : v & ((1ULL << cnt) - 1);
+}
+
+void bits_get(const uint64_t *map, size_t first, uint64_t *out, size_t n)
+{
+	size_t w, p, sh, cnt;
+	uint64_t v;
+
+	for (w = 0; w * 64 < n; w++) {
+		p = first + w * 64;
+		sh = p % 64;
+		cnt = MIN(64, n - w * 64);
+		v = __atomic_load_n(&map[p / 64], __ATOMIC_ACQUIRE) >> sh;
+		/* The next word only if the range reaches into it. */
+		if (sh && sh + cnt > 64)
+			v |= __atomic_load_n(&map[p / 64 + 1],
+					     __ATOMIC_ACQUIRE) << (64 - sh);
+		out[w] = low_bits(v, cnt);
+	}
+}
+
+void bits_or(uint64_t *map, size_t first, const uint64_t *in, size_t n)
+{
+	size_t w, p, sh;
+	uint64_t v;
+
+	for (w = 0; w * 64 < n; w++) {
+		p = first + w * 64;
+		sh = p % 64;
+		v = low_bits(in[w], MIN(64, n - w * 64));
+		if (!v)
+			continue;
+		__atomic_fetch_or(&map[p / 64], v << sh, __ATOMIC_RELEASE);
+		if (sh && v >> (64 - sh))
+			__atomic_fetch_or(&map[p / 64 + 1], v >> (64 - sh),
+					  __ATOMIC_RELEASE);
+	}
+}

@@ -104,6 +104,13 @@ static inline void bit_set(uint64_t *map, size_t i)
 	__atomic_fetch_or(&map[i / 64], 1ULL << (i % 64), __ATOMIC_RELEASE);
 }
 
+/* Bits [first, first + n) of @map into @out, bit 0 of out[0] being
+ * @first: a word at a time. */
+void bits_get(const uint64_t *map, size_t first, uint64_t *out, size_t n);
+/* OR @in (bit 0 of in[0] for @first) into bits [first, first + n) of
+ * @map: one atomic per word touched, not per bit. */
+void bits_or(uint64_t *map, size_t first, const uint64_t *in, size_t n);
+
 /* Page @i has data the target still wants. */
 static inline bool plan_page_wanted(const struct plan_region *r, size_t i)
 {

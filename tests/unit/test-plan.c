@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "plan.h"
+#include "util.h"
 
 #define PAGE	4096ULL
 #define MIB	(1ULL << 20)
@@ -355,6 +356,45 @@ static void test_runs_match_pages(void **state)
 	}
 }
 
+/*
+ * bits_get() and bits_or() against bit_test() and bit_set(), at every
+ * alignment, for ranges up to a chunk long that end anywhere in a map of
+ * 2047 bits (the last word partly used): a word at a time must mean the
+ * same bits, and never touch one outside the range.
+ */
+static void test_bits_match_pages(void **state)
+{
+	uint64_t map[32], want[32], got[8], in[8];
+	uint64_t seed = 0xb175;
+	size_t round, first, n, k;
+
+	(void)state;
+	for (round = 0; round < 4096; round++) {
+		for (k = 0; k < 32; k++) {
+			seed = seed * 6364136223846793005ULL + 1;
+			map[k] = round % 3 ? seed : 0;
+		}
+		map[31] &= (1ULL << (2047 % 64)) - 1;
+		first = (size_t)(seed >> 17) % 2047;
+		n = 1 + (size_t)(seed >> 40) % MIN(512, 2047 - first);
+		bits_get(map, first, got, n);
+		/* The words it wrote, bits past n zero in the last. */
+		for (k = 0; k < (n + 63) / 64 * 64; k++)
+			assert_int_equal(got[k / 64] >> (k % 64) & 1,
+					 k < n && bit_test(map, first + k));
+		for (k = 0; k < 8; k++) {
+			seed = seed * 6364136223846793005ULL + 1;
+			in[k] = seed;	/* bits past n too: they must not land */
+		}
+		memcpy(want, map, sizeof(map));
+		for (k = 0; k < n; k++)
+			if (in[k / 64] >> (k % 64) & 1)
+				bit_set(want, first + k);
+		bits_or(map, first, in, n);
+		assert_memory_equal(map, want, sizeof(map));
+	}
+}
+
 static bool discarded(const struct plan_region *r, size_t pg)
 {
 	return bit_test(r->discarded, pg);
@@ -451,6 +491,7 @@ int main(void)
 						setup_three, teardown),
 		cmocka_unit_test_setup_teardown(test_discard, setup_three,
 						teardown),
+		cmocka_unit_test(test_bits_match_pages),
 		cmocka_unit_test(test_fini),
 	};
 

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,6 +380,131 @@ static int stream_channel_bad(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * Faults the moment the target commits, before any pusher has tried a
+ * MOVE: the first MOVE of a session between two processes is a fault's,
+ * and the kernel refuses it (EINVAL). That must turn the session to COPY,
+ * not end it. Guest threads spin on a flag and touch the first page of
+ * every chunk as soon as uffdmove_target_process() has sent the commit.
+ */
+#define EARLY_ROUNDS	8
+#define EARLY_THREADS	2
+
+struct early {
+	struct guest *g;
+	volatile int go;
+	unsigned int start;
+	pthread_t tid;
+};
+
+static void *early_main(void *arg)
+{
+	struct early *e = arg;
+	size_t n = e->g->spec[0].len / T_HPAGE, c;
+	volatile uint64_t sink = 0;
+
+	while (!__atomic_load_n(&e->go, __ATOMIC_ACQUIRE))
+		;
+	for (c = 0; c < n; c++)
+		sink += *(volatile uint64_t *)(e->g->addr[0] +
+			((c + e->start) % n) * T_HPAGE + e->start * T_PAGE);
+	(void)sink;
+	return NULL;
+}
+
+static struct guest early_layout(void)
+{
+	struct guest g = {
+		.n = 1,
+		.spec = { { "ram0", 64UL << 20, false, 0 } },
+		.seed = 0x1235,
+		.hole_pct = 0,
+	};
+	return g;
+}
+
+static int early_target(int sock)
+{
+	struct guest g = early_layout();
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct early e[EARLY_THREADS];
+	struct uffdmove_target *t;
+	char why[256];
+	int i, ret;
+
+	guest_map(&g);
+	guest_regions(&g, regions);
+	if (uffdmove_target_new(&t, regions, g.n, NULL) ||
+	    uffdmove_target_handoff(t, sock)) {
+		fprintf(stderr, "target: setup failed\n");
+		return 1;
+	}
+	for (i = 0; i < EARLY_THREADS; i++) {
+		e[i] = (struct early){ .g = &g, .start = (unsigned int)i * 7 };
+		pthread_create(&e[i].tid, NULL, early_main, &e[i]);
+	}
+	ret = uffdmove_target_process(t);	/* the commit */
+	for (i = 0; i < EARLY_THREADS; i++)
+		__atomic_store_n(&e[i].go, 1, __ATOMIC_RELEASE);
+	if (ret >= 0)
+		ret = uffdmove_target_wait(t, 30000);
+	for (i = 0; i < EARLY_THREADS; i++)
+		pthread_join(e[i].tid, NULL);
+	if (ret) {
+		fprintf(stderr, "target: %s\n", uffdmove_target_error(t));
+		return 1;
+	}
+	if (guest_verify(&g, why, sizeof(why))) {
+		fprintf(stderr, "target: after the handoff: %s\n", why);
+		return 1;
+	}
+	uffdmove_target_free(t);
+	return 0;
+}
+
+static int faults_at_commit(struct t_ctx *ctx)
+{
+	struct guest g = early_layout();
+	struct uffdmove_region regions[GUEST_REGIONS_MAX];
+	struct uffdmove_source_opts so;
+	struct uffdmove_source *s;
+	struct uffdmove_stats st;
+	int sv[2], ret, status, round;
+	pid_t pid;
+
+	guest_map_source(&g);
+	guest_regions(&g, regions);
+	uffdmove_source_opts_init(&so);
+	so.pull = UFFDMOVE_PULL_OFF;
+	so.mode = UFFDMOVE_MODE_AUTO;
+	for (round = 0; round < EARLY_ROUNDS; round++) {
+		if (round)
+			guest_fill(&g);	/* AUTO freed what arrived */
+		pid = t_fork_peer(sv, 60);
+		if (pid == 0)
+			_exit(early_target(sv[1]));
+		T_CHECK(uffdmove_source_new(&s, regions, g.n, &so) == 0,
+			"source_new");
+		ret = uffdmove_source_accept(s, sv[0]);
+		if (!ret)
+			ret = uffdmove_source_run(s);
+		uffdmove_source_stats(s, &st);
+		status = t_wait(pid);
+		T_CHECK(ret == 0 && WIFEXITED(status) && !WEXITSTATUS(status),
+			"round %d: source %d %s, target status 0x%x", round,
+			ret, uffdmove_source_error(s), status);
+		T_CHECK(st.primitive == UFFDMOVE_PRIM_COPY &&
+			st.bytes_copied == st.bytes_populated,
+			"round %d: primitive %u, copied %" PRIu64 " of %" PRIu64,
+			round, st.primitive, st.bytes_copied,
+			st.bytes_populated);
+		uffdmove_source_free(s);
+		close(sv[0]);
+	}
+	guest_unmap(&g);
+	return T_PASS;
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
@@ -387,6 +513,7 @@ int main(void)
 		{ "cross-process-one-thread", cross_process_one_thread },
 		{ "stream-channel", stream_channel },
 		{ "stream-channel-bad", stream_channel_bad },
+		{ "faults-at-commit", faults_at_commit },
 	};
 	return t_main(cases, T_ARRAY_SIZE(cases), 240,
 		      T_NEED_KERNEL_FAULTS, NULL);

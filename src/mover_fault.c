@@ -162,7 +162,7 @@ int mover_fault(struct mover *m, uint64_t addr)
 	long c = plan_find(&m->plan, dst);
 	struct plan_region *r;
 	struct chunk *ch;
-	bool by_page;
+	bool by_page, may_move, alone = false;
 	size_t pg;
 	int ret;
 
@@ -172,20 +172,25 @@ int mover_fault(struct mover *m, uint64_t addr)
 	r = plan_region_of(&m->plan, (size_t)c);
 	pg = (dst - r->dst) / PAGE_SZ;
 	/* One page with data needs only its own page-map entry: the
-	 * chunk's class is a walk of 512 (~40 us for small pages here), paid
-	 * later by whoever moves the rest. */
+	 * chunk's class is a walk of 512 (40-60 us for small pages here,
+	 * with MOVE's exclusivity), paid later by whoever moves the rest.
+	 * So does a small page that may move alone; a THP moves whole. */
 	by_page = fault_by_page(m);
-	if (!by_page || !core_page_has_data(m, r, (size_t)c, pg)) {
+	may_move = !by_page && core_page_may_move(m, r->src + pg * PAGE_SZ);
+	if (by_page || may_move)
+		alone = core_page_has_data(m, r, (size_t)c, pg, may_move);
+	if (!alone) {
 		ret = core_classify(m, (size_t)c);
 		if (ret)
 			return ret;	/* never a zero page for an unreadable source */
+		may_move = !by_page && fault_takes_chunk(m, ch);
 	}
 
 	if (!plan_page_wanted(r, pg)) {
 		ret = core_fault_zero(m, r, pg);
 	} else if (load_acquire(&ch->state) == CHUNK_DONE) {
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-	} else if (!by_page && fault_takes_chunk(m, ch) &&
+	} else if (!alone && may_move &&
 		   (m->pull || (ch->flags & CHUNK_THP))) {
 		/* A chunk another thread holds is finished soon, and its
 		 * fill wakes this thread; the caller keeps the fault and
@@ -197,8 +202,7 @@ int mover_fault(struct mover *m, uint64_t addr)
 		if (!ret)
 			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 	} else {
-		ret = fault_page(m, r, (size_t)c, pg,
-				 !by_page && fault_takes_chunk(m, ch));
+		ret = fault_page(m, r, (size_t)c, pg, may_move);
 	}
 	if (ret == -ENOENT)	/* unregistered or unmapped meanwhile: the */
 		ret = 0;	/* thread retries without us */

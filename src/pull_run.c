@@ -5,7 +5,6 @@
  * faults first, and the ranges that arrived go to the source in RELEASE
  * messages so it frees them as we go.
  */
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -104,10 +103,6 @@ static void *fault_main(void *arg)
 			continue;
 		}
 		events = faults_drain(&p->faults);
-		/* The guest threads we just woke mostly wake on this CPU,
-		 * and waited for us to sleep: let them run first. */
-		if (events > 0)
-			sched_yield();
 		ret = events < 0 ? events : faults_retry(&p->faults);
 		if (release_now(p, events))
 			send_releases(t, 0);

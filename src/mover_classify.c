@@ -132,14 +132,13 @@ int core_classify(struct mover *m, size_t c)
 		memset(flags, PG_PRESENT, n);
 	}
 	/* A page a fault found with data (core_page_has_data()) was sent,
-	 * or is being sent: it has data, even if it is gone since (moved
-	 * away, or a reclaimed MADV_FREE page), so that the counts add up;
-	 * and it does not keep the rest of its chunk from moving. */
+	 * or is being sent: it has data, even if it vanished since (a
+	 * reclaimed MADV_FREE page), so that the counts add up. */
 	first = (start - r->src) / PAGE_SZ;
 	bits_get(r->populated, first, bits, n);
 	for (i = 0; i < n; i++)
-		if ((bits[i / 64] >> (i % 64) & 1) && !pg_populated(flags[i]))
-			flags[i] = PG_PRESENT | PG_EXCL;
+		if (bits[i / 64] >> (i % 64) & 1)
+			flags[i] |= PG_PRESENT;
 	classify_chunk(flags, n, pinned, &cls);
 	memset(bits, 0, sizeof(bits));
 	for (i = 0; i < n; i++)
@@ -164,11 +163,10 @@ out:
  * Before chunk @c is classified: does page @pg of @r hold data? Then it is
  * marked wanted, under the chunk's classification claim, so that the
  * class counts it whatever the page map says later. False when the class
- * is known, or being made, or the page is a hole (the class counts those),
- * or, with @small_only, part of a THP (which moves whole, by its class).
+ * is known, or being made, or the page is a hole (the class counts those).
  */
 bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
-			size_t pg, bool small_only)
+			size_t pg)
 {
 	struct chunk *ch = &m->plan.chunks[c];
 	uint8_t flags;
@@ -177,24 +175,11 @@ bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
 	if (!once_claim(&ch->cls_state, false))
 		return false;
 	data = !pm_flags(&m->pm, r->src + pg * PAGE_SZ, 1, false, &flags) &&
-	       pg_populated(flags) && !(small_only && (flags & PG_HUGE));
+	       pg_populated(flags);
 	if (data)
 		bit_set(r->populated, pg);
 	store_release(&ch->cls_state, CLS_NEW);
 	return data;
-}
-
-/*
- * May a fault move source page @src before its chunk is classified? MOVE
- * is still on the table, and the page is in no declared pinned range; the
- * kernel refuses what is pinned or shared anyway (EBUSY), and the caller
- * then copies.
- */
-bool core_page_may_move(const struct mover *m, uint64_t src)
-{
-	return !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
-	       mover_committed(m) && load_acquire(&m->prim) != PRIM_COPY &&
-	       !overlaps_pinned(m, src, src + PAGE_SZ);
 }
 
 /* ------------------------------------------------------ scanning ahead */

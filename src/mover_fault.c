@@ -82,51 +82,18 @@ static bool fault_takes_chunk(struct mover *m, const struct chunk *ch)
 }
 
 /*
- * MOVE the page (@move: its chunk is movable, as far as we know); what
- * the kernel will not move is copied: pinned or shared after all (EBUSY),
- * another process's memory (EINVAL: the first MOVE of a session between
- * two processes says so, and from then on it copies), or gone from the
- * source (ENOENT: a reclaimed MADV_FREE page, which reads as zeros now).
- */
-static int fill_page(struct mover *m, uint64_t dst, uint64_t src,
-		     const void *from, bool move, bool *moved)
-{
-	size_t done;
-	int ret;
-
-	*moved = false;
-	if (move) {
-		ret = uffd_move(m->uffd, dst, src, PAGE_SZ, 0, &done);
-		if (ret != -EBUSY && ret != -EINVAL && ret != -ENOENT) {
-			*moved = !ret;
-			return ret;
-		}
-		if (ret == -EINVAL && !m->same_mm)
-			core_decide(m, PRIM_COPY, UFFDMOVE_WHY_CROSS_MM);
-		if (ret == -EBUSY) {
-			count_add(&m->cnt.move_ebusy, 1);
-			if (m->mode == UFFDMOVE_MODE_MOVE)
-				core_record_move_failure(m, src);
-		}
-	}
-	return uffd_copy(m->uffd, dst, from, PAGE_SZ, 0, &done);
-}
-
-/*
- * Just the faulting page, so that its thread runs at once; the rest of
- * its chunk goes next. Copied, or moved (@move) where a chunk of small
- * pages would have moved whole: 512 page-table entries take 60-90 us
- * here, one a few. Published first (fills.h). Pull reads the page from
+ * Copy just the faulting page so its thread runs at once; the rest of its
+ * chunk goes next. Published first (fills.h). Pull reads the page from
  * the source first.
  */
 static int fault_page(struct mover *m, struct plan_region *r, size_t c,
-		      size_t pg, bool move)
+		      size_t pg)
 {
 	static __thread char page[PAGE_SZ] __attribute__((aligned(PAGE_SZ)));
 	uint64_t dst = r->dst + pg * PAGE_SZ, src = r->src + pg * PAGE_SZ;
 	const void *from = (const void *)(uintptr_t)src;
 	unsigned int fill;
-	bool moved = false;
+	size_t done;
 	int ret;
 
 	if (m->pull) {
@@ -141,16 +108,14 @@ static int fault_page(struct mover *m, struct plan_region *r, size_t c,
 			  __ATOMIC_RELEASE);
 	fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
 	ret = plan_page_wanted(r, pg) ?
-	      fill_page(m, dst, src, from, move, &moved) : -ENODATA;
+	      uffd_copy(m->uffd, dst, from, PAGE_SZ, 0, &done) : -ENODATA;
 	fills_end(&m->fills, fill);
 	if (ret == -ENODATA)	/* discarded just now */
 		ret = core_fault_zero(m, r, pg);
 	else if (ret == -EEXIST)
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 	else if (!ret)
-		count_add(moved ? &m->cnt.moved : &m->cnt.copied, PAGE_SZ);
-	if (!ret && moved)
-		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
+		count_add(&m->cnt.copied, PAGE_SZ);
 	if (!ret && load_acquire(&m->plan.chunks[c].state) == CHUNK_PENDING)
 		core_make_urgent(m, c);
 	return ret;
@@ -162,7 +127,7 @@ int mover_fault(struct mover *m, uint64_t addr)
 	long c = plan_find(&m->plan, dst);
 	struct plan_region *r;
 	struct chunk *ch;
-	bool by_page, may_move, alone = false;
+	bool by_page;
 	size_t pg;
 	int ret;
 
@@ -172,26 +137,20 @@ int mover_fault(struct mover *m, uint64_t addr)
 	r = plan_region_of(&m->plan, (size_t)c);
 	pg = (dst - r->dst) / PAGE_SZ;
 	/* One page with data needs only its own page-map entry: the
-	 * chunk's class is a walk of 512 (40-60 us for small pages here,
-	 * with MOVE's exclusivity), paid later by whoever moves the rest.
-	 * So does a small page that may move alone; a THP moves whole. */
+	 * chunk's class is a walk of 512 (~40 us for small pages here), paid
+	 * later by whoever moves the rest. */
 	by_page = fault_by_page(m);
-	may_move = !by_page && core_page_may_move(m, r->src + pg * PAGE_SZ);
-	if (by_page || may_move)
-		alone = core_page_has_data(m, r, (size_t)c, pg, may_move);
-	if (!alone) {
+	if (!by_page || !core_page_has_data(m, r, (size_t)c, pg)) {
 		ret = core_classify(m, (size_t)c);
 		if (ret)
 			return ret;	/* never a zero page for an unreadable source */
-		may_move = !by_page && fault_takes_chunk(m, ch);
 	}
 
 	if (!plan_page_wanted(r, pg)) {
 		ret = core_fault_zero(m, r, pg);
 	} else if (load_acquire(&ch->state) == CHUNK_DONE) {
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-	} else if (!alone && may_move &&
-		   (m->pull || (ch->flags & CHUNK_THP))) {
+	} else if (!by_page && fault_takes_chunk(m, ch)) {
 		/* A chunk another thread holds is finished soon, and its
 		 * fill wakes this thread; the caller keeps the fault and
 		 * goes on reading events, which that thread may need. */
@@ -202,7 +161,7 @@ int mover_fault(struct mover *m, uint64_t addr)
 		if (!ret)
 			ret = uffd_wake(m->uffd, dst, PAGE_SZ);
 	} else {
-		ret = fault_page(m, r, (size_t)c, pg, may_move);
+		ret = fault_page(m, r, (size_t)c, pg);
 	}
 	if (ret == -ENOENT)	/* unregistered or unmapped meanwhile: the */
 		ret = 0;	/* thread retries without us */

@@ -628,6 +628,35 @@ static int late_target(int sock, unsigned int delay_us, bool settle)
 	return 0;
 }
 
+/*
+ * The old VMM's side of one forked pair: accept on @sock, run, reap the
+ * new VMM @pid, close @sock. 0 when both ended well; else why in @why.
+ */
+static int source_serves(const struct uffdmove_region *region,
+			 const struct uffdmove_source_opts *o, int sock,
+			 pid_t pid, char *why, size_t len)
+{
+	struct uffdmove_source *s;
+	int ret, status;
+
+	ret = uffdmove_source_new(&s, region, 1, o);
+	if (ret) {
+		snprintf(why, len, "source_new: %s", uffdmove_new_error());
+		close(sock);
+		t_wait(pid);
+		return ret;
+	}
+	ret = uffdmove_source_accept(s, sock);
+	if (!ret)
+		ret = uffdmove_source_run(s);
+	status = t_wait(pid);
+	snprintf(why, len, "source %d %s, target status 0x%x", ret,
+		 uffdmove_source_error(s), status);
+	uffdmove_source_free(s);
+	close(sock);
+	return ret == 0 && WIFEXITED(status) && !WEXITSTATUS(status) ? 0 : -1;
+}
+
 static int late_rounds(struct t_ctx *ctx, bool settle)
 {
 	size_t len = LATE_CHUNKS * T_HPAGE;
@@ -641,24 +670,17 @@ static int late_rounds(struct t_ctx *ctx, bool settle)
 	o.mode = UFFDMOVE_MODE_COPY;	/* the same source every round */
 	o.expected_uid = 0;
 	for (i = 0; i < LATE_ROUNDS; i++) {
-		struct uffdmove_source *s;
-		int sv[2], ret, status;
+		char why[512];
+		int sv[2];
 		pid_t pid;
 
 		pid = t_fork_peer(sv, 60);
 		if (pid == 0)
 			_exit(late_target(sv[1], i * 53 % 400, settle));
-		T_CHECK(uffdmove_source_new(&s, &region, 1, &o) == 0,
-			"source_new");
-		ret = uffdmove_source_accept(s, sv[0]);
-		if (!ret)
-			ret = uffdmove_source_run(s);
-		status = t_wait(pid);
-		T_CHECK(ret == 0 && WIFEXITED(status) && !WEXITSTATUS(status),
-			"round %u (discard %u us after the commit): source %d %s, target status 0x%x",
-			i, i * 53 % 400, ret, uffdmove_source_error(s), status);
-		uffdmove_source_free(s);
-		close(sv[0]);
+		T_CHECK(source_serves(&region, &o, sv[0], pid, why,
+				      sizeof(why)) == 0,
+			"round %u (discard %u us after the commit): %s", i,
+			i * 53 % 400, why);
 	}
 	t_unmap(src, len);
 	return T_PASS;
@@ -741,8 +763,8 @@ static int rediscard_pair(struct t_ctx *ctx, uint32_t pull)
 	uint8_t *src = t_map(REDISCARD_LEN, true);
 	struct uffdmove_region region = { "ram0", src, REDISCARD_LEN };
 	struct uffdmove_source_opts o;
-	struct uffdmove_source *s;
-	int sv[2], ret, status;
+	char why[512];
+	int sv[2];
 	pid_t pid;
 
 	t_fill(src, REDISCARD_LEN, REDISCARD_SEED, 0);
@@ -752,16 +774,8 @@ static int rediscard_pair(struct t_ctx *ctx, uint32_t pull)
 	pid = t_fork_peer(sv, 60);
 	if (pid == 0)
 		_exit(rediscard_target(sv[1], pull));
-	T_CHECK(uffdmove_source_new(&s, &region, 1, &o) == 0, "source_new");
-	ret = uffdmove_source_accept(s, sv[0]);
-	if (!ret)
-		ret = uffdmove_source_run(s);
-	status = t_wait(pid);
-	T_CHECK(ret == 0 && WIFEXITED(status) && !WEXITSTATUS(status),
-		"source %d %s, target status 0x%x", ret,
-		uffdmove_source_error(s), status);
-	uffdmove_source_free(s);
-	close(sv[0]);
+	T_CHECK(source_serves(&region, &o, sv[0], pid, why, sizeof(why)) == 0,
+		"%s", why);
 	t_unmap(src, REDISCARD_LEN);
 	return T_PASS;
 }

@@ -83,12 +83,18 @@ static bool chunk_thp(const struct mover *m, const struct plan_region *r,
 /*
  * Pulling, an empty chunk is either holes or not mapped in the source at
  * all (the source unmapped it, or named a wrong address): the page map
- * cannot tell, a read can. Holes read as zeros and map nothing there.
+ * tells, where PAGEMAP_SCAN reports which pages VMAs cover. Without it a
+ * read does (holes read as zeros), but on a kernel without the shared
+ * zero page a read there allocates memory in the source.
  */
 static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
 {
+	uint64_t mapped_end;
 	char byte;
 
+	if (m->pm.scan)
+		return !pm_mapped_end(&m->pm, start, end, &mapped_end) &&
+		       mapped_end == end;
 	return !core_pull_probe(m, start, &byte) &&
 	       !core_pull_probe(m, end - PAGE_SZ, &byte);
 }
@@ -232,14 +238,15 @@ static int count_window(struct window *w)
 
 /*
  * Pulling: do the source's empty chunks of @w map memory at all (see
- * source_maps())? One read of a byte at both ends of each.
+ * source_maps())? One look at the page map per mapped stretch; without
+ * PAGEMAP_SCAN, one read of a byte at both ends of each.
  */
 static bool window_maps(struct mover *m, const struct window *w)
 {
 	static __thread struct iovec remote[2 * SCAN_WINDOW_CHUNKS];
 	static __thread char bytes[2 * SCAN_WINDOW_CHUNKS];
 	struct iovec local = { bytes, 0 };
-	uint64_t start, end;
+	uint64_t start, end, from = 0, mapped_end = 0;
 	size_t i, n = 0;
 
 	for (i = 0; i < w->n; i++) {
@@ -251,9 +258,27 @@ static bool window_maps(struct mover *m, const struct window *w)
 		    CLS_NEW)
 			continue;
 		plan_chunk_range(&m->plan, w->first + i, &start, &end);
-		remote[n++] = (struct iovec){ (void *)(uintptr_t)start, 1 };
-		remote[n++] = (struct iovec){
-			(void *)(uintptr_t)(end - PAGE_SZ), 1 };
+		if (!m->pm.scan) {
+			remote[n++] = (struct iovec){ (void *)(uintptr_t)start,
+						      1 };
+			remote[n++] = (struct iovec){
+				(void *)(uintptr_t)(end - PAGE_SZ), 1 };
+			continue;
+		}
+		if (start < from || end > mapped_end) {
+			const struct plan_region *r =
+				plan_region_of(&m->plan, w->first + i);
+			size_t last = MIN(r->first_chunk + r->nchunks,
+					  w->first + w->n) - 1;
+			uint64_t unused, lim;
+
+			/* To the window's end in this region, no further. */
+			plan_chunk_range(&m->plan, last, &unused, &lim);
+			from = start;
+			if (pm_mapped_end(&m->pm, start, lim, &mapped_end) ||
+			    end > mapped_end)
+				return false;
+		}
 	}
 	local.iov_len = n;
 	return !n || process_vm_readv(m->pid, &local, 1, remote, n, 0) ==

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +31,37 @@ static int scan(const struct pm *pm, uint64_t start, uint64_t end,
 		return -errno;
 	*walk_end = arg.walk_end;
 	return ret;
+}
+
+int pm_mapped_end(const struct pm *pm, uint64_t start, uint64_t end,
+		  uint64_t *mapped_end)
+{
+	struct page_region vec[SCAN_VEC];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.vec = (uintptr_t)vec,
+		.vec_len = SCAN_VEC,
+		/* No category asked for: every page a VMA covers, merged
+		 * into runs (anonymous ones all alike); gaps end a run. */
+		.return_mask = PAGE_IS_FILE,
+	};
+	int n, i;
+
+	if (!pm->scan)
+		return -EOPNOTSUPP;
+	*mapped_end = start;
+	while (*mapped_end < end) {
+		arg.start = *mapped_end;
+		arg.end = end;
+		n = ioctl(pm->fd, PAGEMAP_SCAN, &arg);
+		if (n < 0)
+			return -errno;
+		for (i = 0; i < n && vec[i].start == *mapped_end; i++)
+			*mapped_end = vec[i].end;
+		if (i < n || !n)
+			break;
+	}
+	return 0;
 }
 
 int pm_open(struct pm *pm, pid_t pid)

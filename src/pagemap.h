@@ -45,5 +45,13 @@ int pm_count_present(const struct pm *pm, uint64_t addr, uint64_t len,
 int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 		      void (*fn)(void *arg, uint64_t start, uint64_t end),
 		      void *arg);
+/*
+ * Where the mapped stretch that begins at @start ends (at most @end;
+ * @start itself if nothing is mapped there), without touching a page:
+ * PAGEMAP_SCAN only (-EOPNOTSUPP without it). A read would map memory on
+ * a kernel without the shared zero page.
+ */
+int pm_mapped_end(const struct pm *pm, uint64_t start, uint64_t end,
+		  uint64_t *mapped_end);
 
 #endif /* UFFDMOVE_PAGEMAP_H */

@@ -28,11 +28,16 @@
 
 enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
 
+/* What a page that vanished in the source reads as. Not read there: a
+ * kernel without the shared zero page would allocate it again. */
+static const char zeros[PAGE_SZ] __attribute__((aligned(PAGE_SZ)));
+
 /* The wanted run at x->pos, published first (fills.h): one ioctl. */
 static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 		    size_t *len, size_t *done)
 {
 	struct plan_region *r = x->r;
+	bool move = x->moving && !x->vanished;
 	uint64_t dst = r->dst + x->pos * PAGE_SZ;
 	uint64_t src = x->from + x->pos * PAGE_SZ;
 	unsigned int fill;
@@ -46,21 +51,22 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 		return 0;
 	}
 	dst = r->dst + x->pos * PAGE_SZ;
-	src = x->from + x->pos * PAGE_SZ;
-	*len = x->one ? PAGE_SZ : (run_end - x->pos) * PAGE_SZ;
+	src = x->vanished ? (uintptr_t)zeros : x->from + x->pos * PAGE_SZ;
+	*len = x->one || x->vanished ? PAGE_SZ : (run_end - x->pos) * PAGE_SZ;
 	if (x->slice)
 		*len = MIN(*len, x->slice);
-	if (x->moving)
-		ret = uffd_move(m->uffd, dst, src, *len,
-				UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, done);
+	/* No ALLOW_SRC_HOLES: it reports a hole as moved, and DONE would
+	 * then miss a page that the count says is there. */
+	if (move)
+		ret = uffd_move(m->uffd, dst, src, *len, 0, done);
 	else
 		ret = uffd_copy(m->uffd, dst, (void *)(uintptr_t)src, *len, 0,
 				done);
 	fills_end(&m->fills, fill);
 	*done = ALIGN_DOWN(*done, PAGE_SZ);
-	count_add(x->moving ? &m->cnt.moved : &m->cnt.copied, *done);
+	count_add(move ? &m->cnt.moved : &m->cnt.copied, *done);
 	x->pos += *done / PAGE_SZ;
-	if (x->moving && *done)
+	if (move && *done)
 		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
 	return ret;
 }
@@ -133,21 +139,27 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 	case 0:
 		x->delay = BACKOFF_MIN_US;
 		x->spin_until = 0;
-		x->one = false;
+		x->one = x->vanished = false;
 		return STEP_NEXT;
 	case -EEXIST:	/* a racing fault put this page there */
 		uffd_wake(m->uffd, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);
 		x->pos++;
-		x->whole = false;
+		x->whole = x->vanished = false;
 		return STEP_NEXT;
 	case -EAGAIN:
 		/* With progress it only stopped early (the next page is
 		 * there: EEXIST next time). */
 		return done ? STEP_NEXT : on_eagain(m, x, seen);
 	case -ENOENT:
-		if (!x->moving)
-			return on_enoent(m, x, len);
-		break;
+		/* MOVE found no page where the class saw one: reclaim took a
+		 * lazily freed (MADV_FREE) page. It reads as zeros now: copy
+		 * zeros, so that it is there as counted; then move on.
+		 * A COPY that finds no VMA either is a discard. */
+		if (x->moving && !x->vanished) {
+			x->vanished = true;
+			return STEP_NEXT;
+		}
+		return on_enoent(m, x, len);
 	case -ESRCH:
 		mover_fail(m, -ESRCH, "target process exited during the handoff");
 		return STEP_FAIL;

@@ -55,6 +55,7 @@ struct uffdmove_target {
 	bool collapse_stop;		/* atomic */
 	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
 	uint64_t t_start, t_end;
+	uint64_t lazyfreed_start;	/* see target_lazyfreed() */
 	pthread_t keeper;		/* see keeper_main() */
 	int keeper_efd;			/* wakes it: stop, or source gone */
 	bool keeper_running, keeper_stop;
@@ -119,5 +120,9 @@ int keeper_poison_missing(struct uffdmove_target *t);
 /* The source is gone or gave up after the commit: take the uffd back;
  * returns the session's -errno (with the handle's message). */
 int target_orphan(struct uffdmove_target *t, int err, const char *why);
+
+/* Lazily freed (MADV_FREE) pages reclaimed so far, system-wide: /proc/vmstat
+ * pglazyfreed, or 0 if it cannot be read. */
+uint64_t target_lazyfreed(void);
 
 #endif /* UFFDMOVE_TARGET_H */

@@ -6,6 +6,7 @@
  * collapse. Counting guest RAM takes milliseconds per GiB, so it runs in
  * a thread of the library's: uffdmove_target_process() stays short.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -25,7 +26,23 @@
 struct here {
 	uint64_t bytes;		/* pages mapped */
 	uint64_t zeroed_before;	/* pulling: holes zero-filled before */
+	uint64_t may_vanish;	/* lazily freed pages reclaimed since */
 };
+
+uint64_t target_lazyfreed(void)
+{
+	unsigned long long pages = 0;
+	char line[128];
+	FILE *f = fopen("/proc/vmstat", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "pglazyfreed %llu", &pages) == 1)
+			break;
+	fclose(f);
+	return pages;
+}
 
 /* After DONE: ask the source for its counters now (it answers with DONE
  * again), and wait a little for them. */
@@ -66,11 +83,19 @@ static int query_stats(struct uffdmove_target *t)
  * splitting a THP maps its zero-filled subpages to it (Linux 6.12), and a
  * MOVE carries that over. So every mapped page counts, less the holes the
  * faults filled with the zero page (bytes_zeroed).
+ *
+ * A page the old VMM freed lazily (MADV_FREE) stays so when it moves, and
+ * reclaim may take it here after it arrived: the guest then reads zeros,
+ * as MADV_FREE allows, and no event tells. So the measure gives way by as
+ * much as the kernel reclaimed of lazily freed memory since the handoff
+ * began (vmstat pglazyfreed, system-wide: an upper bound, 0 on a host
+ * that does not use MADV_FREE).
  */
 static bool done_holds(const struct uffdmove_target *t,
 		       const struct here *h)
 {
-	return h->bytes + t->st.bytes_discarded + t->discards.bytes >=
+	return h->bytes + h->may_vanish + t->st.bytes_discarded +
+	       t->discards.bytes >=
 	       t->st.bytes_populated +
 	       (t->pull ? h->zeroed_before : t->st.bytes_zeroed);
 }
@@ -86,6 +111,7 @@ static int count_here(struct uffdmove_target *t, struct here *h)
 	int ret = 0;
 
 	h->zeroed_before = t->pull ? pull_zeroed(t) : 0;
+	h->may_vanish = (target_lazyfreed() - t->lazyfreed_start) * PAGE_SZ;
 	h->bytes = 0;
 	for (i = 0; !ret && i < t->nregions; i++) {
 		ret = pm_count_present(&t->pm, t->regions[i].addr,

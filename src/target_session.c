@@ -109,6 +109,7 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 	t->sock = sock;
 	if (ret)
 		return target_release(t, ret);
+	t->lazyfreed_start = target_lazyfreed();
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return target_release(t, err_set(&t->err, ENOMEM,

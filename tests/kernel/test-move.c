@@ -382,6 +382,116 @@ static int mode_copy(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * The old VMM freed part of guest RAM lazily (MADV_FREE, as a balloon or
+ * free page reporting may) and reclaim takes those pages while they move:
+ * before the MOVE (a hole in the source), or after it (a lazily freed page
+ * keeps that state in the target). Either way the guest reads the data or
+ * zeros, which is what MADV_FREE allows, and the handoff completes.
+ * MADV_PAGEOUT stands for reclaim: with no swap it drops only those pages.
+ * Reclaim that began in the source may still take a page after it moved
+ * (its folio was isolated first), so both cases allow for vanished pages.
+ */
+struct reclaimer {
+	const struct pair *p;
+	bool target_too;	/* else only the source's pages vanish */
+	pthread_t tid;
+	bool stop;
+	unsigned long rounds;
+};
+
+/* One window of 256 KiB at a time, anywhere: reclaim meets chunks before,
+ * during and after their MOVE. */
+static void *reclaim_main(void *arg)
+{
+	const size_t window = 256UL << 10;
+	struct reclaimer *rc = arg;
+	const struct guest *g;
+	unsigned int seed = 1;
+	size_t r, off;
+
+	while (!__atomic_load_n(&rc->stop, __ATOMIC_ACQUIRE)) {
+		g = rc->target_too && rand_r(&seed) % 2 ? &rc->p->dst :
+							   &rc->p->src;
+		r = (size_t)rand_r(&seed) % g->n;
+		off = (size_t)rand_r(&seed) % (g->spec[r].len / window) *
+		      window;
+		madvise(g->addr[r] + off, window, MADV_PAGEOUT);
+		rc->rounds++;
+	}
+	return NULL;
+}
+
+#define FREED_EVERY	(512UL << 10)	/* the second half of each is freed */
+
+static bool lazily_freed(size_t offset)
+{
+	return offset % FREED_EVERY >= FREED_EVERY / 2;
+}
+
+/* Every page as filled, or, where freed lazily, all zeros. */
+static int verify_freed(const struct guest *g, char *why, size_t why_len)
+{
+	static const uint8_t zeros[T_PAGE];
+	size_t r, pg;
+
+	for (r = 0; r < g->n; r++)
+		for (pg = 0; pg < g->spec[r].len / T_PAGE; pg++) {
+			if (lazily_freed(pg * T_PAGE) &&
+			    !memcmp(g->addr[r] + pg * T_PAGE, zeros, T_PAGE))
+				continue;
+			if (guest_verify_page(g, r, pg, why, why_len))
+				return -1;
+		}
+	return 0;
+}
+
+static int freed_case(struct t_ctx *ctx, bool target_too)
+{
+	static const struct guest L = {
+		.n = 2, .seed = 5,
+		.spec = { { "ram0", 64UL << 20, false, 0 },
+			  { "ram1", 64UL << 20, true, 0 } },
+	};
+	struct reclaimer rc = { 0 };
+	struct pair p;
+	char why[256];
+	size_t r, off;
+	int ret;
+
+	pair_init(&p, &L);
+	for (r = 0; r < p.src.n; r++)
+		for (off = 0; off < L.spec[r].len; off += FREED_EVERY)
+			if (madvise(p.src.addr[r] + off + FREED_EVERY / 2,
+				    FREED_EVERY / 2, MADV_FREE))
+				t_die("MADV_FREE: %s", strerror(errno));
+	rc.p = &p;
+	rc.target_too = target_too;
+	if (pthread_create(&rc.tid, NULL, reclaim_main, &rc))
+		t_die("pthread_create");
+	ret = handoff(&p, false);
+	__atomic_store_n(&rc.stop, true, __ATOMIC_RELEASE);
+	pthread_join(rc.tid, NULL);
+	printf("  %lu windows reclaimed\n", rc.rounds);
+	T_CHECK(ret == 0 && p.run_ret == 0, "handoff: %s", p.src_err);
+	T_CHECK(p.st.bytes_moved + p.st.bytes_copied == p.st.bytes_populated,
+		"moved %" PRIu64 " + copied %" PRIu64 " != populated %" PRIu64,
+		p.st.bytes_moved, p.st.bytes_copied, p.st.bytes_populated);
+	T_CHECK(verify_freed(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+static int freed_vanish_in_source(struct t_ctx *ctx)
+{
+	return freed_case(ctx, false);
+}
+
+static int freed_vanish_both(struct t_ctx *ctx)
+{
+	return freed_case(ctx, true);
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
@@ -394,6 +504,8 @@ int main(void)
 		{ "mode-move-hidden-pin-ebusy", mode_move_hidden_pin },
 		{ "cow-shared-copies", cow_shared },
 		{ "mode-copy-keeps-source", mode_copy },
+		{ "freed-pages-vanish-in-source", freed_vanish_in_source },
+		{ "freed-pages-vanish-both", freed_vanish_both },
 	};
 	return t_main(cases, T_ARRAY_SIZE(cases), 240,
 		      T_NEED_MOVE | T_NEED_KERNEL_FAULTS, NULL);

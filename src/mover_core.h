@@ -19,7 +19,8 @@ struct xfer {
 	bool moving;		/* MOVE; cleared when the kernel refuses */
 	bool whole;		/* no page was there before us (THP intact) */
 	bool one;		/* page by page, see on_enoent() */
-	bool vanished;		/* copy the page at pos, see on_result() */
+	size_t vanished;	/* 1 + the page to copy zeros to, see
+				   on_move_enoent(); 0: none */
 	bool may_wait;		/* false: the caller reads events */
 	size_t slice;		/* bytes per ioctl at most; 0: no limit */
 	bool (*pending)(void *arg);	/* with slice: events wait? */

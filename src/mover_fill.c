@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "classify.h"
 #include "mover_core.h"
 #include "uffd.h"
 #include "util.h"
@@ -37,10 +38,10 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 		    size_t *len, size_t *done)
 {
 	struct plan_region *r = x->r;
-	bool move = x->moving && !x->vanished;
 	uint64_t dst = r->dst + x->pos * PAGE_SZ;
 	uint64_t src = x->from + x->pos * PAGE_SZ;
 	unsigned int fill;
+	bool zero, move;
 	int ret;
 
 	fill = fills_begin(&m->fills, dst, r->dst + run_end * PAGE_SZ);
@@ -50,9 +51,11 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 		*len = *done = 0;
 		return 0;
 	}
+	zero = x->vanished == x->pos + 1;
+	move = x->moving && !zero;
 	dst = r->dst + x->pos * PAGE_SZ;
-	src = x->vanished ? (uintptr_t)zeros : x->from + x->pos * PAGE_SZ;
-	*len = x->one || x->vanished ? PAGE_SZ : (run_end - x->pos) * PAGE_SZ;
+	src = zero ? (uintptr_t)zeros : x->from + x->pos * PAGE_SZ;
+	*len = x->one || zero ? PAGE_SZ : (run_end - x->pos) * PAGE_SZ;
 	if (x->slice)
 		*len = MIN(*len, x->slice);
 	/* No ALLOW_SRC_HOLES: it reports a hole as moved, and DONE would
@@ -104,6 +107,7 @@ static enum step on_enoent(struct mover *m, struct xfer *x, size_t len)
 		x->delay = MIN(x->delay * 2, BACKOFF_MAX_US);
 		return STEP_NEXT;
 	}
+	x->whole = false;	/* a THP cannot arrive as one PMD now */
 	/* A run across two of the target's mappings (an mprotect() split
 	 * guest RAM) is refused whole: go page by page, and only a page
 	 * refused alone is not mapped any more (its UNMAP event says so). */
@@ -111,9 +115,51 @@ static enum step on_enoent(struct mover *m, struct xfer *x, size_t len)
 		x->one = true;
 		return STEP_NEXT;
 	}
-	plan_discard(&m->plan, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);
+	count_add(&m->cnt.discarded,
+		  plan_discard(&m->plan, x->r->dst + x->pos * PAGE_SZ,
+			       PAGE_SZ));
 	x->pos++;
 	return STEP_NEXT;
+}
+
+/*
+ * MOVE found no VMA at either end, or no page in the source where the
+ * class saw one. A source that maps nothing there any more lost the data:
+ * fail. A page gone from the source was taken by reclaim (the old VMM
+ * freed it lazily, with MADV_FREE): it reads as zeros now, so zeros are
+ * copied there, for it to be in guest RAM as counted, and the MOVE goes
+ * on after it. Else the target's VMA is gone: what a COPY's ENOENT is.
+ * Pulling, the source is our own staging slot, read whole and mapped.
+ */
+static enum step on_move_enoent(struct mover *m, struct xfer *x, size_t len)
+{
+	uint64_t src = x->from + x->pos * PAGE_SZ, mapped_end;
+	uint8_t flags;
+	int ret;
+
+	if (m->pull)
+		return on_enoent(m, x, len);
+	ret = pm_mapped_end(&m->pm, src, src + PAGE_SZ, &mapped_end);
+	if (ret || mapped_end != src + PAGE_SZ) {
+		mover_fail(m, ret ?: -EFAULT,
+			   "UFFDIO_MOVE of 0x%llx found nothing there, and %s",
+			   (unsigned long long)src,
+			   ret ? "the page map cannot tell why" :
+				 "the source no longer maps it");
+		return STEP_FAIL;
+	}
+	ret = pm_flags(&m->pm, src, 1, false, &flags);
+	if (ret) {
+		mover_fail(m, ret, "reading the page map at 0x%llx: %s",
+			   (unsigned long long)src, strerror(-ret));
+		return STEP_FAIL;
+	}
+	if (!pg_populated(flags)) {
+		x->vanished = x->pos + 1;
+		x->whole = false;	/* not one PMD any more */
+		return STEP_NEXT;
+	}
+	return on_enoent(m, x, len);
 }
 
 /* MOVE refused: pinned or shared after all (EBUSY), or cross-mm (EINVAL).
@@ -139,26 +185,23 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 	case 0:
 		x->delay = BACKOFF_MIN_US;
 		x->spin_until = 0;
-		x->one = x->vanished = false;
+		x->one = false;
+		x->vanished = 0;
 		return STEP_NEXT;
 	case -EEXIST:	/* a racing fault put this page there */
 		uffd_wake(m->uffd, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);
 		x->pos++;
-		x->whole = x->vanished = false;
+		x->whole = false;
+		x->vanished = 0;
 		return STEP_NEXT;
 	case -EAGAIN:
 		/* With progress it only stopped early (the next page is
 		 * there: EEXIST next time). */
 		return done ? STEP_NEXT : on_eagain(m, x, seen);
 	case -ENOENT:
-		/* MOVE found no page where the class saw one: reclaim took a
-		 * lazily freed (MADV_FREE) page. It reads as zeros now: copy
-		 * zeros, so that it is there as counted; then move on.
-		 * A COPY that finds no VMA either is a discard. */
-		if (x->moving && !x->vanished) {
-			x->vanished = true;
-			return STEP_NEXT;
-		}
+		if (x->moving && x->vanished != x->pos + 1)
+			return on_move_enoent(m, x, len);
+		x->vanished = 0;
 		return on_enoent(m, x, len);
 	case -ESRCH:
 		mover_fail(m, -ESRCH, "target process exited during the handoff");

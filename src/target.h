@@ -56,6 +56,7 @@ struct uffdmove_target {
 	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
 	uint64_t t_start, t_end;
 	uint64_t lazyfreed_start;	/* see target_lazyfreed() */
+	uint64_t lazily_short;		/* bytes DONE missed, see finish */
 	pthread_t keeper;		/* see keeper_main() */
 	int keeper_efd;			/* wakes it: stop, or source gone */
 	bool keeper_running, keeper_stop;

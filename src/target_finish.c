@@ -89,15 +89,30 @@ static int query_stats(struct uffdmove_target *t)
  * as MADV_FREE allows, and no event tells. So the measure gives way by as
  * much as the kernel reclaimed of lazily freed memory since the handoff
  * began (vmstat pglazyfreed, system-wide: an upper bound, 0 on a host
- * that does not use MADV_FREE).
+ * that does not use MADV_FREE), at most what moved (a pull or a COPY
+ * makes pages of its own), and the VMM is warned when that was needed.
  */
-static bool done_holds(const struct uffdmove_target *t,
-		       const struct here *h)
+static uint64_t done_short(const struct uffdmove_target *t,
+			   const struct here *h)
 {
-	return h->bytes + h->may_vanish + t->st.bytes_discarded +
-	       t->discards.bytes >=
-	       t->st.bytes_populated +
-	       (t->pull ? h->zeroed_before : t->st.bytes_zeroed);
+	uint64_t have = h->bytes + t->st.bytes_discarded + t->discards.bytes;
+	uint64_t want = t->st.bytes_populated +
+			(t->pull ? h->zeroed_before : t->st.bytes_zeroed);
+
+	return want > have ? want - have : 0;
+}
+
+/* Holding only with the slack for lazily freed pages is said, at the end
+ * (finish()). */
+static bool done_holds(struct uffdmove_target *t, const struct here *h)
+{
+	uint64_t missing = done_short(t, h);
+
+	/* Only pages that moved can arrive lazily freed. */
+	if (missing > (t->pull ? 0 : MIN(h->may_vanish, t->st.bytes_moved)))
+		return false;
+	t->lazily_short = missing;
+	return true;
 }
 
 /* What guest RAM holds: read without the handle's lock (the regions and
@@ -164,6 +179,10 @@ static int finish(struct uffdmove_target *t)
 		err_set(&t->err, 0,
 			"warning: %llu bytes discarded with a raw madvise() during the handoff may have been refilled with stale data; discard with uffdmove_target_discard()",
 			(unsigned long long)t->st.bytes_discard_raced);
+	else if (t->lazily_short)
+		err_set(&t->err, 0,
+			"warning: guest RAM held %llu bytes less than the source announced, no more than reclaim took of lazily freed (MADV_FREE) memory during the handoff: pages the old VMM had freed so read as zeros",
+			(unsigned long long)t->lazily_short);
 	/*
 	 * THP comes back only now. MADV_COLLAPSE takes the mmap lock for
 	 * writing; done during the handoff it queued every fault's COPY

@@ -492,6 +492,63 @@ static int freed_vanish_both(struct t_ctx *ctx)
 	return freed_case(ctx, true);
 }
 
+/*
+ * The new VMM unmaps the first 64 KiB of chunk after chunk while they move
+ * (a raw discard, told by UNMAP events). MOVE then fails with ENOENT for
+ * the target's missing VMA, not for a page gone in the source: no page
+ * still mapped may end up with zeros, and the handoff completes.
+ */
+static int target_unmaps_while_moving(struct t_ctx *ctx)
+{
+	static const struct guest L = {
+		.n = 1, .seed = 0x78,
+		.spec = { { "ram", 256UL << 20, true, 0 } },
+	};
+	const size_t cut = 16, chunks = L.spec[0].len / T_HPAGE;
+	static bool was_cut[(256UL << 20) / T_HPAGE];
+	struct guest_pair p;
+	size_t c, pg, cuts = 0;
+	char why[256];
+	int ret;
+
+	/* munmap() of what is gone already is fine for guest_pair_end(). */
+	memset(was_cut, 0, sizeof(was_cut));
+	guest_pair_start(&p, &L, UFFDMOVE_MODE_AUTO, 2);
+	T_CHECK(uffdmove_target_process(p.t) >= 0, "commit: %s",
+		uffdmove_target_error(p.t));
+	for (;;) {
+		/* The first chunk whose last page has not arrived yet. */
+		for (c = 0; c < chunks; c++)
+			if (!was_cut[c] &&
+			    !(t_pagemap(p.dst.addr[0] + (c + 1) * T_HPAGE -
+					T_PAGE) & T_PM_PRESENT))
+				break;
+		if (c == chunks)
+			break;
+		was_cut[c] = true;
+		cuts++;
+		if (munmap(p.dst.addr[0] + c * T_HPAGE, cut * T_PAGE))
+			t_die("munmap: %s", strerror(errno));
+		usleep(100);
+	}
+	ret = uffdmove_target_wait(p.t, 60000);
+	guest_pair_join(&p);
+	printf("  %zu chunks cut; moved %" PRIu64 " copied %" PRIu64
+	       " discarded %" PRIu64 "\n", cuts, p.st.bytes_moved,
+	       p.st.bytes_copied, p.st.bytes_discarded);
+	T_CHECK(ret == 0 && p.run_ret == 0, "target: %s; source: %s",
+		uffdmove_target_error(p.t), p.err);
+	for (pg = 0; pg < L.spec[0].len / T_PAGE; pg++) {
+		if (was_cut[pg / 512] && pg % 512 < cut)
+			continue;
+		T_CHECK(guest_verify_page(&p.dst, 0, pg, why, sizeof(why)) == 0,
+			"page %zu (chunk %zu +%zu): %s", pg, pg / 512,
+			pg % 512, why);
+	}
+	guest_pair_end(&p);
+	return T_PASS;
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
@@ -506,6 +563,7 @@ int main(void)
 		{ "mode-copy-keeps-source", mode_copy },
 		{ "freed-pages-vanish-in-source", freed_vanish_in_source },
 		{ "freed-pages-vanish-both", freed_vanish_both },
+		{ "target-unmaps-while-moving", target_unmaps_while_moving },
 	};
 	return t_main(cases, T_ARRAY_SIZE(cases), 240,
 		      T_NEED_MOVE | T_NEED_KERNEL_FAULTS, NULL);

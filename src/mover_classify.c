@@ -81,11 +81,12 @@ static bool chunk_thp(const struct mover *m, const struct plan_region *r,
 }
 
 /*
- * Pulling, an empty chunk is either holes or not mapped in the source at
- * all (the source unmapped it, or named a wrong address): the page map
- * tells, where PAGEMAP_SCAN reports which pages VMAs cover. Without it a
- * read does (holes read as zeros), but on a kernel without the shared
- * zero page a read there allocates memory in the source.
+ * A page a chunk lacks is a hole, or not mapped in the source at all (the
+ * old VMM unmapped it, or named a wrong address): its data is gone, never
+ * to be taken for zeros. The page map tells, where PAGEMAP_SCAN reports
+ * which pages VMAs cover. Without it, pulling, a read does (holes read as
+ * zeros; on a kernel without the shared zero page it allocates memory in
+ * the source); pushing, the chunk is taken for holes.
  */
 static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
 {
@@ -95,6 +96,8 @@ static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
 	if (m->pm.scan)
 		return !pm_mapped_end(&m->pm, start, end, &mapped_end) &&
 		       mapped_end == end;
+	if (!m->pull)
+		return true;
 	return !core_pull_probe(m, start, &byte) &&
 	       !core_pull_probe(m, end - PAGE_SZ, &byte);
 }
@@ -155,7 +158,8 @@ int core_classify(struct mover *m, size_t c)
 		(chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
 		(cls.movable ? CHUNK_MOVABLE : 0) |
 		(pinned ? CHUNK_PINNED : 0) |
-		(m->pull && !cls.populated && !source_maps(m, start, end) ?
+		((m->pm.scan ? cls.populated < n : !cls.populated) &&
+		 !source_maps(m, start, end) ?
 		 CHUNK_UNMAPPED : 0));
 out:
 	if (!(load_acquire(&ch->flags) & CHUNK_UNMAPPED))
@@ -237,7 +241,7 @@ static int count_window(struct window *w)
 }
 
 /*
- * Pulling: do the source's empty chunks of @w map memory at all (see
+ * Do the source's empty chunks of @w map memory at all (see
  * source_maps())? One look at the page map per mapped stretch; without
  * PAGEMAP_SCAN, one read of a byte at both ends of each.
  */
@@ -258,6 +262,8 @@ static bool window_maps(struct mover *m, const struct window *w)
 		    CLS_NEW)
 			continue;
 		plan_chunk_range(&m->plan, w->first + i, &start, &end);
+		if (!m->pm.scan && !m->pull)
+			continue;
 		if (!m->pm.scan) {
 			remote[n++] = (struct iovec){ (void *)(uintptr_t)start,
 						      1 };
@@ -334,7 +340,7 @@ static void scan_window(struct mover *m, size_t win)
 	 * died may have shown us an empty page map: believe it only if it
 	 * is still the one we authenticated after the scan. */
 	if (count_window(&w) ||
-	    (m->pull && (!window_maps(m, &w) || core_source_alive(m))))
+	    !window_maps(m, &w) || (m->pull && core_source_alive(m)))
 		return;
 	for (i = 0; i < w.n; i++)
 		if (!w.pages[i])

@@ -549,6 +549,45 @@ static int target_unmaps_while_moving(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * The old VMM unmaps 1 MiB in the middle of its guest RAM after the
+ * commit: that data is gone. The handoff must fail and say so, not take
+ * the missing pages for holes; what arrived is the source's data.
+ */
+static int source_unmaps_its_ram(struct t_ctx *ctx)
+{
+	static const struct guest L = {
+		.n = 1, .seed = 0x91, .hole_pct = 10,
+		.spec = { { "ram", 256UL << 20, false, 0 } },
+	};
+	const size_t cut_at = (L.spec[0].len / 2) + (512UL << 10);
+	struct guest_pair p;
+	size_t pg;
+	char why[256];
+	int ret;
+
+	guest_pair_start(&p, &L, UFFDMOVE_MODE_AUTO, 2);
+	T_CHECK(uffdmove_target_process(p.t) >= 0, "commit: %s",
+		uffdmove_target_error(p.t));
+	if (munmap(p.src.addr[0] + cut_at, 1UL << 20))
+		t_die("munmap: %s", strerror(errno));
+	ret = uffdmove_target_wait(p.t, 60000);
+	guest_pair_join(&p);
+	printf("  target: %d %s\n", ret, uffdmove_target_error(p.t));
+	T_CHECK(ret == -EFAULT && p.run_ret == -EFAULT,
+		"target %d, source %d (%s)", ret, p.run_ret, p.err);
+	T_CHECK(strstr(uffdmove_target_error(p.t), "maps nothing"),
+		"%s", uffdmove_target_error(p.t));
+	/* Missing pages stay blocked: read only those that arrived. */
+	for (pg = 0; pg < L.spec[0].len / T_PAGE; pg++)
+		if (t_pagemap(p.dst.addr[0] + pg * T_PAGE) & T_PM_PRESENT)
+			T_CHECK(guest_verify_page(&p.dst, 0, pg, why,
+						  sizeof(why)) == 0,
+				"page %zu: %s", pg, why);
+	guest_pair_end(&p);
+	return T_PASS;
+}
+
 int main(void)
 {
 	static const struct t_case cases[] = {
@@ -564,6 +603,7 @@ int main(void)
 		{ "freed-pages-vanish-in-source", freed_vanish_in_source },
 		{ "freed-pages-vanish-both", freed_vanish_both },
 		{ "target-unmaps-while-moving", target_unmaps_while_moving },
+		{ "source-unmaps-its-ram", source_unmaps_its_ram },
 	};
 	return t_main(cases, T_ARRAY_SIZE(cases), 240,
 		      T_NEED_MOVE | T_NEED_KERNEL_FAULTS, NULL);

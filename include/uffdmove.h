@@ -432,7 +432,10 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  *	   (e.g. -EPROTO after an mremap of guest RAM), with its message;
  *	   -EPROTO a malformed message, or DONE while guest RAM holds fewer
  *	   bytes with data than the source announced in ACCEPT (missing
- *	   pages stay blocked or poisoned); -ETIME nothing arrived for
+ *	   pages stay blocked or poisoned; when pages moved, less what
+ *	   reclaim took of MADV_FREE'd memory meanwhile, with a warning);
+ *	   -EFAULT the old VMM unmapped part of guest RAM (its pages stay
+ *	   missing, never zero); -ETIME nothing arrived for
  *	   opts.progress_timeout_ms: the source is treated as gone (as for
  *	   -ECONNRESET); -ECANCELED the source gave up
  *	   before the commit: do not resume the guest here, the old VMM
@@ -596,7 +599,8 @@ int uffdmove_source_accept(struct uffdmove_source *s, int sock);
  *	   -EBUSY MODE_MOVE and the kernel refused to move a page (pinned or
  *	   shared): the handoff completed by copying that page, the message
  *	   names it; -EPROTO a malformed message, or the target mremap()ed
- *	   guest RAM; -EINVAL called out of order.
+ *	   guest RAM; -EFAULT this process unmapped part of guest RAM
+ *	   during the handoff; -EINVAL called out of order.
  */
 int uffdmove_source_run(struct uffdmove_source *s);
 

@@ -240,51 +240,63 @@ static int count_window(struct window *w)
 	return 0;
 }
 
+/* Is chunk @i of @w one to look at: empty, and not classified by a fault
+ * (it may have arrived and been freed in the source since)? */
+static bool window_empty(const struct mover *m, const struct window *w,
+			 size_t i)
+{
+	return !w->pages[i] &&
+	       load_acquire(&m->plan.chunks[w->first + i].cls_state) == CLS_NEW;
+}
+
+/* With PAGEMAP_SCAN: one look per mapped stretch, to the window's end. */
+static bool window_maps_scan(struct mover *m, const struct window *w)
+{
+	uint64_t start, end, from = 0, mapped_end = 0, unused, lim;
+	const struct plan_region *r;
+	size_t i, last;
+
+	for (i = 0; i < w->n; i++) {
+		if (!window_empty(m, w, i))
+			continue;
+		plan_chunk_range(&m->plan, w->first + i, &start, &end);
+		if (start >= from && end <= mapped_end)
+			continue;	/* seen mapped by the last look */
+		r = plan_region_of(&m->plan, w->first + i);
+		last = MIN(r->first_chunk + r->nchunks, w->first + w->n) - 1;
+		plan_chunk_range(&m->plan, last, &unused, &lim);
+		from = start;
+		if (pm_mapped_end(&m->pm, start, lim, &mapped_end) ||
+		    end > mapped_end)
+			return false;
+	}
+	return true;
+}
+
 /*
  * Do the source's empty chunks of @w map memory at all (see
- * source_maps())? One look at the page map per mapped stretch; without
- * PAGEMAP_SCAN, one read of a byte at both ends of each.
+ * source_maps())? Without PAGEMAP_SCAN, pulling, one read of a byte at
+ * both ends of each; pushing, they are taken for holes.
  */
 static bool window_maps(struct mover *m, const struct window *w)
 {
 	static __thread struct iovec remote[2 * SCAN_WINDOW_CHUNKS];
 	static __thread char bytes[2 * SCAN_WINDOW_CHUNKS];
 	struct iovec local = { bytes, 0 };
-	uint64_t start, end, from = 0, mapped_end = 0;
+	uint64_t start, end;
 	size_t i, n = 0;
 
+	if (m->pm.scan)
+		return window_maps_scan(m, w);
+	if (!m->pull)
+		return true;
 	for (i = 0; i < w->n; i++) {
-		/* Not one a fault classified: it may have arrived and been
-		 * freed in the source since, and a read there would map
-		 * (zero) memory again. */
-		if (w->pages[i] ||
-		    load_acquire(&m->plan.chunks[w->first + i].cls_state) !=
-		    CLS_NEW)
+		if (!window_empty(m, w, i))
 			continue;
 		plan_chunk_range(&m->plan, w->first + i, &start, &end);
-		if (!m->pm.scan && !m->pull)
-			continue;
-		if (!m->pm.scan) {
-			remote[n++] = (struct iovec){ (void *)(uintptr_t)start,
-						      1 };
-			remote[n++] = (struct iovec){
-				(void *)(uintptr_t)(end - PAGE_SZ), 1 };
-			continue;
-		}
-		if (start < from || end > mapped_end) {
-			const struct plan_region *r =
-				plan_region_of(&m->plan, w->first + i);
-			size_t last = MIN(r->first_chunk + r->nchunks,
-					  w->first + w->n) - 1;
-			uint64_t unused, lim;
-
-			/* To the window's end in this region, no further. */
-			plan_chunk_range(&m->plan, last, &unused, &lim);
-			from = start;
-			if (pm_mapped_end(&m->pm, start, lim, &mapped_end) ||
-			    end > mapped_end)
-				return false;
-		}
+		remote[n++] = (struct iovec){ (void *)(uintptr_t)start, 1 };
+		remote[n++] = (struct iovec){
+			(void *)(uintptr_t)(end - PAGE_SZ), 1 };
 	}
 	local.iov_len = n;
 	return !n || process_vm_readv(m->pid, &local, 1, remote, n, 0) ==

@@ -64,6 +64,7 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 	m->pull = cfg->pull_pid != 0;
 	m->pid = cfg->pull_pid;
 	m->fault_policy = cfg->fault_policy;
+	m->own_pm = cfg->own_pm;
 	if (m->pull && stages_init(&m->stages))
 		return err_set(err, ENOMEM, "staging: pthread_mutex_init failed");
 	if (plan_init(&m->plan, cfg->regions, cfg->nregions))

@@ -70,6 +70,8 @@ struct mover {
 	struct plan plan;
 	uint8_t *windows;		/* per SCAN_WINDOW_CHUNKS: enum chunk_cls */
 	struct pm pm;
+	const struct pm *own_pm;	/* pull: the target's, see
+					   core_chunk_done() */
 	const struct pinned_range *pinned;
 	size_t npinned;
 	struct counters cnt;
@@ -111,6 +113,7 @@ struct mover_config {
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;			/* the target is this process */
 	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
+	const struct pm *own_pm;	/* pull: our page map, the caller's */
 	const struct pinned_range *pinned;	/* the caller keeps them */
 	size_t npinned;
 	const struct plan_input *regions;

@@ -261,8 +261,12 @@ void core_chunk_done(struct mover *m, const struct xfer *x)
 	size_t first = x->first;
 
 	if (ch->flags & CHUNK_THP) {
-		/* A PMD moved whole stays huge. */
-		bool pmd = x->moving && x->whole;
+		/* A PMD moved whole stays huge, unless a fault put a page
+		 * table there first (guest RAM is MADV_NOHUGEPAGE while
+		 * pulling: thp.c): the kernel then moved it page by page. */
+		bool pmd = x->moving && x->whole &&
+			   (!m->own_pm || pm_huge(m->own_pm, r->dst +
+						first * PAGE_SZ, CHUNK_SZ));
 
 		count_add(pmd ? &m->cnt.thp_moved : &m->cnt.thp_copied, 1);
 		/* Collapsing would allocate what the target discarded. */

@@ -64,6 +64,25 @@ int pm_mapped_end(const struct pm *pm, uint64_t start, uint64_t end,
 	return 0;
 }
 
+bool pm_huge(const struct pm *pm, uint64_t addr, uint64_t len)
+{
+	struct page_region vec[1];
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.start = addr,
+		.end = addr + len,
+		.vec = (uintptr_t)vec,
+		.vec_len = 1,
+		.category_mask = PAGE_IS_HUGE,
+		.return_mask = PAGE_IS_HUGE,
+	};
+
+	if (!pm->scan)
+		return true;
+	return ioctl(pm->fd, PAGEMAP_SCAN, &arg) == 1 &&
+	       vec[0].start == addr && vec[0].end == addr + len;
+}
+
 int pm_open(struct pm *pm, pid_t pid)
 {
 	struct page_region vec[1];

@@ -53,5 +53,8 @@ int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
  */
 int pm_mapped_end(const struct pm *pm, uint64_t start, uint64_t end,
 		  uint64_t *mapped_end);
+/* Is [@addr, @addr + @len) mapped by huge pages throughout? True when the
+ * kernel cannot tell (no PAGEMAP_SCAN). */
+bool pm_huge(const struct pm *pm, uint64_t addr, uint64_t len);
 
 #endif /* UFFDMOVE_PAGEMAP_H */

@@ -133,6 +133,7 @@ static int setup(struct uffdmove_target *t, const struct wire_msg *ans,
 		.pull_pid = pid,
 		.pull_pidfd = pidfd,
 		.fault_policy = t->opts.fault_policy,
+		.own_pm = &t->pm,
 		.regions = in,
 		.nregions = t->nregions,
 	};

@@ -178,6 +178,7 @@ static int check_untouched(struct uffdmove_target *t)
 static void destroy(struct uffdmove_target *t)
 {
 	target_close_uffd(t);
+	thp_advice_restore(t);
 	pm_close(&t->pm);
 	if (t->epfd >= 0)
 		close(t->epfd);
@@ -265,6 +266,7 @@ int target_release(struct uffdmove_target *t, int ret)
 	pull_free(t);
 	target_unregister_all(t, t->nregions);
 	target_close_uffd(t);
+	thp_advice_restore(t);
 	t->state = TGT_CLOSED;
 	return ret;
 }

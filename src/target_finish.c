@@ -191,6 +191,7 @@ static int finish(struct uffdmove_target *t)
 	 * source's RANGE_DONE reports (or, pulling, our own). The VMM does
 	 * not wait for it: stats show thp_collapsed grow.
 	 */
+	thp_advice_restore(t);
 	thp_collapse_start(t);
 	return 1;
 }

@@ -13,6 +13,7 @@
 
 #include "pagemap.h"
 #include "peer.h"
+#include "probe.h"
 #include "pull.h"
 #include "session.h"
 #include "target.h"
@@ -89,6 +90,24 @@ static void give_up(struct uffdmove_target *t)
 	session_send(t->sock, &m, -1, 0);
 }
 
+/*
+ * Will the source MOVE pages into guest RAM? Then a THP chunk keeps its
+ * PMD, and a fault's page table (thp_advice_pause()) would split it. The
+ * kernel allows that only within one process, or where the probe found
+ * cross-process MOVE working. A pull moves from our staging, but checks
+ * each PMD it moved.
+ */
+static bool pushed_by_move(const struct uffdmove_target *t, pid_t source)
+{
+	bool works;
+
+	if (t->pull)
+		return false;
+	if (source == getpid())
+		return true;
+	return probe_cross_move_known(&works) && works;
+}
+
 UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 					    int sock)
 {
@@ -130,6 +149,9 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 		ret = err_set(&t->err, EPROTO,
 			      "the source answered our uffd with primitive %u",
 			      m->accept.primitive);
+	/* Before the commit lets the guest fault (thp.c says why). */
+	if (!ret && !pushed_by_move(t, pid))
+		thp_advice_pause(t);
 	free(m);
 	if (!ret && epoll_ctl(t->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
 		ret = err_set(&t->err, errno, "epoll_ctl: %s",

@@ -63,6 +63,8 @@ struct target_plan {
 	uint32_t expect_prim;		/* UFFDMOVE_PRIM_* in its stats */
 	uint32_t expect_why;		/* UFFDMOVE_PULL_WHY_* */
 	bool exact;			/* populated as the guest has it */
+	bool abort;			/* abort before the commit */
+	bool mixed_advice;		/* THP regions half MADV_NOHUGEPAGE */
 };
 
 static int fail_child(const char *what, const struct uffdmove_target *t)
@@ -296,6 +298,45 @@ static int verify_target(struct guest *g, const struct target_plan *tp,
 	return 0;
 }
 
+/*
+ * Guest RAM the VMM advised MADV_HUGEPAGE is MADV_NOHUGEPAGE from the
+ * answer to the end of the handoff (a fault there would allocate a huge
+ * page first) and advised as before afterwards; a region advised only in
+ * part, and the others, keep their advice.
+ */
+static int check_advice(const struct guest *g, const struct target_plan *tp,
+			const char *when, bool paused)
+{
+	size_t i;
+
+	for (i = 0; i < g->n; i++) {
+		bool hg = t_vma_flag(g->addr[i], "hg");
+		bool nh = t_vma_flag(g->addr[i], "nh");
+		bool thp = g->spec[i].thp;
+		bool want_nh = !thp || (paused && !tp->mixed_advice);
+
+		if (hg == !want_nh && nh == want_nh)
+			continue;
+		fprintf(stderr, "  target: region %s %s: VmFlags hg %d nh %d, want hg %d nh %d\n",
+			g->spec[i].name, when, hg, nh, !want_nh, want_nh);
+		return 1;
+	}
+	return 0;
+}
+
+/* Half of each THP region advised MADV_NOHUGEPAGE: not ours to change. */
+static void mix_advice(const struct guest *g)
+{
+	size_t i, half;
+
+	for (i = 0; i < g->n; i++) {
+		half = g->spec[i].len / 2;
+		if (g->spec[i].thp &&
+		    madvise(g->addr[i] + half, half, MADV_NOHUGEPAGE))
+			t_die("madvise: %m");
+	}
+}
+
 static int target_main(int sock, const struct target_plan *tp)
 {
 	struct guest g = *shape;
@@ -307,6 +348,8 @@ static int target_main(int sock, const struct target_plan *tp)
 	int ret, bad;
 
 	guest_map(&g);
+	if (tp->mixed_advice)
+		mix_advice(&g);
 	guest_regions(&g, regions);
 	uffdmove_target_opts_init(&o);
 	o.fault_policy = tp->fault_policy;
@@ -320,6 +363,15 @@ static int target_main(int sock, const struct target_plan *tp)
 	drop_privileges(tp);
 	if (uffdmove_target_handoff(t, sock))
 		return fail_child("handoff", t);
+	if (check_advice(&g, tp, "once handed off", true))
+		return 1;
+	if (tp->abort) {
+		if (uffdmove_target_abort(t))
+			return fail_child("abort", t);
+		bad = check_advice(&g, tp, "after the abort", false);
+		uffdmove_target_free(t);
+		return bad;
+	}
 	if (uffdmove_target_process(t) < 0)
 		return fail_child("commit", t);
 	/* Pulling from the commit on: the fault thread, which lives until
@@ -335,7 +387,8 @@ static int target_main(int sock, const struct target_plan *tp)
 	if (ret)
 		return fail_child("wait", t);
 	uffdmove_target_stats(t, &st);
-	bad |= check_target_stats(tp, &st) | verify_target(&g, tp, &st);
+	bad |= check_target_stats(tp, &st) | verify_target(&g, tp, &st) |
+	       check_advice(&g, tp, "after the handoff", false);
 	if (tp->exact && st.bytes_populated != guest_populated_bytes(&g)) {
 		fprintf(stderr, "  target: populated %" PRIu64 ", the guest has %" PRIu64 "\n",
 			st.bytes_populated, guest_populated_bytes(&g));
@@ -352,6 +405,7 @@ struct source_plan {
 	uid_t uid;			/* 0: stay root */
 	bool undumpable;
 	bool lock;			/* mlock() guest RAM, as mem-lock does */
+	bool expect_cancel;		/* the target aborts */
 	uint32_t expect_prim;
 	uint32_t expect_why;		/* UFFDMOVE_PULL_WHY_* */
 };
@@ -388,6 +442,14 @@ static int source_main(int sock, const struct source_plan *sp)
 	if (!ret)
 		ret = uffdmove_source_run(s);
 	uffdmove_source_stats(s, &st);
+	if (sp->expect_cancel) {
+		if (ret == -ECANCELED &&
+		    !guest_verify_source(&g, why, sizeof(why)))
+			return 0;
+		fprintf(stderr, "  source: after an abort: %d %s\n", ret,
+			uffdmove_source_error(s));
+		return 1;
+	}
 	if (ret || st.primitive != sp->expect_prim ||
 	    st.pull_unused_reason != sp->expect_why) {
 		fprintf(stderr, "  source: %d %s, primitive %u (want %u), pull_unused_reason %u (want %u)\n",
@@ -1133,6 +1195,33 @@ static int names_the_target(struct t_ctx *ctx)
 	return against_fake(ctx, FAKE_TARGET_ITSELF);
 }
 
+/*
+ * The MADV_NOHUGEPAGE of a handoff is undone however it ends: here by an
+ * abort before the commit, pulled and pushed (the checks of target_main()
+ * also run after every complete handoff). A region advised MADV_HUGEPAGE
+ * only in part keeps its advice.
+ */
+static int advice_given_back(struct t_ctx *ctx)
+{
+	const struct source_plan sp_cancel = {
+		.mode = UFFDMOVE_MODE_AUTO, .expect_cancel = true,
+	};
+	const struct source_plan sp_pull = {
+		.mode = UFFDMOVE_MODE_AUTO, .expect_prim = UFFDMOVE_PRIM_PULL,
+	};
+	struct target_plan tp = { .abort = true };
+
+	if (!ctx->caps->kernel_faults)
+		return t_case_skip(ctx, "no kernel-mode faults");
+	T_CHECK(run_pair(&sp_cancel, &tp) == 0, "pulling, aborted");
+	tp.pull = UFFDMOVE_PULL_OFF;
+	T_CHECK(run_pair(&sp_cancel, &tp) == 0, "pushed, aborted");
+	tp = (struct target_plan){ .mixed_advice = true, .workers = 2,
+				   .expect_prim = UFFDMOVE_PRIM_PULL };
+	T_CHECK(run_pair(&sp_pull, &tp) == 0, "advised in part");
+	return T_PASS;
+}
+
 static int unmapped_region(struct t_ctx *ctx)
 {
 	return against_fake(ctx, FAKE_UNMAPPED);
@@ -1659,6 +1748,7 @@ int main(void)
 		{ "declined-asks-again", declined_asks_again },
 		{ "declined-then-gives-up", declined_then_gives_up },
 		{ "pinned-ranges-stay", pinned_stay },
+		{ "thp-advice-given-back", advice_given_back },
 		{ "target-killed-auto", target_killed_auto },
 	};
 

@@ -217,6 +217,34 @@ uint64_t t_anon_huge_bytes_range(pid_t pid, void *addr, size_t len)
 	return total;
 }
 
+bool t_vma_flag(const void *addr, const char *flag)
+{
+	unsigned long long start, end;
+	uintptr_t a = (uintptr_t)addr;
+	bool in = false, found = false;
+	char line[512], *tok, *save;
+	FILE *f;
+
+	f = open_proc(0, "smaps");
+	if (!f)
+		t_die("t_vma_flag: smaps: %s", strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx-%llx ", &start, &end) == 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			in = a >= start && a < end;
+			continue;
+		}
+		if (!in || strncmp(line, "VmFlags:", 8))
+			continue;
+		for (tok = strtok_r(line + 8, " \n", &save); tok;
+		     tok = strtok_r(NULL, " \n", &save))
+			found |= !strcmp(tok, flag);
+		break;
+	}
+	fclose(f);
+	return found;
+}
+
 uint64_t t_pagemap(const void *addr)
 {
 	uint64_t entry;

@@ -79,6 +79,8 @@ bool t_is_zero(const void *p, size_t len);
 /* AnonHugePages in bytes of the VMAs overlapping [addr, addr+len), from
  * /proc/PID/smaps (@pid 0 = self). */
 uint64_t t_anon_huge_bytes_range(pid_t pid, void *addr, size_t len);
+/* Does the VMA holding @addr carry @flag ("hg", "nh", ...) in VmFlags? */
+bool t_vma_flag(const void *addr, const char *flag);
 /* Bytes of [addr, addr + len) present in this process's page tables,
  * less the zero page mapped there (which holds no memory). */
 uint64_t t_resident_bytes(const void *addr, size_t len);

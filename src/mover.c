@@ -65,6 +65,8 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 	m->pid = cfg->pull_pid;
 	m->fault_policy = cfg->fault_policy;
 	m->own_pm = cfg->own_pm;
+	m->fault_rate = cfg->fault_rate;
+	m->fault_rate_arg = cfg->fault_rate_arg;
 	if (m->pull && stages_init(&m->stages))
 		return err_set(err, ENOMEM, "staging: pthread_mutex_init failed");
 	if (plan_init(&m->plan, cfg->regions, cfg->nregions))

@@ -60,6 +60,8 @@ struct mover {
 	uint64_t rate_since;		/* FAULT_AUTO: this window's start */
 	unsigned int rate_count;	/* faults in it */
 	bool rate_high;			/* the last window was busy */
+	void (*fault_rate)(void *arg, bool frequent);	/* see mover_config */
+	void *fault_rate_arg;
 	struct stages stages;		/* pull: see stage.h */
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;
@@ -114,6 +116,10 @@ struct mover_config {
 	bool same_mm;			/* the target is this process */
 	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
 	const struct pm *own_pm;	/* pull: our page map, the caller's */
+	/* FAULT_AUTO: faults now come fast (served a chunk at a time) or
+	 * rarely (a page each); called on the fault thread. */
+	void (*fault_rate)(void *arg, bool frequent);
+	void *fault_rate_arg;
 	const struct pinned_range *pinned;	/* the caller keeps them */
 	size_t npinned;
 	const struct plan_input *regions;

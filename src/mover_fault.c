@@ -45,8 +45,12 @@ static bool faults_frequent(struct mover *m)
 	uint64_t now = now_ns();
 
 	if (now - m->rate_since > RATE_WINDOW_NS) {
-		m->rate_high = m->rate_count >= RATE_HIGH &&
-			       now - m->rate_since < 2 * RATE_WINDOW_NS;
+		bool high = m->rate_count >= RATE_HIGH &&
+			    now - m->rate_since < 2 * RATE_WINDOW_NS;
+
+		if (high != m->rate_high && m->fault_rate)
+			m->fault_rate(m->fault_rate_arg, high);
+		m->rate_high = high;
 		m->rate_since = now;
 		m->rate_count = 0;
 	}

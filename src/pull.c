@@ -121,6 +121,13 @@ static int check_source_regions(struct uffdmove_target *t,
 	return 0;
 }
 
+/* FAULT_AUTO now serves faults a chunk at a time (@frequent), whose PMD
+ * move a fault's page table would prevent, or a page each (thp.c). */
+static void fault_rate_changed(void *arg, bool frequent)
+{
+	thp_advice_set(arg, frequent);
+}
+
 /* The core over the source's memory; takes @pidfd. */
 static int setup(struct uffdmove_target *t, const struct wire_msg *ans,
 		 pid_t pid, int pidfd)
@@ -134,6 +141,8 @@ static int setup(struct uffdmove_target *t, const struct wire_msg *ans,
 		.pull_pidfd = pidfd,
 		.fault_policy = t->opts.fault_policy,
 		.own_pm = &t->pm,
+		.fault_rate = fault_rate_changed,
+		.fault_rate_arg = t,
 		.regions = in,
 		.nregions = t->nregions,
 	};

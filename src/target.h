@@ -54,7 +54,7 @@ struct uffdmove_target {
 	bool collapsing;
 	bool collapse_stop;		/* atomic */
 	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
-	bool *thp_paused;		/* see thp_advice_pause() */
+	bool *thp_pausable, *thp_paused;	/* see thp_advice_note() */
 	uint64_t t_start, t_end;
 	uint64_t lazyfreed_start;	/* see target_lazyfreed() */
 	uint64_t lazily_short;		/* bytes DONE missed, see finish */
@@ -94,8 +94,9 @@ bool thp_vma_wants(uint64_t addr, uint32_t thp_mode);
 int thp_alloc(struct uffdmove_target *t);
 void thp_free(struct uffdmove_target *t);
 void thp_mark_done(struct uffdmove_target *t, uint64_t start, uint64_t len);
-/* Guest RAM advised MADV_NOHUGEPAGE while registered, and back. */
-void thp_advice_pause(struct uffdmove_target *t);
+/* Guest RAM advised MADV_NOHUGEPAGE during the handoff, and back. */
+void thp_advice_note(struct uffdmove_target *t);
+void thp_advice_set(struct uffdmove_target *t, bool huge);
 void thp_advice_restore(struct uffdmove_target *t);
 /* Collapse the marked chunks in a thread of its own (the VMM does not
  * wait); stop (and join) it: what is left stays 4 KiB pages. */

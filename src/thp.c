@@ -81,26 +81,40 @@ static bool range_advised(uint64_t addr, uint64_t len, const char *flag)
  * A fault in an empty 2 MiB range of a MADV_HUGEPAGE VMA makes the kernel
  * allocate and clear a huge page before it asks userfaultfd, and free it
  * then (writes always; reads too where no zero page is mapped): measured
- * here, 30-250 us of each first fault in a chunk. So guest RAM is
- * MADV_NOHUGEPAGE from the source's answer to the end of the handoff,
- * unless the source moves PMDs into it: a fault then costs one small
- * page. Its page table stays, and a later PMD UFFDIO_MOVE into that
- * chunk goes page by page: a pull checks each PMD it moved
- * (core_chunk_done()). thp_advice_restore() gives the advice back.
+ * here, 30-250 us of each first fault in a chunk. So guest RAM may be
+ * MADV_NOHUGEPAGE during the handoff: a fault then costs one small page.
+ * But its page table stays, and a later PMD UFFDIO_MOVE into that chunk
+ * goes page by page; a pull checks each PMD it moved (core_chunk_done()),
+ * and advises MADV_HUGEPAGE again while faults come fast and are served a
+ * chunk at a time (thp_advice_set()). Only regions advised MADV_HUGEPAGE
+ * throughout, when the target was made: that advice restores what was.
  */
-void thp_advice_pause(struct uffdmove_target *t)
+void thp_advice_note(struct uffdmove_target *t)
 {
 	const struct session_region *r;
 	size_t i;
 
 	for (i = 0; i < t->nregions; i++) {
 		r = &t->regions[i];
-		/* Only MADV_HUGEPAGE restores what it was: no advice
-		 * gives back "none". */
-		if (!t->thp[i] || !range_advised(r->addr, r->len, " hg"))
+		t->thp_pausable[i] = t->thp[i] &&
+				     range_advised(r->addr, r->len, " hg");
+	}
+}
+
+/* Faults cost a huge page (@huge) or a small one. No /proc reading here:
+ * the fault thread calls it when the fault rate changes. */
+void thp_advice_set(struct uffdmove_target *t, bool huge)
+{
+	const struct session_region *r;
+	size_t i;
+
+	for (i = 0; i < t->nregions; i++) {
+		if (!t->thp_pausable[i] || t->thp_paused[i] == !huge)
 			continue;
-		t->thp_paused[i] = !madvise((void *)(uintptr_t)r->addr,
-					    r->len, MADV_NOHUGEPAGE);
+		r = &t->regions[i];
+		if (!madvise((void *)(uintptr_t)r->addr, r->len,
+			     huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE))
+			t->thp_paused[i] = !huge;
 	}
 }
 
@@ -113,6 +127,7 @@ void thp_advice_restore(struct uffdmove_target *t)
 	size_t i;
 
 	for (i = 0; t->thp_paused && i < t->nregions; i++) {
+		t->thp_pausable[i] = false;
 		if (!t->thp_paused[i])
 			continue;
 		r = &t->regions[i];
@@ -128,6 +143,7 @@ void thp_free(struct uffdmove_target *t)
 	size_t i;
 
 	free(t->thp_paused);
+	free(t->thp_pausable);
 	for (i = 0; t->thp_done && i < t->nregions; i++)
 		free(t->thp_done[i]);
 	free(t->thp_done);
@@ -139,7 +155,8 @@ int thp_alloc(struct uffdmove_target *t)
 
 	t->thp_done = calloc(t->nregions, sizeof(*t->thp_done));
 	t->thp_paused = calloc(t->nregions, sizeof(*t->thp_paused));
-	if (!t->thp_done || !t->thp_paused)
+	t->thp_pausable = calloc(t->nregions, sizeof(*t->thp_pausable));
+	if (!t->thp_done || !t->thp_paused || !t->thp_pausable)
 		return err_set(&t->err, ENOMEM, "out of memory");
 	for (i = 0; i < t->nregions && t->opts.collapse_thp; i++) {
 		if (!t->thp[i])

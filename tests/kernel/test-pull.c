@@ -300,9 +300,9 @@ static int verify_target(struct guest *g, const struct target_plan *tp,
 
 /*
  * Guest RAM the VMM advised MADV_HUGEPAGE is MADV_NOHUGEPAGE from the
- * answer to the end of the handoff (a fault there would allocate a huge
- * page first) and advised as before afterwards; a region advised only in
- * part, and the others, keep their advice.
+ * answer on (a fault there would allocate a huge page first), unless
+ * faults pull whole chunks, and advised as before once the handoff is
+ * over; a region advised only in part, and the others, keep their advice.
  */
 static int check_advice(const struct guest *g, const struct target_plan *tp,
 			const char *when, bool paused)
@@ -313,7 +313,8 @@ static int check_advice(const struct guest *g, const struct target_plan *tp,
 		bool hg = t_vma_flag(g->addr[i], "hg");
 		bool nh = t_vma_flag(g->addr[i], "nh");
 		bool thp = g->spec[i].thp;
-		bool want_nh = !thp || (paused && !tp->mixed_advice);
+		bool want_nh = !thp || (paused && !tp->mixed_advice &&
+					tp->fault_policy != UFFDMOVE_FAULT_CHUNK);
 
 		if (hg == !want_nh && nh == want_nh)
 			continue;

@@ -227,8 +227,6 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	for (i = 0; i < n; i++)
 		t->thp[i] = thp_vma_wants(t->regions[i].addr, thp_mode);
 	ret = thp_alloc(t);
-	if (!ret)
-		thp_advice_note(t);
 	if (!ret && discards_init(&t->discards, n))
 		ret = err_set(&t->err, ENOMEM, "out of memory");
 	if (ret)

@@ -54,7 +54,7 @@ struct uffdmove_target {
 	bool collapsing;
 	bool collapse_stop;		/* atomic */
 	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
-	bool *thp_pausable, *thp_paused;	/* see thp_advice_note() */
+	bool *thp_pausable, *thp_paused;	/* see thp_advice_pause() */
 	uint64_t t_start, t_end;
 	uint64_t lazyfreed_start;	/* see target_lazyfreed() */
 	uint64_t lazily_short;		/* bytes DONE missed, see finish */
@@ -95,7 +95,7 @@ int thp_alloc(struct uffdmove_target *t);
 void thp_free(struct uffdmove_target *t);
 void thp_mark_done(struct uffdmove_target *t, uint64_t start, uint64_t len);
 /* Guest RAM advised MADV_NOHUGEPAGE during the handoff, and back. */
-void thp_advice_note(struct uffdmove_target *t);
+void thp_advice_pause(struct uffdmove_target *t);
 void thp_advice_set(struct uffdmove_target *t, bool huge);
 void thp_advice_restore(struct uffdmove_target *t);
 /* Collapse the marked chunks in a thread of its own (the VMM does not

@@ -92,7 +92,7 @@ static void give_up(struct uffdmove_target *t)
 
 /*
  * Will the source MOVE pages into guest RAM? Then a THP chunk keeps its
- * PMD, and a fault's page table (thp_advice_set()) would split it. The
+ * PMD, and a fault's page table (thp_advice_pause()) would split it. The
  * kernel allows that only within one process, or where the probe found
  * cross-process MOVE working. A pull moves from our staging, but checks
  * each PMD it moved.
@@ -153,7 +153,7 @@ UFFDMOVE_EXPORT int uffdmove_target_handoff(struct uffdmove_target *t,
 	 * for faults that pull whole chunks, which keep THP by a PMD. */
 	if (!ret && !pushed_by_move(t, pid) &&
 	    !(t->pull && t->opts.fault_policy == UFFDMOVE_FAULT_CHUNK))
-		thp_advice_set(t, false);
+		thp_advice_pause(t);
 	free(m);
 	if (!ret && epoll_ctl(t->epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
 		ret = err_set(&t->err, errno, "epoll_ctl: %s",

@@ -87,9 +87,10 @@ static bool range_advised(uint64_t addr, uint64_t len, const char *flag)
  * goes page by page; a pull checks each PMD it moved (core_chunk_done()),
  * and advises MADV_HUGEPAGE again while faults come fast and are served a
  * chunk at a time (thp_advice_set()). Only regions advised MADV_HUGEPAGE
- * throughout, when the target was made: that advice restores what was.
+ * throughout (that advice restores what was), when the handoff's answer
+ * came: the VMM may have changed its advice since uffdmove_target_new().
  */
-void thp_advice_note(struct uffdmove_target *t)
+void thp_advice_pause(struct uffdmove_target *t)
 {
 	const struct session_region *r;
 	size_t i;
@@ -99,6 +100,7 @@ void thp_advice_note(struct uffdmove_target *t)
 		t->thp_pausable[i] = t->thp[i] &&
 				     range_advised(r->addr, r->len, " hg");
 	}
+	thp_advice_set(t, false);
 }
 
 /* Faults cost a huge page (@huge) or a small one. No /proc reading here:
@@ -119,14 +121,18 @@ void thp_advice_set(struct uffdmove_target *t, bool huge)
 }
 
 /* Once guest RAM is the VMM's again (DONE, abort, free), and before the
- * collapse, which MADV_NOHUGEPAGE would refuse. Not over a range that
- * changed since (unmapped, mapped again, advised by the VMM itself). */
+ * collapse, which MADV_NOHUGEPAGE would refuse. Not over a range no longer
+ * MADV_NOHUGEPAGE throughout (unmapped, mapped again, or advised
+ * MADV_HUGEPAGE by the VMM meanwhile: see uffdmove(7)). */
 void thp_advice_restore(struct uffdmove_target *t)
 {
 	const struct session_region *r;
 	size_t i;
 
-	for (i = 0; t->thp_paused && i < t->nregions; i++) {
+	/* Half made (out of memory): nothing was paused. */
+	if (!t->thp_paused || !t->thp_pausable)
+		return;
+	for (i = 0; i < t->nregions; i++) {
 		t->thp_pausable[i] = false;
 		if (!t->thp_paused[i])
 			continue;

@@ -365,6 +365,63 @@ static int pinned_wrap_says_so(uint8_t *mem)
 	return T_PASS;
 }
 
+/*
+ * calloc() failing on demand, for the whole test program (the library is
+ * linked into it statically): the Nth call from now fails, once. Not
+ * under AddressSanitizer, whose calloc() this would replace.
+ */
+#if !defined(__SANITIZE_ADDRESS__)
+extern void *__libc_calloc(size_t n, size_t size);
+static int calloc_fail_in;	/* 0: never */
+
+void *calloc(size_t n, size_t size)
+{
+	if (calloc_fail_in && --calloc_fail_in == 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __libc_calloc(n, size);
+}
+#endif
+
+/*
+ * uffdmove_target_new() out of memory at each of its allocations in turn:
+ * -ENOMEM with a message, or success once they all passed; never a crash
+ * or a change to guest RAM's advice (the handle made half way is undone).
+ */
+static int new_out_of_memory(struct t_ctx *ctx)
+{
+	const size_t len = 4 * T_HPAGE;
+	uint8_t *mem = t_map(len, true);
+	struct uffdmove_region r = { "ram0", mem, len };
+	struct uffdmove_target *t;
+	int n, ret;
+
+#if defined(__SANITIZE_ADDRESS__)
+	(void)r; (void)t; (void)n; (void)ret;
+	t_unmap(mem, len);
+	return t_case_skip(ctx, "calloc() is AddressSanitizer's here");
+#else
+	(void)ctx;
+	for (n = 1; n < 64; n++) {
+		calloc_fail_in = n;
+		ret = uffdmove_target_new(&t, &r, 1, NULL);
+		calloc_fail_in = 0;
+		if (!ret) {
+			uffdmove_target_free(t);
+			break;
+		}
+		T_CHECK(ret == -ENOMEM, "allocation %d failing: %d %s", n,
+			ret, uffdmove_new_error());
+		T_CHECK(t_vma_flag(mem, "hg") && !t_vma_flag(mem, "nh"),
+			"advice kept with allocation %d failing", n);
+	}
+	T_CHECK(n > 1 && n < 64, "target_new made %d allocations", n - 1);
+	t_unmap(mem, len);
+	return T_PASS;
+#endif
+}
+
 static int new_refuses_bad_arguments(struct t_ctx *ctx)
 {
 	uint8_t *mem = t_map(4 * T_HPAGE, false);
@@ -1078,6 +1135,7 @@ int main(void)
 		{ "target-region-shared", target_region_shared },
 		{ "target-ram-touched", target_ram_touched },
 		{ "new-refuses-bad-arguments", new_refuses_bad_arguments },
+		{ "new-out-of-memory", new_out_of_memory },
 		{ "accept-retry-no-leak", accept_retry_no_leak },
 		{ "range-done-flood", range_done_flood },
 		{ "done-without-data", done_without_data },

@@ -65,6 +65,7 @@ struct target_plan {
 	bool exact;			/* populated as the guest has it */
 	bool abort;			/* abort before the commit */
 	bool mixed_advice;		/* THP regions half MADV_NOHUGEPAGE */
+	bool vmm_nohuge;		/* ... all of them, after target_new */
 };
 
 static int fail_child(const char *what, const struct uffdmove_target *t)
@@ -313,8 +314,9 @@ static int check_advice(const struct guest *g, const struct target_plan *tp,
 		bool hg = t_vma_flag(g->addr[i], "hg");
 		bool nh = t_vma_flag(g->addr[i], "nh");
 		bool thp = g->spec[i].thp;
-		bool want_nh = !thp || (paused && !tp->mixed_advice &&
-					tp->fault_policy != UFFDMOVE_FAULT_CHUNK);
+		bool want_nh = !thp || tp->vmm_nohuge ||
+			       (paused && !tp->mixed_advice &&
+				tp->fault_policy != UFFDMOVE_FAULT_CHUNK);
 
 		if (hg == !want_nh && nh == want_nh)
 			continue;
@@ -346,6 +348,7 @@ static int target_main(int sock, const struct target_plan *tp)
 	struct uffdmove_target *t;
 	struct uffdmove_stats st;
 	struct activity a;
+	size_t i;
 	int ret, bad;
 
 	guest_map(&g);
@@ -361,6 +364,9 @@ static int target_main(int sock, const struct target_plan *tp)
 	 * /dev/userfaultfd makes it; the rest runs without. */
 	if (uffdmove_target_new(&t, regions, g.n, &o))
 		return fail_child("target_new", NULL);
+	for (i = 0; tp->vmm_nohuge && i < g.n; i++)
+		if (madvise(g.addr[i], g.spec[i].len, MADV_NOHUGEPAGE))
+			return fail_child("madvise", t);
 	drop_privileges(tp);
 	if (uffdmove_target_handoff(t, sock))
 		return fail_child("handoff", t);
@@ -1200,7 +1206,8 @@ static int names_the_target(struct t_ctx *ctx)
  * The MADV_NOHUGEPAGE of a handoff is undone however it ends: here by an
  * abort before the commit, pulled and pushed (the checks of target_main()
  * also run after every complete handoff). A region advised MADV_HUGEPAGE
- * only in part keeps its advice.
+ * only in part keeps its advice, and so does one the VMM advised
+ * MADV_NOHUGEPAGE after uffdmove_target_new().
  */
 static int advice_given_back(struct t_ctx *ctx)
 {
@@ -1220,6 +1227,10 @@ static int advice_given_back(struct t_ctx *ctx)
 	tp = (struct target_plan){ .mixed_advice = true, .workers = 2,
 				   .expect_prim = UFFDMOVE_PRIM_PULL };
 	T_CHECK(run_pair(&sp_pull, &tp) == 0, "advised in part");
+	tp.mixed_advice = false;
+	tp.vmm_nohuge = true;
+	T_CHECK(run_pair(&sp_pull, &tp) == 0,
+		"advised MADV_NOHUGEPAGE after target_new");
 	return T_PASS;
 }
 

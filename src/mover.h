@@ -116,8 +116,9 @@ struct mover_config {
 	bool same_mm;			/* the target is this process */
 	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
 	const struct pm *own_pm;	/* pull: our page map, the caller's */
-	/* FAULT_AUTO: faults now come fast (served a chunk at a time) or
-	 * rarely (a page each); called on the fault thread. */
+	/* FAULT_AUTO, at the end of each window with faults: they came
+	 * fast (served a chunk at a time) or rarely (a page each); called
+	 * on the fault thread. */
 	void (*fault_rate)(void *arg, bool frequent);
 	void *fault_rate_arg;
 	const struct pinned_range *pinned;	/* the caller keeps them */

@@ -48,7 +48,7 @@ static bool faults_frequent(struct mover *m)
 		bool high = m->rate_count >= RATE_HIGH &&
 			    now - m->rate_since < 2 * RATE_WINDOW_NS;
 
-		if (high != m->rate_high && m->fault_rate)
+		if (m->fault_rate)
 			m->fault_rate(m->fault_rate_arg, high);
 		m->rate_high = high;
 		m->rate_since = now;

@@ -121,11 +121,24 @@ static int check_source_regions(struct uffdmove_target *t,
 	return 0;
 }
 
-/* FAULT_AUTO now serves faults a chunk at a time (@frequent), whose PMD
- * move a fault's page table would prevent, or a page each (thp.c). */
-static void fault_rate_changed(void *arg, bool frequent)
+#define ADVICE_HOLD_NS	(50 * 1000 * 1000ULL)
+
+/*
+ * FAULT_AUTO serves faults a chunk at a time (@frequent), whose PMD move
+ * a fault's page table would prevent, or a page each (thp.c). Small pages
+ * again only once faults stayed rare for a while: the rate flaps (chunks
+ * served whole slow the guest down), and every change of advice takes
+ * the mmap lock for writing.
+ */
+static void fault_rate(void *arg, bool frequent)
 {
-	thp_advice_set(arg, frequent);
+	struct uffdmove_target *t = arg;
+	uint64_t now = now_ns();
+
+	if (frequent)
+		t->pull->frequent_ns = now;
+	thp_advice_set(t, t->pull->frequent_ns &&
+			  now - t->pull->frequent_ns < ADVICE_HOLD_NS);
 }
 
 /* The core over the source's memory; takes @pidfd. */
@@ -141,7 +154,7 @@ static int setup(struct uffdmove_target *t, const struct wire_msg *ans,
 		.pull_pidfd = pidfd,
 		.fault_policy = t->opts.fault_policy,
 		.own_pm = &t->pm,
-		.fault_rate = fault_rate_changed,
+		.fault_rate = fault_rate,
 		.fault_rate_arg = t,
 		.regions = in,
 		.nregions = t->nregions,

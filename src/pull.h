@@ -34,6 +34,7 @@ struct pull {
 	bool stop;		/* atomic */
 	bool done_told;		/* atomic: done_efd written at the end */
 	uint64_t released_ns;	/* the fault thread last sent RELEASE */
+	uint64_t frequent_ns;	/* faults last came fast: fault_rate() */
 };
 
 /* Whether to ask to pull (else t->pull_why says why not). */

@@ -283,7 +283,8 @@ struct uffdmove_target_opts {
 #define UFFDMOVE_FAULT_AUTO	0 /* default: PAGE while faults are rare,
 				     CHUNK while they come faster than about
 				     one per 500 us (the guest then waits on
-				     memory anyway: bring it in bulk) */
+				     memory anyway: bring it in bulk); guest
+				     RAM MADV_HUGEPAGE again meanwhile */
 #define UFFDMOVE_FAULT_PAGE	1 /* read and copy just the 4 KiB page (tens
 				     of us); its chunk follows next in small
 				     pages and is collapsed to THP after the
@@ -336,6 +337,12 @@ int uffdmove_target_new(struct uffdmove_target **out,
  * up to the handshake deadline per step, for ACCEPT or REJECT. @sock stays
  * the caller's and must stay open until the handoff completes or the
  * handle is freed.
+ *
+ * Once accepted, a region advised MADV_HUGEPAGE throughout is advised
+ * MADV_NOHUGEPAGE until the handoff ends (unless a same-process source
+ * moves its pages, or pull faults are UFFDMOVE_FAULT_CHUNK): a fault there
+ * would make the kernel clear a huge page first. The advice comes back
+ * when guest RAM is the VMM's again; uffdmove(7), "Transparent huge pages".
  *
  * Blocking (bounded by the handshake deadline).
  *

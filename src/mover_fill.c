@@ -262,7 +262,7 @@ void core_chunk_done(struct mover *m, const struct xfer *x)
 
 	if (ch->flags & CHUNK_THP) {
 		/* A PMD moved whole stays huge, unless a fault put a page
-		 * table there first (guest RAM is MADV_NOHUGEPAGE while
+		 * table there first (guest RAM may be MADV_NOHUGEPAGE while
 		 * pulling: thp.c): the kernel then moved it page by page. */
 		bool pmd = x->moving && x->whole &&
 			   (!m->own_pm || pm_huge(m->own_pm, r->dst +

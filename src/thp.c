@@ -20,35 +20,6 @@
 
 #define THP_COLLAPSE_NICE	10
 
-/* Does the VMA at @addr want THP? From /proc/self/smaps VmFlags. */
-bool thp_vma_wants(uint64_t addr, uint32_t thp_mode)
-{
-	char line[512];
-	bool in = false, want = thp_mode == UFFDMOVE_THP_ALWAYS;
-	unsigned long lo, hi;
-	FILE *f = fopen("/proc/self/smaps", "re");
-
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
-			if (in)
-				break;
-			in = addr >= lo && addr < hi;
-			continue;
-		}
-		if (in && !strncmp(line, "VmFlags:", 8)) {
-			if (strstr(line, " hg"))
-				want = thp_mode != UFFDMOVE_THP_NEVER;
-			if (strstr(line, " nh"))
-				want = false;
-			break;
-		}
-	}
-	fclose(f);
-	return want;
-}
-
 /* Is [addr, addr + len) mapped throughout, each VMA with @flag (" hg",
  * " nh") in its VmFlags? */
 static bool range_advised(uint64_t addr, uint64_t len, const char *flag)
@@ -75,6 +46,16 @@ static bool range_advised(uint64_t addr, uint64_t len, const char *flag)
 	}
 	fclose(f);
 	return all && covered >= end;
+}
+
+/* Does the VMA at @addr want THP? From its VmFlags and the THP mode. */
+bool thp_vma_wants(uint64_t addr, uint32_t thp_mode)
+{
+	if (range_advised(addr, PAGE_SZ, " nh"))
+		return false;
+	if (range_advised(addr, PAGE_SZ, " hg"))
+		return thp_mode != UFFDMOVE_THP_NEVER;
+	return thp_mode == UFFDMOVE_THP_ALWAYS;
 }
 
 /*

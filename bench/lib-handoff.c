@@ -62,8 +62,12 @@ static void wait_collapse(struct uffdmove_target *t, struct bench_result *r)
 		if (uffdmove_target_stats(t, &r->tst))
 			break;
 		now = now_ns();
-		if (r->tst.thp_collapsed >= r->tst.thp_copied) {
-			r->collapse_complete = 1;
+		/* Over: every chunk collapsed, or the rest given up on
+		 * (thp_uncollapsed). */
+		if (!r->tst.thp_collapsing ||
+		    r->tst.thp_collapsed >= r->tst.thp_copied) {
+			r->collapse_complete =
+				r->tst.thp_collapsed >= r->tst.thp_copied;
 			break;
 		}
 		if (r->tst.thp_collapsed != seen) {

@@ -235,8 +235,14 @@ struct uffdmove_stats {
 				     in the committed target (MODE_AUTO,
 				     between processes) */
 	uint32_t pull_unused_reason; /* UFFDMOVE_PULL_WHY_* */
-	uint32_t reserved32;
-	uint64_t reserved[4];
+	uint32_t thp_collapsing;  /* 1 while the target's background thread
+				     collapses chunks after DONE; 0 before,
+				     and once it has ended (target only) */
+	uint64_t thp_uncollapsed; /* chunks that collapse gave up on: the
+				     VMM advised MADV_NOHUGEPAGE there, the
+				     guest discarded part of it, or the
+				     kernel refused twice (target only) */
+	uint64_t reserved[3];
 };
 
 /* ------------------------------------------------------------------- target */
@@ -427,11 +433,11 @@ int uffdmove_target_fd(const struct uffdmove_target *t);
  * guest RAM, unregisters the regions, closes the uffd (the fd becomes
  * readable when it is done: the call then returns 1) and starts collapsing
  * THP chunks that arrived as small pages: stats.thp_collapsed grows
- * afterwards. Every call does well under a millisecond of work (its
- * thread may still be preempted by the guest's and the library's threads
- * on a busy host): fit for an event loop's thread. Before the commit the
- * fd also becomes readable when the source gives up: the next call then
- * returns -ECANCELED.
+ * afterwards, until stats.thp_collapsing drops to 0. Every call does well
+ * under a millisecond of work (its thread may still be preempted by the
+ * guest's and the library's threads on a busy host): fit for an event
+ * loop's thread. Before the commit the fd also becomes readable when the
+ * source gives up: the next call then returns -ECANCELED.
  *
  * @return 1 handoff complete; 0 in progress; -ECONNRESET the source died
  *	   before completing (missing pages stay blocked or poisoned, never

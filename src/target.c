@@ -347,6 +347,8 @@ UFFDMOVE_EXPORT int uffdmove_target_stats(const struct uffdmove_target *t,
 	st->pull_unused_reason = t->pull ? UFFDMOVE_PULL_WHY_USED :
 				 t->pull_why;
 	st->thp_collapsed = load_acquire(&t->thp_collapsed);
+	st->thp_collapsing = load_acquire(&t->collapse_running);
+	st->thp_uncollapsed = load_acquire(&t->thp_uncollapsed);
 	st->bytes_discarded += t->discards.bytes;
 	if (t->t_start)
 		st->elapsed_ns = (t->t_end ? t->t_end : now_ns()) - t->t_start;

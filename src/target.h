@@ -53,6 +53,8 @@ struct uffdmove_target {
 	pthread_t collapser;		/* see thp_collapse_start() */
 	bool collapsing;
 	bool collapse_stop;		/* atomic */
+	bool collapse_running;		/* atomic: the collapser has work */
+	uint64_t thp_uncollapsed;	/* atomic: set when it ended */
 	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
 	bool *thp_pausable, *thp_paused;	/* see thp_advice_pause() */
 	uint64_t t_start, t_end;

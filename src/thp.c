@@ -192,10 +192,11 @@ void thp_mark_done(struct uffdmove_target *t, uint64_t start,
 	}
 }
 
-/* MADV_COLLAPSE every marked huge page; what fails stays marked. */
-static void collapse_marked(struct uffdmove_target *t)
+/* MADV_COLLAPSE every marked huge page; what fails stays marked. How
+ * many stay marked. */
+static uint64_t collapse_marked(struct uffdmove_target *t)
 {
-	uint64_t base, *map;
+	uint64_t base, *map, left = 0;
 	size_t i, k, n;
 
 	for (i = 0; i < t->nregions; i++) {
@@ -205,17 +206,33 @@ static void collapse_marked(struct uffdmove_target *t)
 		     k++) {
 			if (!(map[k / 64] >> (k % 64) & 1))
 				continue;
-			/* Collapsing would allocate what the guest freed. */
+			/* Collapsing would allocate what the guest freed;
+			 * the kernel refuses where the VMM said
+			 * MADV_NOHUGEPAGE, and may find a page busy. */
 			if (discards_any(&t->discards, t->regions, i,
-					 base + k * HPAGE_SZ, HPAGE_SZ))
+					 base + k * HPAGE_SZ, HPAGE_SZ) ||
+			    madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
+				    HPAGE_SZ, MADV_COLLAPSE)) {
+				left++;
 				continue;
-			if (madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
-				    HPAGE_SZ, MADV_COLLAPSE))
-				continue;
+			}
 			map[k / 64] &= ~(1ULL << (k % 64));
 			count_add(&t->thp_collapsed, 1);
 		}
 	}
+	return left;
+}
+
+/* Both tries over (not stopped half way): what is left stays small. */
+static void collapse_all(struct uffdmove_target *t)
+{
+	uint64_t left;
+
+	collapse_marked(t);
+	left = collapse_marked(t);	/* one more try for what was busy */
+	if (!load_acquire(&t->collapse_stop))
+		store_release(&t->thp_uncollapsed, left);
+	store_release(&t->collapse_running, false);
 }
 
 
@@ -225,8 +242,7 @@ static void *collapser_main(void *arg)
 
 	/* Behind the guest's own threads: this is only a speed-up. */
 	setpriority(PRIO_PROCESS, (id_t)gettid(), THP_COLLAPSE_NICE);
-	collapse_marked(t);
-	collapse_marked(t);	/* one more try for what was busy */
+	collapse_all(t);
 	return NULL;
 }
 
@@ -234,10 +250,11 @@ void thp_collapse_start(struct uffdmove_target *t)
 {
 	if (t->collapsing)
 		return;
+	store_release(&t->collapse_running, true);
 	t->collapsing = !pthread_create(&t->collapser, NULL, collapser_main,
 					t);
 	if (!t->collapsing)
-		collapse_marked(t);	/* no thread: do it here */
+		collapse_all(t);	/* no thread: do it here */
 	else
 		pthread_setname_np(t->collapser, "uffdmove-thp");
 }
@@ -249,4 +266,5 @@ void thp_collapse_stop(struct uffdmove_target *t)
 	store_release(&t->collapse_stop, true);
 	pthread_join(t->collapser, NULL);
 	t->collapsing = false;
+	store_release(&t->collapse_running, false);
 }

@@ -101,7 +101,9 @@ static int guest_failed(const struct vm *vm, struct report *r)
 #define COLLAPSE_WAIT_MS	5000
 
 /* THP comes back in the library's own thread after DONE: give it a few
- * seconds (the VMM itself need not wait), to report what it achieved. */
+ * seconds (the VMM itself need not wait), to report what it achieved.
+ * thp_collapsing drops to 0 when it is over; thp_uncollapsed then counts
+ * the chunks it gave up on. */
 static void wait_collapse(struct uffdmove_target *t, struct report *r)
 {
 	struct uffdmove_stats st;
@@ -109,7 +111,7 @@ static void wait_collapse(struct uffdmove_target *t, struct report *r)
 
 	for (ms = 0; ms < COLLAPSE_WAIT_MS; ms += 10) {
 		uffdmove_target_stats(t, &st);
-		if (st.thp_collapsed >= st.thp_copied)
+		if (!st.thp_collapsing)
 			break;
 		usleep(10000);
 	}

@@ -271,6 +271,7 @@ static void json_handoff(const struct report *r)
 	json_u64("thp_moved", st->thp_moved);
 	json_u64("thp_copied", st->thp_copied);
 	json_u64("thp_collapsed", st->thp_collapsed);
+	json_u64("thp_uncollapsed", st->thp_uncollapsed);
 }
 
 /* Memory, the guest's activity meanwhile, and the verdict. */
@@ -388,11 +389,12 @@ static void text_stats(const struct report *r)
 	if (!r->o->thp)
 		printf("  THP coverage       off (--thp off)\n");
 	else if (r->done)
-		printf("  THP coverage       before %.1f%%, when all was in %.1f%%, after collapsing %.1f%% (THP chunks: %" PRIu64 " arrived whole, %" PRIu64 " in small pages, %" PRIu64 " collapsed)\n",
+		printf("  THP coverage       before %.1f%%, when all was in %.1f%%, after collapsing %.1f%% (THP chunks: %" PRIu64 " arrived whole, %" PRIu64 " in small pages, %" PRIu64 " collapsed, %" PRIu64 " given up on)\n",
 		       pct(r->huge_before, r->rss_before),
 		       pct(r->huge_done, r->rss_done),
 		       pct(r->huge_after, r->rss_after), st->thp_moved,
-		       st->thp_copied, st->thp_collapsed);
+		       st->thp_copied, st->thp_collapsed,
+		       st->thp_uncollapsed);
 	if (r->peak_host)
 		printf("  peak host memory   %s, %.2fx the populated guest RAM (%s both VMMs' resident memory during the handoff)\n",
 		       fmt_bytes(a, sizeof(a), r->peak_host),

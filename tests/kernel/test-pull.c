@@ -340,6 +340,44 @@ static void mix_advice(const struct guest *g)
 	}
 }
 
+/*
+ * After DONE the library collapses THP chunks that arrived as small pages,
+ * in the background. stats.thp_collapsing says when that is over, and
+ * thp_uncollapsed what it gave up on: everything, where the VMM advised
+ * MADV_NOHUGEPAGE (the kernel refuses MADV_COLLAPSE there).
+ */
+static int check_collapse(struct uffdmove_target *t,
+			  const struct target_plan *tp)
+{
+	struct uffdmove_stats st;
+	int ms;
+
+	for (ms = 0; ms < 20000; ms += 10) {
+		uffdmove_target_stats(t, &st);
+		if (!st.thp_collapsing)
+			break;
+		usleep(10000);
+	}
+	fprintf(stderr, "  target: thp copied %" PRIu64 " collapsed %" PRIu64 " uncollapsed %" PRIu64 " collapsing %u\n",
+		st.thp_copied, st.thp_collapsed, st.thp_uncollapsed,
+		st.thp_collapsing);
+	if (st.thp_collapsing) {
+		fprintf(stderr, "  target: still collapsing after 20 s\n");
+		return 1;
+	}
+	if (st.thp_collapsed + st.thp_uncollapsed > st.thp_copied) {
+		fprintf(stderr, "  target: collapsed %" PRIu64 " + uncollapsed %" PRIu64 " > copied %" PRIu64 "\n",
+			st.thp_collapsed, st.thp_uncollapsed, st.thp_copied);
+		return 1;
+	}
+	if (tp->vmm_nohuge && (st.thp_collapsed ||
+			       st.thp_uncollapsed != st.thp_copied)) {
+		fprintf(stderr, "  target: the VMM advised MADV_NOHUGEPAGE: want every copied THP chunk uncollapsed\n");
+		return 1;
+	}
+	return 0;
+}
+
 static int target_main(int sock, const struct target_plan *tp)
 {
 	struct guest g = *shape;
@@ -395,7 +433,8 @@ static int target_main(int sock, const struct target_plan *tp)
 		return fail_child("wait", t);
 	uffdmove_target_stats(t, &st);
 	bad |= check_target_stats(tp, &st) | verify_target(&g, tp, &st) |
-	       check_advice(&g, tp, "after the handoff", false);
+	       check_advice(&g, tp, "after the handoff", false) |
+	       check_collapse(t, tp);
 	if (tp->exact && st.bytes_populated != guest_populated_bytes(&g)) {
 		fprintf(stderr, "  target: populated %" PRIu64 ", the guest has %" PRIu64 "\n",
 			st.bytes_populated, guest_populated_bytes(&g));

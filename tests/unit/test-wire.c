@@ -521,7 +521,8 @@ static void test_roundtrip_stats(void **state)
 	m.stats.primitive = UFFDMOVE_PRIM_COPY;
 	m.stats.move_unused_reason = UFFDMOVE_WHY_CROSS_MM;
 	m.stats.pull_unused_reason = UFFDMOVE_PULL_WHY_DENIED;
-	m.stats.reserved32 = 0;
+	m.stats.thp_collapsing = 0;	/* the target's own: not sent */
+	m.stats.thp_uncollapsed = 0;
 	round_trip(&m, b);
 	/* unknown reasons are refused, on either side of the wire */
 	m.stats.pull_unused_reason = UFFDMOVE_PULL_WHY_NO_THP + 1;

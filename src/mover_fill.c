@@ -26,6 +26,14 @@
  * fresh memory here; touch p50 50 us, against 63-71 us with 128 KiB and
  * 780 us with whole chunks, bench latency-4k-256M t1). */
 #define SLICE_SZ	(64UL << 10)
+/*
+ * A MOVE of up to 33 pages flushes each page from every CPU's TLB (x86's
+ * tlb_single_page_flush_ceiling), more pages flush it whole. In this VM
+ * the first took ~90 us for 16 pages and the second ~20 us for 64: 4 KiB
+ * guests moved by one thread ran at 0.7 GB/s in 64 KiB slices, 13 GB/s
+ * in 256 KiB ones (bench/results/summary.md, "Moving in slices").
+ */
+#define MOVE_SLICE_SZ	(256UL << 10)
 
 enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
 
@@ -324,7 +332,7 @@ static int push(struct mover *m, size_t c, bool reader,
 	/* A THP that moves as one PMD is one quick ioctl: never cut. */
 	if (pending && !(x.moving && x.whole &&
 			 (m->plan.chunks[c].flags & CHUNK_THP))) {
-		x.slice = SLICE_SZ;
+		x.slice = x.moving ? MOVE_SLICE_SZ : SLICE_SZ;
 		x.pending = pending;
 		x.pending_arg = arg;
 	}

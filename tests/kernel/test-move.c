@@ -195,6 +195,33 @@ static int same_process_4k_with_workers(struct t_ctx *ctx)
 }
 
 /*
+ * One thread moves small pages in slices between its reads of the uffd
+ * (256 KiB each: a shorter MOVE flushes the TLB page by page, 25x slower
+ * here), while guest threads fault: every byte arrives, moved.
+ */
+static int same_process_4k_one_thread(struct t_ctx *ctx)
+{
+	static const struct guest dense = {
+		.n = 1, .seed = 41,
+		.spec = { { "ram", 64UL << 20, false, 0 } },
+	};
+	struct pair p;
+	char why[256];
+
+	pair_init(&p, &dense);
+	p.sopts.threads = 1;
+	T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0, "%s", p.src_err);
+	T_CHECK(p.st.bytes_moved + p.st.bytes_copied == p.st.bytes_populated,
+		"moved+copied != populated");
+	T_CHECK(p.st.bytes_moved >= p.st.bytes_populated / 2,
+		"only %" PRIu64 " bytes moved", p.st.bytes_moved);
+	T_CHECK(present_pages(&p.src) == 0, "source still has pages");
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+/*
  * A sparse guest (most 2 MiB chunks never touched, over several of the
  * 512 MiB windows the source scans ahead) with guest threads faulting in
  * empty and full chunks alike: every byte arrives, holes read as zeros,
@@ -600,6 +627,7 @@ int main(void)
 	static const struct t_case cases[] = {
 		{ "same-process-thp-512M-moves", same_process_thp },
 		{ "same-process-4k-holes-workers", same_process_4k_with_workers },
+		{ "same-process-4k-one-thread", same_process_4k_one_thread },
 		{ "same-process-sparse-workers", same_process_sparse },
 		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
 		{ "pinned-declared-never-tried", pinned_declared },

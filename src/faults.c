@@ -33,18 +33,17 @@ static int handle_event(struct faults *f, const struct uffd_msg *msg,
 	case UFFD_EVENT_UNMAP:
 		/*
 		 * Balloon, MADV_DONTNEED or munmap: those pages are never
-		 * filled again; later faults read zeros. The kernel lets a
-		 * REMOVE zap as soon as this event was read, so a fill that
+		 * filled again; later faults read zeros. The kernel lets the
+		 * discard zap as soon as this event was read, so a fill that
 		 * started before this marking may land behind the zap: it
 		 * cannot be undone from here, only counted (fills.h). The
-		 * target's uffdmove_target_discard() has no such window. An
-		 * UNMAP has none either: a page filled before it went with
-		 * the mapping, and a fill after it finds no registered VMA.
+		 * target's uffdmove_target_discard() has no such window.
+		 * UNMAP too: a mapping grown back over the hole in place
+		 * (mremap()) keeps the registration, and takes the fill.
 		 */
 		start = msg->arg.remove.start;
 		end = msg->arg.remove.end;
-		mover_discarded(m, start, end, since,
-				msg->event == UFFD_EVENT_UNMAP);
+		mover_discarded(m, start, end, since);
 		return 0;
 	case UFFD_EVENT_REMAP:
 		return mover_fail(m, -EPROTO,

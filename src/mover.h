@@ -225,12 +225,10 @@ void mover_events_batch(struct mover *m);
 void mover_events_settle(struct mover *m);
 /*
  * The target discarded [start, end) (a REMOVE or UNMAP event read after
- * @since_ns): never filled again. A fill that raced a REMOVE is counted
- * (@unmapped false); one that raced an UNMAP left nothing behind: the
- * page went with its mapping, or the fill found no registered VMA.
+ * @since_ns): never filled again; a fill that raced it is counted.
  */
 void mover_discarded(struct mover *m, uint64_t start, uint64_t end,
-		     uint64_t since_ns, bool unmapped);
+		     uint64_t since_ns);
 /* All chunks are done. */
 bool mover_finished(const struct mover *m);
 /* Record the first fatal error with its message; returns @err. */

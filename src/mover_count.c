@@ -11,12 +11,11 @@
 #include "util.h"
 
 void mover_discarded(struct mover *m, uint64_t start, uint64_t end,
-		     uint64_t since_ns, bool unmapped)
+		     uint64_t since_ns)
 {
 	count_add(&m->cnt.discarded,
 		  plan_discard(&m->plan, start, end - start));
-	if (!unmapped)
-		fills_check_discard(&m->fills, start, end, since_ns);
+	fills_check_discard(&m->fills, start, end, since_ns);
 }
 
 void mover_fault_served(struct mover *m, uint64_t t_read)

@@ -21,6 +21,7 @@
 #include "wire.h"
 
 #define QUERY_TIMEOUT_MS	1000
+#define SETTLE_TRIES		5	/* after 1, 2, 4, 8 ms: 15 ms in all */
 
 /* Guest RAM counted at DONE. */
 struct here {
@@ -136,20 +137,34 @@ static int count_here(struct uffdmove_target *t, struct here *h)
 	return ret;
 }
 
+/*
+ * The count misses discards read (and so zapped) but not yet marked by
+ * whoever reads the uffd: the source when pushing (a count asked for now
+ * has them), our fault thread when pulling. And an munmap() zaps before
+ * its UNMAP event is even queued: so ask again a little later, counting
+ * again first, before taking a shortfall for pages lost.
+ */
 static int check_done(struct uffdmove_target *t, int counted,
-		      const struct here *here)
+		      struct here *here)
 {
+	int i;
+
+	for (i = 0; !counted; i++) {
+		if (done_holds(t, here))
+			return 1;
+		/* A source that does not answer has nothing more to say. */
+		if ((t->pull ? pull_settle(t) : query_stats(t)) != 0)
+			break;
+		if (done_holds(t, here))
+			return 1;
+		if (i == SETTLE_TRIES - 1)
+			break;
+		usleep(1000U << i);
+		counted = count_here(t, here);
+	}
 	if (counted)
 		return target_orphan(t, counted,
 				     "reading /proc/self/pagemap at DONE");
-	if (done_holds(t, here))
-		return 1;
-	/* The count misses discards read (and so zapped) but not yet
-	 * marked by whoever reads the uffd: the source when pushing (a
-	 * count asked for now has them), our fault thread when pulling. */
-	if ((t->pull ? pull_settle(t) : query_stats(t)) == 0 &&
-	    done_holds(t, here))
-		return 1;
 	return target_orphan(t, -EPROTO,
 		      "the source said DONE, but guest RAM holds fewer bytes than it announced");
 }

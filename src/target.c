@@ -346,8 +346,10 @@ UFFDMOVE_EXPORT int uffdmove_target_stats(const struct uffdmove_target *t,
 		pull_stats(w, st);
 	st->pull_unused_reason = t->pull ? UFFDMOVE_PULL_WHY_USED :
 				 t->pull_why;
-	st->thp_collapsed = load_acquire(&t->thp_collapsed);
+	/* Whether it runs first: "over" then comes with its final counts
+	 * (the collapser stores them before it says it has ended). */
 	st->thp_collapsing = load_acquire(&t->collapse_running);
+	st->thp_collapsed = load_acquire(&t->thp_collapsed);
 	st->thp_uncollapsed = load_acquire(&t->thp_uncollapsed);
 	st->bytes_discarded += t->discards.bytes;
 	if (t->t_start)

@@ -95,20 +95,38 @@ static bool page_is_zero(const uint64_t *p)
 	return true;
 }
 
+static int pages_of(struct discards *d, const struct session_region *reg,
+		    size_t r)
+{
+	if (!d->pages[r])
+		d->pages[r] = calloc((reg->len / PAGE_SZ + 63) / 64,
+				     sizeof(uint64_t));
+	return d->pages[r] ? 0 : -ENOMEM;
+}
+
+int discards_note(struct discards *d, const struct session_region *regions,
+		  size_t r, uint64_t addr, uint64_t len)
+{
+	size_t pg = (addr - regions[r].addr) / PAGE_SZ, end = pg + len / PAGE_SZ;
+
+	if (pages_of(d, &regions[r], r))
+		return -ENOMEM;
+	for (; pg < end; pg++)
+		d->pages[r][pg / 64] |= 1ULL << (pg % 64);
+	return 0;
+}
+
 int discards_fence(struct discards *d, int uffd,
 		   const struct session_region *regions, size_t r,
 		   uint64_t addr, uint64_t len, int timeout_ms)
 {
 	const struct session_region *reg = &regions[r];
-	size_t words = (reg->len / PAGE_SZ + 63) / 64, pg;
+	size_t pg;
 	uint64_t a;
 	int ret;
 
-	if (!d->pages[r]) {
-		d->pages[r] = calloc(words, sizeof(uint64_t));
-		if (!d->pages[r])
-			return -ENOMEM;
-	}
+	if (pages_of(d, reg, r))
+		return -ENOMEM;
 	ret = zero_missing(uffd, addr, addr + len, timeout_ms);
 	if (ret)
 		return ret;

@@ -38,6 +38,11 @@ int discards_fence(struct discards *d, int uffd,
 		   const struct session_region *regions, size_t r,
 		   uint64_t addr, uint64_t len, int timeout_ms);
 
+/* Remember [@addr, @addr + @len) of region @r as discarded, with no fence
+ * (after DONE: nothing fills guest RAM any more). 0 or -ENOMEM. */
+int discards_note(struct discards *d, const struct session_region *regions,
+		  size_t r, uint64_t addr, uint64_t len);
+
 /* Was any page of [@addr, @addr + @len) in region @r discarded? */
 bool discards_any(const struct discards *d,
 		  const struct session_region *regions, size_t r,

@@ -189,6 +189,7 @@ static void destroy(struct uffdmove_target *t)
 	free(t->thp);
 	free(t->regions);
 	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->collapse_lock);
 	free(t);
 }
 
@@ -208,6 +209,7 @@ UFFDMOVE_EXPORT int uffdmove_target_new(struct uffdmove_target **out,
 	t->uffd = t->sock = t->epfd = t->pm.fd = t->progress_tfd = -1;
 	t->finisher.efd = -1;
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->collapse_lock, NULL);
 	t->opts = opts ? *opts : target_defaults();
 	ret = check_opts(&t->opts, &t->err);
 	if (!ret)
@@ -304,9 +306,15 @@ static int discard_locked(struct uffdmove_target *t, void *addr, size_t len)
 				       strerror(-ret));
 		return 0;
 	case TGT_DONE:
-		return madvise(addr, len, MADV_DONTNEED) ?
-		       err_set(&t->err, errno, "madvise: %s",
-			       strerror(errno)) : 0;
+		/* Noted first, so that the collapse after DONE (thp.c) does
+		 * not fill the range again; never in the middle of one. */
+		pthread_mutex_lock(&t->collapse_lock);
+		ret = discards_note(&t->discards, t->regions, i, a, len);
+		if (madvise(addr, len, MADV_DONTNEED) && !ret)
+			ret = -errno;
+		pthread_mutex_unlock(&t->collapse_lock);
+		return ret ? err_set(&t->err, -ret, "discard %p+%zu: %s", addr,
+				     len, strerror(-ret)) : 0;
 	default:
 		return err_set(&t->err, EINVAL,
 			       "discard: guest RAM is not the target's before the commit");

@@ -54,6 +54,7 @@ struct uffdmove_target {
 	bool collapsing;
 	bool collapse_stop;		/* atomic */
 	bool collapse_running;		/* atomic: the collapser has work */
+	pthread_mutex_t collapse_lock;	/* a collapse against a discard */
 	uint64_t thp_uncollapsed;	/* atomic: set when it ended */
 	uint64_t **thp_done;		/* per THP region: see thp_mark_done */
 	bool *thp_pausable, *thp_paused;	/* see thp_advice_pause() */

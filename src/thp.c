@@ -198,6 +198,7 @@ static uint64_t collapse_marked(struct uffdmove_target *t)
 {
 	uint64_t base, *map, left = 0;
 	size_t i, k, n;
+	bool skip;
 
 	for (i = 0; i < t->nregions; i++) {
 		map = t->thp_done[i];
@@ -206,13 +207,17 @@ static uint64_t collapse_marked(struct uffdmove_target *t)
 		     k++) {
 			if (!(map[k / 64] >> (k % 64) & 1))
 				continue;
-			/* Collapsing would allocate what the guest freed;
+			/* Collapsing would allocate what the guest freed,
+			 * also after DONE (uffdmove_target_discard());
 			 * the kernel refuses where the VMM said
 			 * MADV_NOHUGEPAGE, and may find a page busy. */
-			if (discards_any(&t->discards, t->regions, i,
-					 base + k * HPAGE_SZ, HPAGE_SZ) ||
-			    madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
-				    HPAGE_SZ, MADV_COLLAPSE)) {
+			pthread_mutex_lock(&t->collapse_lock);
+			skip = discards_any(&t->discards, t->regions, i,
+					    base + k * HPAGE_SZ, HPAGE_SZ) ||
+			       madvise((void *)(uintptr_t)(base + k * HPAGE_SZ),
+				       HPAGE_SZ, MADV_COLLAPSE);
+			pthread_mutex_unlock(&t->collapse_lock);
+			if (skip) {
 				left++;
 				continue;
 			}

@@ -66,6 +66,7 @@ struct target_plan {
 	bool abort;			/* abort before the commit */
 	bool mixed_advice;		/* THP regions half MADV_NOHUGEPAGE */
 	bool vmm_nohuge;		/* ... all of them, after target_new */
+	bool discard_after_done;	/* page 3 of each THP chunk, at once */
 };
 
 static int fail_child(const char *what, const struct uffdmove_target *t)
@@ -378,6 +379,51 @@ static int check_collapse(struct uffdmove_target *t,
 	return 0;
 }
 
+#define DISCARD_PAGE	3	/* of each 2 MiB chunk */
+
+/*
+ * Right after DONE, while the library collapses THP chunks that arrived
+ * as small pages, a balloon discards one page of each through the API.
+ * Collapsing must not fill those pages again: they stay missing (and read
+ * zero); every other page holds the guest's data.
+ */
+static int discard_after_done(struct uffdmove_target *t, struct guest *g,
+			      const struct target_plan *tp)
+{
+	size_t r, c, pg, n = 0, back = 0;
+	char why[256];
+	int bad = 0;
+
+	for (r = 0; r < g->n; r++)
+		for (c = 0; g->spec[r].thp && c < g->spec[r].len / T_HPAGE; c++)
+			if (uffdmove_target_discard(t, g->addr[r] + c * T_HPAGE +
+						       DISCARD_PAGE * T_PAGE,
+						    T_PAGE))
+				return fail_child("discard after DONE", t);
+	bad |= check_collapse(t, tp);
+	for (r = 0; r < g->n; r++) {
+		for (pg = 0; pg < g->spec[r].len / T_PAGE; pg++) {
+			uint8_t *a = g->addr[r] + pg * T_PAGE;
+
+			if (!g->spec[r].thp || pg % 512 != DISCARD_PAGE) {
+				if (guest_verify_page(g, r, pg, why, sizeof(why))) {
+					fprintf(stderr, "  target: %s\n", why);
+					return 1;
+				}
+				continue;
+			}
+			n++;
+			if (t_pagemap(a) & T_PM_PRESENT)
+				back++;
+			else if (!t_is_zero(a, T_PAGE))
+				bad = 1;
+		}
+	}
+	fprintf(stderr, "  target: %zu pages discarded after DONE, %zu back after the collapse\n",
+		n, back);
+	return bad | (n == 0) | (back != 0);
+}
+
 static int target_main(int sock, const struct target_plan *tp)
 {
 	struct guest g = *shape;
@@ -431,6 +477,11 @@ static int target_main(int sock, const struct target_plan *tp)
 	bad = finish_activity(&a, tp);
 	if (ret)
 		return fail_child("wait", t);
+	if (tp->discard_after_done) {
+		bad |= discard_after_done(t, &g, tp);
+		uffdmove_target_free(t);
+		return bad;
+	}
 	uffdmove_target_stats(t, &st);
 	bad |= check_target_stats(tp, &st) | verify_target(&g, tp, &st) |
 	       check_advice(&g, tp, "after the handoff", false) |
@@ -1273,6 +1324,23 @@ static int advice_given_back(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+static int discard_after_done_case(struct t_ctx *ctx)
+{
+	const struct source_plan sp = {
+		.mode = UFFDMOVE_MODE_AUTO, .expect_prim = UFFDMOVE_PRIM_COPY,
+		.expect_why = UFFDMOVE_PULL_WHY_OFF_TARGET,
+	};
+	const struct target_plan tp = { .pull = UFFDMOVE_PULL_OFF,
+					.discard_after_done = true };
+	int i;
+
+	if (!ctx->caps->kernel_faults)
+		return t_case_skip(ctx, "no kernel-mode faults");
+	for (i = 0; i < 3; i++)
+		T_CHECK(run_pair(&sp, &tp) == 0, "round %d", i);
+	return T_PASS;
+}
+
 static int unmapped_region(struct t_ctx *ctx)
 {
 	return against_fake(ctx, FAKE_UNMAPPED);
@@ -1800,6 +1868,7 @@ int main(void)
 		{ "declined-then-gives-up", declined_then_gives_up },
 		{ "pinned-ranges-stay", pinned_stay },
 		{ "thp-advice-given-back", advice_given_back },
+		{ "discard-after-done-stays", discard_after_done_case },
 		{ "target-killed-auto", target_killed_auto },
 	};
 

@@ -34,6 +34,8 @@
 #include <unistd.h>
 #include <linux/userfaultfd.h>
 
+#include "probe.h"
+
 #define CHUNK		(2UL << 20)
 #define RANGE		(512UL << 20)
 #define NCHUNKS		(RANGE / CHUNK)
@@ -43,39 +45,8 @@
 
 static int uffd;
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
-static void die(const char *what)
-{
-	fprintf(stderr, "probe-neighbour: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-/* The classic handler: read one event, COPY one page. */
-static void *handler_main(void *arg)
-{
-	static char page[4096] __attribute__((aligned(4096)));
-	struct uffd_msg msg;
-
-	(void)arg;
-	memset(page, 0x5a, sizeof(page));
-	for (;;) {
-		struct uffdio_copy copy = { .src = (uintptr_t)page,
-					    .len = sizeof(page) };
-
-		if (read(uffd, &msg, sizeof(msg)) != sizeof(msg))
-			continue;
-		copy.dst = msg.arg.pagefault.address & ~4095ULL;
-		ioctl(uffd, UFFDIO_COPY, &copy);
-	}
-	return NULL;
-}
 
 /* One child per other CPU, spinning in user mode until killed. */
 static int spinners_start(pid_t *pids)
@@ -88,7 +59,7 @@ static int spinners_start(pid_t *pids)
 	for (i = 0; i < n; i++) {
 		pids[i] = fork();
 		if (pids[i] < 0)
-			die("fork");
+			probe_die("fork");
 		if (!pids[i]) {
 			volatile uint64_t x = 0;
 
@@ -110,12 +81,6 @@ static void spinners_stop(const pid_t *pids, int n)
 		waitpid(pids[i], NULL, 0);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 struct figure {
 	double p50_us, p90_us;
@@ -137,14 +102,14 @@ static struct figure touch(bool busy, bool tables)
 	map = mmap(NULL, RANGE + CHUNK, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED)
-		die("mmap");
+		probe_die("mmap");
 	p = (char *)(((uintptr_t)map + CHUNK - 1) & ~(CHUNK - 1));
 	if (madvise(p, RANGE, MADV_NOHUGEPAGE))
-		die("madvise");
+		probe_die("madvise");
 	reg.range.start = (uintptr_t)p;
 	reg.range.len = RANGE;
 	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
-		die("UFFDIO_REGISTER");
+		probe_die("UFFDIO_REGISTER");
 	if (tables)
 		for (i = 0; i < NCHUNKS; i++)
 			(void)*(volatile char *)(p + i * CHUNK);
@@ -155,14 +120,14 @@ static struct figure touch(bool busy, bool tables)
 		uint64_t t0;
 
 		nanosleep(&gap, NULL);
-		t0 = now_ns();
+		t0 = probe_now_ns();
 		(void)*at;
-		lat[i] = now_ns() - t0;
+		lat[i] = probe_now_ns() - t0;
 	}
 	spinners_stop(pids, nspin);
 	ioctl(uffd, UFFDIO_UNREGISTER, &reg.range);
 	munmap(map, RANGE + CHUNK);
-	qsort(lat, NCHUNKS, sizeof(lat[0]), cmp_u64);
+	qsort(lat, NCHUNKS, sizeof(lat[0]), probe_cmp_u64);
 	return (struct figure){ lat[NCHUNKS / 2] / 1e3,
 				lat[NCHUNKS * 9 / 10] / 1e3 };
 }
@@ -176,11 +141,11 @@ int main(void)
 
 	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
 	if (uffd < 0)
-		die("userfaultfd");
+		probe_die("userfaultfd");
 	if (ioctl(uffd, UFFDIO_API, &api))
-		die("UFFDIO_API");
-	if (pthread_create(&handler, NULL, handler_main, NULL))
-		die("pthread_create");
+		probe_die("UFFDIO_API");
+	if (pthread_create(&handler, NULL, probe_classic_handler, &uffd))
+		probe_die("pthread_create");
 	for (c = 0; c < 4; c++)		/* warm-up, see above */
 		touch(c & 1, c & 2);
 	printf("{\"probe\": \"neighbour\", \"cpus\": %ld, \"faults_per_case\": %lu, \"rounds\": [",

@@ -25,6 +25,8 @@
 #include <unistd.h>
 #include <linux/userfaultfd.h>
 
+#include "probe.h"
+
 #include "compat.h"
 
 #define CHUNK		(2UL << 20)
@@ -35,39 +37,8 @@
 
 static int uffd;
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
-static void die(const char *what)
-{
-	fprintf(stderr, "probe-thp-fault: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-/* The classic handler: read one event, COPY one page. */
-static void *handler_main(void *arg)
-{
-	static char page[4096] __attribute__((aligned(4096)));
-	struct uffd_msg msg;
-
-	(void)arg;
-	memset(page, 0x5a, sizeof(page));
-	for (;;) {
-		struct uffdio_copy copy = { .src = (uintptr_t)page,
-					    .len = sizeof(page) };
-
-		if (read(uffd, &msg, sizeof(msg)) != sizeof(msg))
-			continue;
-		copy.dst = msg.arg.pagefault.address & ~4095ULL;
-		ioctl(uffd, UFFDIO_COPY, &copy);
-	}
-	return NULL;
-}
 
 /* A 2 MiB aligned range of @len with @advice, registered for MISSING. */
 static char *map_registered(size_t len, int advice, void **map)
@@ -78,14 +49,14 @@ static char *map_registered(size_t len, int advice, void **map)
 	*map = mmap(NULL, len + CHUNK, PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (*map == MAP_FAILED)
-		die("mmap");
+		probe_die("mmap");
 	p = (char *)(((uintptr_t)*map + CHUNK - 1) & ~(CHUNK - 1));
 	if (madvise(p, len, advice))
-		die("madvise");
+		probe_die("madvise");
 	reg.range.start = (uintptr_t)p;
 	reg.range.len = len;
 	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
-		die("UFFDIO_REGISTER");
+		probe_die("UFFDIO_REGISTER");
 	return p;
 }
 
@@ -97,12 +68,6 @@ static void unmap_registered(char *p, size_t len, void *map)
 	munmap(map, len + CHUNK);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
 
 /* Median touch time (ns) of one fault per chunk of a fresh range. */
 static uint64_t touch_p50(int advice, bool write)
@@ -118,15 +83,15 @@ static uint64_t touch_p50(int advice, bool write)
 		uint64_t t0;
 
 		nanosleep(&gap, NULL);
-		t0 = now_ns();
+		t0 = probe_now_ns();
 		if (write)
 			*at = 1;
 		else
 			(void)*at;
-		lat[i] = now_ns() - t0;
+		lat[i] = probe_now_ns() - t0;
 	}
 	unmap_registered(p, RANGE, map);
-	qsort(lat, NCHUNKS, sizeof(lat[0]), cmp_u64);
+	qsort(lat, NCHUNKS, sizeof(lat[0]), probe_cmp_u64);
 	return lat[NCHUNKS / 2];
 }
 
@@ -140,7 +105,7 @@ static long anon_huge_kb(const void *addr)
 	FILE *f = fopen("/proc/self/smaps", "re");
 
 	if (!f)
-		die("/proc/self/smaps");
+		probe_die("/proc/self/smaps");
 	while (fgets(line, sizeof(line), f)) {
 		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
 		    strchr(line, '-') < strchr(line, ' ')) {
@@ -169,7 +134,7 @@ static long moved_pmd_huge_kb(void)
 	ioctl(uffd, UFFDIO_UNREGISTER, &range);
 	memset(src, 0x77, CHUNK);
 	if (ioctl(uffd, UFFDIO_MOVE, &mv))
-		die("UFFDIO_MOVE");
+		probe_die("UFFDIO_MOVE");
 	kb = anon_huge_kb(dst);
 	unmap_registered(dst, CHUNK, dmap);
 	munmap(smap, 2 * CHUNK);
@@ -186,11 +151,11 @@ int main(void)
 
 	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
 	if (uffd < 0)
-		die("userfaultfd");
+		probe_die("userfaultfd");
 	if (ioctl(uffd, UFFDIO_API, &api))
-		die("UFFDIO_API (UFFD_FEATURE_MOVE)");
-	if (pthread_create(&handler, NULL, handler_main, NULL))
-		die("pthread_create");
+		probe_die("UFFDIO_API (UFFD_FEATURE_MOVE)");
+	if (pthread_create(&handler, NULL, probe_classic_handler, &uffd))
+		probe_die("pthread_create");
 	printf("{\"probe\": \"thp-fault\", \"chunks_per_round\": %lu, \"rounds\": [",
 	       NCHUNKS);
 	for (r = 0; r < ROUNDS; r++) {

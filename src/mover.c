@@ -31,6 +31,7 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 	m->uffd_borrowed = cfg->pull_pid != 0;
 	m->pidfd = cfg->pull_pid ? cfg->pull_pidfd : -1;
 	m->pm.fd = -1;
+	m->edge_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 	if (pthread_mutex_init(&m->lock, NULL))
 		return err_set(err, ENOMEM, "pthread_mutex_init failed");
 	if (pthread_cond_init(&m->events_cv, NULL)) {
@@ -105,6 +106,7 @@ void mover_fini(struct mover *m)
 	pthread_cond_destroy(&m->chunk_cv);
 	pthread_cond_destroy(&m->events_cv);
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->edge_lock);
 	ranges_fini(&m->outbox);
 	ranges_fini(&m->collapse);
 	ranges_fini(&m->to_free);

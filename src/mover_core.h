@@ -55,6 +55,8 @@ void core_release_chunk(struct mover *m, size_t c);
 /* A page the source has no data for (hole or discarded): zero page. */
 int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg);
 
+/* Does chunk @c cover less than its source 2 MiB block (a region edge)? */
+bool core_chunk_edge(const struct mover *m, size_t c);
 /* Take chunk @c from PENDING to CLAIMED; false if another thread has it. */
 bool core_claim(struct mover *m, size_t c);
 /* Put chunk @c in front of the queue (a fault wants it, or it resumes). */

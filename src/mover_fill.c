@@ -319,16 +319,44 @@ int core_xfer_end(struct mover *m, const struct xfer *x, int ret)
 	return ret;
 }
 
+bool core_chunk_edge(const struct mover *m, size_t c)
+{
+	uint64_t start, stop;
+
+	plan_chunk_range(&m->plan, c, &start, &stop);
+	return stop - start < CHUNK_SZ;
+}
+
+/*
+ * Where two regions cut one source 2 MiB block in two chunks, their MOVEs
+ * go one at a time: two MOVEs in one large folio made the kernel report
+ * pages it had moved as not moved. A thread that reads events never waits
+ * here (the holder may be waiting for its reads): false, try again later.
+ */
+static bool edge_begin(struct mover *m, bool edge, bool reader)
+{
+	if (!edge)
+		return true;
+	if (reader)
+		return !pthread_mutex_trylock(&m->edge_lock);
+	pthread_mutex_lock(&m->edge_lock);
+	return true;
+}
+
 static int push(struct mover *m, size_t c, bool reader,
 		bool (*pending)(void *arg), void *arg)
 {
 	struct xfer x;
+	bool edge;
 	int ret;
 
 	if (core_xfer_begin(m, c, &x, reader))
 		return mover_fatal(m);
 	x.from = x.r->src;
 	x.moving = core_wants_move(m, &m->plan.chunks[c]);
+	edge = x.moving && core_chunk_edge(m, c);
+	if (!edge_begin(m, edge, reader))
+		return core_xfer_end(m, &x, -EAGAIN);
 	/* A THP that moves as one PMD is one quick ioctl: never cut. */
 	if (pending && !(x.moving && x.whole &&
 			 (m->plan.chunks[c].flags & CHUNK_THP))) {
@@ -336,7 +364,10 @@ static int push(struct mover *m, size_t c, bool reader,
 		x.pending = pending;
 		x.pending_arg = arg;
 	}
-	ret = core_xfer_end(m, &x, core_transfer(m, &x));
+	ret = core_transfer(m, &x);
+	if (edge)
+		pthread_mutex_unlock(&m->edge_lock);
+	ret = core_xfer_end(m, &x, ret);
 	if (ret == -EAGAIN && x.yielded)
 		return 0;
 	if (!ret)

@@ -32,12 +32,22 @@ bool guest_is_hole(const struct guest *g, size_t r, size_t page)
 
 void guest_map(struct guest *g)
 {
-	size_t r;
+	size_t r, total = 0;
 
+	for (r = 0; g->one_mapping && r < g->n; r++)
+		total += g->spec[r].len;
 	for (r = 0; r < g->n; r++) {
-		g->maplen[r] = g->spec[r].len + g->spec[r].misalign;
-		g->map[r] = t_map(g->maplen[r], g->spec[r].thp);
-		g->addr[r] = (uint8_t *)g->map[r] + g->spec[r].misalign;
+		if (g->one_mapping) {
+			g->maplen[r] = r ? 0 : total;
+			g->map[r] = r ? NULL : t_map(total, g->spec[0].thp);
+			g->addr[r] = r ? g->addr[r - 1] + g->spec[r - 1].len :
+					 g->map[0];
+		} else {
+			g->maplen[r] = g->spec[r].len + g->spec[r].misalign;
+			g->map[r] = t_map(g->maplen[r], g->spec[r].thp);
+			g->addr[r] = (uint8_t *)g->map[r] +
+				     g->spec[r].misalign;
+		}
 		g->written[r] = mmap(NULL, g->spec[r].len / T_PAGE,
 				     PROT_READ | PROT_WRITE,
 				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -51,7 +61,8 @@ void guest_unmap(struct guest *g)
 	size_t r;
 
 	for (r = 0; r < g->n; r++) {
-		t_unmap(g->map[r], g->maplen[r]);
+		if (g->map[r])
+			t_unmap(g->map[r], g->maplen[r]);
 		munmap(g->written[r], g->spec[r].len / T_PAGE);
 	}
 }

@@ -30,6 +30,9 @@ struct guest {
 	unsigned int hole_pct;	/* pages never touched in the source */
 	unsigned int sparse_every;	/* if set, only every Nth 2 MiB of a
 					   region has data: the rest is holes */
+	bool one_mapping;		/* regions back to back in one mapping
+					   (huge pages if the first is), as a
+					   VMM cuts RAM at a hole */
 	void *map[GUEST_REGIONS_MAX];
 	size_t maplen[GUEST_REGIONS_MAX];
 	uint8_t *addr[GUEST_REGIONS_MAX];

@@ -257,6 +257,46 @@ static int same_process_sparse(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/*
+ * Two regions cut from one THP mapping at an offset that is not 2 MiB
+ * aligned: the source block at the cut is one huge folio, split between
+ * two chunks that different pushers may MOVE at once. Two MOVEs in one
+ * large folio made the kernel report moved pages as not moved: the counts
+ * must add up every round.
+ */
+static int region_edge_shares_thp(struct t_ctx *ctx)
+{
+	static const struct guest cut = {
+		.n = 2, .seed = 91, .one_mapping = true,
+		.spec = { { "lo", (31UL << 20) + (512UL << 10) + 3 * T_PAGE,
+			    true, 0 },
+			  { "hi", (32UL << 20) + (512UL << 10) - 3 * T_PAGE,
+			    true, 0 } },
+	};
+	struct pair p;
+	char why[256];
+	int round;
+
+	for (round = 0; round < 12; round++) {
+		pair_init(&p, &cut);
+		p.sopts.threads = 3;
+		T_CHECK(handoff(&p, false) == 0 && p.run_ret == 0,
+			"round %d: %s", round, p.src_err);
+		T_CHECK(p.st.bytes_populated == 64UL << 20,
+			"round %d: populated %" PRIu64, round,
+			p.st.bytes_populated);
+		T_CHECK(p.st.bytes_moved + p.st.bytes_copied ==
+			p.st.bytes_populated,
+			"round %d: moved %" PRIu64 " + copied %" PRIu64
+			" != populated %" PRIu64, round, p.st.bytes_moved,
+			p.st.bytes_copied, p.st.bytes_populated);
+		T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0,
+			"round %d: %s", round, why);
+		pair_fini(&p);
+	}
+	return T_PASS;
+}
+
 /* io_uring fixed buffers pin pages: the kernel refuses to move them. */
 static struct io_uring pin_ring;
 
@@ -622,6 +662,7 @@ int main(void)
 		{ "same-process-4k-holes-workers", same_process_4k_with_workers },
 		{ "same-process-4k-one-thread", same_process_4k_one_thread },
 		{ "same-process-sparse-workers", same_process_sparse },
+		{ "region-edge-shares-thp", region_edge_shares_thp },
 		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
 		{ "pinned-declared-never-tried", pinned_declared },
 		{ "mode-move-declared-pin-refused", mode_move_declared_pin },

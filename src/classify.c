@@ -35,11 +35,6 @@ uint8_t classify_scan_categories(uint64_t cat)
 	return f;
 }
 
-static bool page_movable(uint8_t f)
-{
-	return (f & PG_PRESENT) && (f & PG_EXCL) && !(f & PG_FILE);
-}
-
 void classify_chunk(const uint8_t *flags, size_t n, bool pinned,
 		    struct chunk_class *out)
 {
@@ -56,7 +51,7 @@ void classify_chunk(const uint8_t *flags, size_t n, bool pinned,
 		if (!pg_populated(f))
 			continue;
 		out->populated++;
-		if (out->movable && !page_movable(f)) {
+		if (out->movable && !pg_movable(f)) {
 			out->movable = false;
 			out->first_unmovable = i;
 		}

@@ -36,6 +36,13 @@ static inline bool pg_populated(uint8_t f)
 	return (f & PG_SWAPPED) || ((f & PG_PRESENT) && !(f & PG_ZERO));
 }
 
+/* May be moved: present, exclusively mapped (not COW-shared) and
+ * anonymous; a swapped page would have to be read in first. */
+static inline bool pg_movable(uint8_t f)
+{
+	return (f & PG_PRESENT) && (f & PG_EXCL) && !(f & PG_FILE);
+}
+
 struct chunk_class {
 	size_t populated;	/* pages with data (present or swapped) */
 	bool thp;		/* a full 2 MiB chunk of huge, populated pages */

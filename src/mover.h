@@ -60,6 +60,7 @@ struct mover {
 	uint64_t rate_since;		/* FAULT_AUTO: this window's start */
 	unsigned int rate_count;	/* faults in it */
 	bool rate_high;			/* the last window was busy */
+	uint64_t fault_end_ns;		/* pushing: the last fault served */
 	void (*fault_rate)(void *arg, bool frequent);	/* see mover_config */
 	void *fault_rate_arg;
 	struct stages stages;		/* pull: see stage.h */

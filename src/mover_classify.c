@@ -141,13 +141,14 @@ int core_classify(struct mover *m, size_t c)
 		memset(flags, PG_PRESENT, n);
 	}
 	/* A page a fault found with data (core_page_has_data()) was sent,
-	 * or is being sent: it has data, even if it vanished since (a
-	 * reclaimed MADV_FREE page), so that the counts add up. */
+	 * or is being sent: it has data, even if it is gone since (moved
+	 * alone, or a reclaimed MADV_FREE page), so that the counts add up;
+	 * and gone from the source, it does not make the rest copy. */
 	first = (start - r->src) / PAGE_SZ;
 	bits_get(r->populated, first, bits, n);
 	for (i = 0; i < n; i++)
-		if (bits[i / 64] >> (i % 64) & 1)
-			flags[i] |= PG_PRESENT;
+		if ((bits[i / 64] >> (i % 64) & 1) && !pg_populated(flags[i]))
+			flags[i] = PG_PRESENT | PG_EXCL;
 	classify_chunk(flags, n, pinned, &cls);
 	memset(bits, 0, sizeof(bits));
 	for (i = 0; i < n; i++)
@@ -170,13 +171,14 @@ out:
 }
 
 /*
- * Before chunk @c is classified: does page @pg of @r hold data? Then it is
+ * Before chunk @c is classified: does page @pg of @r hold data (and, with
+ * @to_move, may it move alone: a small page, exclusively ours)? Then it is
  * marked wanted, under the chunk's classification claim, so that the
  * class counts it whatever the page map says later. False when the class
  * is known, or being made, or the page is a hole (the class counts those).
  */
 bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
-			size_t pg)
+			size_t pg, bool to_move)
 {
 	struct chunk *ch = &m->plan.chunks[c];
 	uint8_t flags;
@@ -184,12 +186,25 @@ bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
 
 	if (!once_claim(&ch->cls_state, false))
 		return false;
-	data = !pm_flags(&m->pm, r->src + pg * PAGE_SZ, 1, false, &flags) &&
-	       pg_populated(flags);
+	data = !pm_flags(&m->pm, r->src + pg * PAGE_SZ, 1, to_move, &flags) &&
+	       pg_populated(flags) &&
+	       (!to_move || (pg_movable(flags) && !(flags & PG_HUGE)));
 	if (data)
 		bit_set(r->populated, pg);
 	store_release(&ch->cls_state, CLS_NEW);
 	return data;
+}
+
+/*
+ * May a fault move source page @src alone? MOVE is still on the table,
+ * and the page is in no range the VMM declared pinned; the kernel refuses
+ * what is pinned anyway (EBUSY), and the chunk's usual way takes over.
+ */
+bool core_page_may_move(const struct mover *m, uint64_t src)
+{
+	return !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
+	       mover_committed(m) && load_acquire(&m->prim) != PRIM_COPY &&
+	       !overlaps_pinned(m, src, src + PAGE_SZ);
 }
 
 /* ------------------------------------------------------ scanning ahead */

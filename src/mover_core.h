@@ -73,10 +73,13 @@ void core_scan_ahead(struct mover *m, size_t c);
 /* Classify chunk @c once; other threads wait for the one doing it.
  * 0, or (pulling) -EFAULT when the source maps nothing there. */
 int core_classify(struct mover *m, size_t c);
-/* Before chunk @c is classified: does page @pg of @r hold data? If so it
- * is marked wanted, and the class will count it. */
+/* Before chunk @c is classified: does page @pg of @r hold data (and, with
+ * @to_move, may it move alone)? If so it is marked wanted, and the class
+ * will count it. */
 bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
-			size_t pg);
+			size_t pg, bool to_move);
+/* May a fault move source page @src alone, its chunk not classified? */
+bool core_page_may_move(const struct mover *m, uint64_t src);
 /* A THP chunk arrived as small pages: collapse it (push: the target). */
 void core_thp_small(struct mover *m, uint64_t dst);
 /* MODE_MOVE: the kernel refused to move source page @src. */

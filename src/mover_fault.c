@@ -35,10 +35,11 @@ int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg)
 #define RATE_HIGH	20	/* faults per window: one per 500 us */
 
 /*
- * FAULT_AUTO: were faults frequent in the last window? Then the guest
- * waits on memory more than it runs, and a whole chunk per fault brings
- * it in fastest (fewer faults, THP kept); while they are rare, a page
- * each serves them in microseconds. Only the fault thread calls this.
+ * Were faults frequent in the last window? Then the guest waits on
+ * memory more than it runs, and a whole chunk per fault brings it in
+ * fastest (fewer faults, THP kept); while they are rare, a page each
+ * serves them in microseconds. FAULT_AUTO asks. Only the fault thread
+ * calls this.
  */
 static bool faults_frequent(struct mover *m)
 {
@@ -76,6 +77,26 @@ static bool fault_by_page(struct mover *m)
 	default:
 		return !faults_frequent(m);
 	}
+}
+
+#define FAULT_GAP_NS	(500 * 1000ULL)
+
+/*
+ * Pushing, may a fault in chunk @c move its page @src alone (its chunk
+ * not classified yet)? Only when it came more than 500 us after the last
+ * one was served: a guest that faults again as soon as it runs waits on
+ * memory more than it runs, and a whole chunk per fault brings that in
+ * faster. Page-sized faults then made a 256 MiB guest's handoff 2-7 times
+ * longer here, the pusher starved by them; and a rate of faults per 10 ms
+ * (the pull's rule) took such a guest for a quiet one, since each of its
+ * faults waits for a whole chunk (doc/design.md). Not in a region-edge
+ * chunk (mover_fill.c).
+ */
+static bool fault_moves_page(struct mover *m, size_t c, uint64_t src)
+{
+	return !m->pull && m->fault_end_ns &&
+	       now_ns() - m->fault_end_ns > FAULT_GAP_NS &&
+	       !core_chunk_edge(m, c) && core_page_may_move(m, src);
 }
 
 /* Not by page: serve the fault by its whole chunk. MOVE keeps a THP whole
@@ -125,13 +146,62 @@ static int fault_page(struct mover *m, struct plan_region *r, size_t c,
 	return ret;
 }
 
+/*
+ * MOVE just the faulting page of a chunk of small pages: one page-table
+ * entry, where the chunk's 512 took 60-90 us here before the thread ran.
+ * The chunk is claimed meanwhile, so that no other MOVE runs in it: two
+ * MOVEs in one chunk whose source THPs were mapped by page-table entries
+ * made the kernel report moved pages as not moved. Then the pushers take
+ * the rest, first in line. Not copied while a pusher holds the chunk: a
+ * copy that read the page after the pusher's MOVE took it would put a
+ * fresh page in the source, and dropping that would drop a page the
+ * kernel had refused to move (pinned). Whatever the kernel will not do
+ * for the page alone, the chunk's way does.
+ */
+static int fault_move_page(struct mover *m, struct plan_region *r, size_t c,
+			   size_t pg)
+{
+	struct chunk *ch = &m->plan.chunks[c];
+	uint64_t dst = r->dst + pg * PAGE_SZ, src = r->src + pg * PAGE_SZ;
+	unsigned int fill;
+	size_t done;
+	int ret;
+
+	/* A chunk another thread holds is finished soon, and its fill
+	 * wakes this thread (see mover_fault()). */
+	if (!core_claim(m, c))
+		return load_acquire(&ch->state) == CHUNK_DONE ?
+		       uffd_wake(m->uffd, dst, PAGE_SZ) : -EAGAIN;
+	fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
+	ret = plan_page_wanted(r, pg) ?
+	      uffd_move(m->uffd, dst, src, PAGE_SZ, 0, &done) : -ENODATA;
+	fills_end(&m->fills, fill);
+	if (!ret) {
+		count_add(&m->cnt.moved, PAGE_SZ);
+		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
+	} else if (ret == -EEXIST || ret == -ENODATA) {
+		ret = ret == -EEXIST ? uffd_wake(m->uffd, dst, PAGE_SZ) :
+				       core_fault_zero(m, r, pg);
+	} else {
+		/* Refused (pinned or shared: EBUSY; another process: EINVAL),
+		 * gone (ENOENT), an event pending (EAGAIN): the chunk's way
+		 * knows each, and gives it back on EAGAIN. */
+		ret = mover_push_chunk(m, c, true);
+		return ret ?: uffd_wake(m->uffd, dst, PAGE_SZ);
+	}
+	/* The rest of the chunk goes next, by the pushers. */
+	store_release(&ch->state, CHUNK_PENDING);
+	core_make_urgent(m, c);
+	return ret;
+}
+
 int mover_fault(struct mover *m, uint64_t addr)
 {
 	uint64_t dst = ALIGN_DOWN(addr, PAGE_SZ);
 	long c = plan_find(&m->plan, dst);
 	struct plan_region *r;
 	struct chunk *ch;
-	bool by_page;
+	bool by_page, alone, data = false;
 	size_t pg;
 	int ret;
 
@@ -142,18 +212,27 @@ int mover_fault(struct mover *m, uint64_t addr)
 	pg = (dst - r->dst) / PAGE_SZ;
 	/* One page with data needs only its own page-map entry: the
 	 * chunk's class is a walk of 512 (~40 us for small pages here), paid
-	 * later by whoever moves the rest. */
+	 * later by whoever moves the rest. So does a small page that may
+	 * move alone; a THP moves whole, as one PMD. */
 	by_page = fault_by_page(m);
-	if (!by_page || !core_page_has_data(m, r, (size_t)c, pg)) {
+	alone = !by_page && fault_moves_page(m, (size_t)c,
+					     r->src + pg * PAGE_SZ);
+	if (by_page || alone)
+		data = core_page_has_data(m, r, (size_t)c, pg, alone);
+	if (!data) {
 		ret = core_classify(m, (size_t)c);
 		if (ret)
 			return ret;	/* never a zero page for an unreadable source */
+		alone = alone && core_wants_move(m, ch) &&
+			!(load_acquire(&ch->flags) & CHUNK_THP);
 	}
 
 	if (!plan_page_wanted(r, pg)) {
 		ret = core_fault_zero(m, r, pg);
 	} else if (load_acquire(&ch->state) == CHUNK_DONE) {
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	} else if (alone) {
+		ret = fault_move_page(m, r, (size_t)c, pg);
 	} else if (!by_page && fault_takes_chunk(m, ch)) {
 		/* A chunk another thread holds is finished soon, and its
 		 * fill wakes this thread; the caller keeps the fault and
@@ -169,6 +248,8 @@ int mover_fault(struct mover *m, uint64_t addr)
 	}
 	if (ret == -ENOENT)	/* unregistered or unmapped meanwhile: the */
 		ret = 0;	/* thread retries without us */
+	if (!m->pull)
+		m->fault_end_ns = now_ns();
 	if (!ret)
 		count_add(&m->cnt.faults, 1);
 	return ret;

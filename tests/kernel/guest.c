@@ -275,6 +275,9 @@ static void *worker_main(void *arg)
 
 	while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
 		uint64_t x = xorshift(&a->rng);
+
+		if (g->pace_us)
+			usleep(g->pace_us);
 		size_t r = (size_t)(x % g->n);
 		size_t p = (size_t)((x >> 8) % (g->spec[r].len / T_PAGE));
 

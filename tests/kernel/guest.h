@@ -30,6 +30,7 @@ struct guest {
 	unsigned int hole_pct;	/* pages never touched in the source */
 	unsigned int sparse_every;	/* if set, only every Nth 2 MiB of a
 					   region has data: the rest is holes */
+	unsigned int pace_us;		/* guest threads: pause per access */
 	bool one_mapping;		/* regions back to back in one mapping
 					   (huge pages if the first is), as a
 					   VMM cuts RAM at a hole */

@@ -258,6 +258,65 @@ static int same_process_sparse(struct t_ctx *ctx)
 }
 
 /*
+ * Source THPs mapped by page-table entries (an mprotect() of one page
+ * splits each PMD; the folios stay large), with guest threads faulting
+ * while the pushers move: a fault moves its page alone while faults are
+ * rare (hence the pace), and two MOVEs in one such chunk made the kernel
+ * report moved pages as not moved. The counts must add up, every round.
+ */
+static int split_thp_faults_add_up(struct t_ctx *ctx)
+{
+	static const struct guest split = {
+		.n = 1, .seed = 53, .pace_us = 700,
+		.spec = { { "ram", 128UL << 20, true, 0 } },
+	};
+	size_t len = split.spec[0].len, off;
+	uint64_t huge;
+	struct pair p;
+	char why[256];
+	int round;
+
+	for (round = 0; round < 16; round++) {
+		pair_init(&p, &split);
+		huge = t_anon_huge_bytes_range(0, p.src.addr[0], len);
+		if (huge < len / 2) {
+			pair_fini(&p);
+			return t_case_skip(ctx, "the source got only %" PRIu64
+					   " MiB of THP (THP disabled?)",
+					   huge >> 20);
+		}
+		for (off = 0; off < len; off += 2UL << 20) {
+			uint8_t *pg = p.src.addr[0] + off + 5 * T_PAGE;
+
+			if (mprotect(pg, T_PAGE, PROT_READ) ||
+			    mprotect(pg, T_PAGE, PROT_READ | PROT_WRITE))
+				t_die("mprotect: %s", strerror(errno));
+		}
+		huge = t_anon_huge_bytes_range(0, p.src.addr[0], len);
+		T_CHECK(huge == 0, "%" PRIu64 " MiB still mapped huge",
+			huge >> 20);
+		T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0,
+			"round %d: %s", round, p.src_err);
+		T_CHECK(p.st.bytes_populated == len,
+			"round %d: populated %" PRIu64, round,
+			p.st.bytes_populated);
+		T_CHECK(p.st.bytes_moved + p.st.bytes_copied ==
+			p.st.bytes_populated,
+			"round %d: moved %" PRIu64 " + copied %" PRIu64
+			" != populated %" PRIu64, round, p.st.bytes_moved,
+			p.st.bytes_copied, p.st.bytes_populated);
+		/* What the kernel refused to move (EBUSY: splitting a large
+		 * folio can fail) was copied, and stays. */
+		T_CHECK(present_pages(&p.src) == 0 || p.st.move_ebusy,
+			"round %d: source still has pages", round);
+		T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0,
+			"round %d: %s", round, why);
+		pair_fini(&p);
+	}
+	return T_PASS;
+}
+
+/*
  * Two regions cut from one THP mapping at an offset that is not 2 MiB
  * aligned: the source block at the cut is one huge folio, split between
  * two chunks that different pushers may MOVE at once. Two MOVEs in one
@@ -662,6 +721,7 @@ int main(void)
 		{ "same-process-4k-holes-workers", same_process_4k_with_workers },
 		{ "same-process-4k-one-thread", same_process_4k_one_thread },
 		{ "same-process-sparse-workers", same_process_sparse },
+		{ "split-thp-faults-add-up", split_thp_faults_add_up },
 		{ "region-edge-shares-thp", region_edge_shares_thp },
 		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
 		{ "pinned-declared-never-tried", pinned_declared },

@@ -217,12 +217,16 @@ int mover_move_failure(struct mover *m)
 	return read_locked(m, &m->move_failure);
 }
 
-void core_record_move_failure(struct mover *m, uint64_t src)
+void core_record_move_failure(struct mover *m, uint64_t src, bool shared)
 {
 	pthread_mutex_lock(&m->lock);
 	if (!m->move_failure) {
 		m->move_failure = -EBUSY;
-		if (!m->fatal)
+		if (!m->fatal && shared)
+			err_set(&m->err, EBUSY,
+				"MODE_MOVE: source page 0x%llx is shared (copy-on-write with another process, or KSM) and cannot move; it was copied instead; use MODE_AUTO",
+				(unsigned long long)src);
+		else if (!m->fatal)
 			err_set(&m->err, EBUSY,
 				"MODE_MOVE: the kernel refused to move source page 0x%llx (pinned or shared, EBUSY); it was copied instead; declare it with uffdmove_source_declare_pinned() or use MODE_AUTO",
 				(unsigned long long)src);

@@ -82,7 +82,8 @@ bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
 bool core_page_may_move(const struct mover *m, uint64_t src);
 /* A THP chunk arrived as small pages: collapse it (push: the target). */
 void core_thp_small(struct mover *m, uint64_t dst);
-/* MODE_MOVE: the kernel refused to move source page @src. */
-void core_record_move_failure(struct mover *m, uint64_t src);
+/* MODE_MOVE: source page @src was copied, the kernel having refused to
+ * move it, or (@shared) the page map showing it shared. */
+void core_record_move_failure(struct mover *m, uint64_t src, bool shared);
 
 #endif /* UFFDMOVE_MOVER_CORE_H */

@@ -76,6 +76,11 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 	fills_end(&m->fills, fill);
 	*done = ALIGN_DOWN(*done, PAGE_SZ);
 	count_add(move ? &m->cnt.moved : &m->cnt.copied, *done);
+	/* MODE_MOVE copies data only where moving cannot be: say so. A
+	 * refused MOVE said it already; else the class found it shared. */
+	if (!move && !zero && *done && m->mode == UFFDMOVE_MODE_MOVE &&
+	    mover_committed(m))
+		core_record_move_failure(m, src, true);
 	x->pos += *done / PAGE_SZ;
 	if (move && *done)
 		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
@@ -179,7 +184,8 @@ static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 	if (ret == -EBUSY) {
 		count_add(&m->cnt.move_ebusy, 1);
 		if (m->mode == UFFDMOVE_MODE_MOVE)
-			core_record_move_failure(m, x->from + x->pos * PAGE_SZ);
+			core_record_move_failure(m, x->from + x->pos * PAGE_SZ,
+						 false);
 	}
 	x->moving = false;
 	return STEP_NEXT;

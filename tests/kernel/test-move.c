@@ -257,6 +257,21 @@ static int same_process_sparse(struct t_ctx *ctx)
 	return T_PASS;
 }
 
+/* A round's handoff completed, and every byte of @want is counted once,
+ * moved or copied. */
+static int round_counted(struct pair *p, uint64_t want, int round)
+{
+	T_CHECK(p->run_ret == 0, "round %d: %s", round, p->src_err);
+	T_CHECK(p->st.bytes_populated == want,
+		"round %d: populated %" PRIu64, round, p->st.bytes_populated);
+	T_CHECK(p->st.bytes_moved + p->st.bytes_copied ==
+		p->st.bytes_populated,
+		"round %d: moved %" PRIu64 " + copied %" PRIu64
+		" != populated %" PRIu64, round, p->st.bytes_moved,
+		p->st.bytes_copied, p->st.bytes_populated);
+	return T_PASS;
+}
+
 /*
  * Source THPs mapped by page-table entries (an mprotect() of one page
  * splits each PMD; the folios stay large), with guest threads faulting
@@ -295,16 +310,9 @@ static int split_thp_faults_add_up(struct t_ctx *ctx)
 		huge = t_anon_huge_bytes_range(0, p.src.addr[0], len);
 		T_CHECK(huge == 0, "%" PRIu64 " MiB still mapped huge",
 			huge >> 20);
-		T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0,
-			"round %d: %s", round, p.src_err);
-		T_CHECK(p.st.bytes_populated == len,
-			"round %d: populated %" PRIu64, round,
-			p.st.bytes_populated);
-		T_CHECK(p.st.bytes_moved + p.st.bytes_copied ==
-			p.st.bytes_populated,
-			"round %d: moved %" PRIu64 " + copied %" PRIu64
-			" != populated %" PRIu64, round, p.st.bytes_moved,
-			p.st.bytes_copied, p.st.bytes_populated);
+		T_CHECK(handoff(&p, true) == 0, "round %d", round);
+		if (round_counted(&p, len, round) != T_PASS)
+			return T_FAIL;
 		/* What the kernel refused to move (EBUSY: splitting a large
 		 * folio can fail) was copied, and stays. */
 		T_CHECK(present_pages(&p.src) == 0 || p.st.move_ebusy,
@@ -339,16 +347,9 @@ static int region_edge_shares_thp(struct t_ctx *ctx)
 	for (round = 0; round < 12; round++) {
 		pair_init(&p, &cut);
 		p.sopts.threads = 3;
-		T_CHECK(handoff(&p, false) == 0 && p.run_ret == 0,
-			"round %d: %s", round, p.src_err);
-		T_CHECK(p.st.bytes_populated == 64UL << 20,
-			"round %d: populated %" PRIu64, round,
-			p.st.bytes_populated);
-		T_CHECK(p.st.bytes_moved + p.st.bytes_copied ==
-			p.st.bytes_populated,
-			"round %d: moved %" PRIu64 " + copied %" PRIu64
-			" != populated %" PRIu64, round, p.st.bytes_moved,
-			p.st.bytes_copied, p.st.bytes_populated);
+		T_CHECK(handoff(&p, false) == 0, "round %d", round);
+		if (round_counted(&p, 64UL << 20, round) != T_PASS)
+			return T_FAIL;
 		T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0,
 			"round %d: %s", round, why);
 		pair_fini(&p);

@@ -334,10 +334,12 @@ bool core_chunk_edge(const struct mover *m, size_t c)
 }
 
 /*
- * Where two regions cut one source 2 MiB block in two chunks, their MOVEs
- * go one at a time: two MOVEs in one large folio made the kernel report
- * pages it had moved as not moved. A thread that reads events never waits
- * here (the holder may be waiting for its reads): false, try again later.
+ * Where two regions cut one source 2 MiB block in two chunks, their
+ * classes and MOVEs go one at a time: two MOVEs in one large folio made
+ * the kernel report pages it had moved as not moved, and a class made
+ * while the other chunk's MOVE split the folio saw migration entries and
+ * copied the chunk. A thread that reads events never waits here (the
+ * holder may be waiting for its reads): false, try again later.
  */
 static bool edge_begin(struct mover *m, bool edge, bool reader)
 {
@@ -352,17 +354,22 @@ static bool edge_begin(struct mover *m, bool edge, bool reader)
 static int push(struct mover *m, size_t c, bool reader,
 		bool (*pending)(void *arg), void *arg)
 {
+	bool edge = core_chunk_edge(m, c);
 	struct xfer x;
-	bool edge;
 	int ret;
 
-	if (core_xfer_begin(m, c, &x, reader))
+	if (!edge_begin(m, edge, reader)) {
+		store_release(&m->plan.chunks[c].state, CHUNK_PENDING);
+		core_make_urgent(m, c);
+		return -EAGAIN;
+	}
+	if (core_xfer_begin(m, c, &x, reader)) {
+		if (edge)
+			pthread_mutex_unlock(&m->edge_lock);
 		return mover_fatal(m);
+	}
 	x.from = x.r->src;
 	x.moving = core_wants_move(m, &m->plan.chunks[c]);
-	edge = x.moving && core_chunk_edge(m, c);
-	if (!edge_begin(m, edge, reader))
-		return core_xfer_end(m, &x, -EAGAIN);
 	/* A THP that moves as one PMD is one quick ioctl: never cut. */
 	if (pending && !(x.moving && x.whole &&
 			 (m->plan.chunks[c].flags & CHUNK_THP))) {

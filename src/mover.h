@@ -83,8 +83,9 @@ struct mover {
 
 	size_t cursor;			/* atomic: next chunk to push in order */
 	pthread_mutex_t lock;		/* urgent queue, outbox, error */
-	pthread_mutex_t edge_lock;	/* MOVEs in chunks that share a
-					   source 2 MiB block: one at a time */
+	pthread_mutex_t edge_lock;	/* chunks that share a source 2 MiB
+					   block: classified and moved one
+					   at a time (mover_fill.c) */
 	size_t urgent[URGENT_MAX];
 	size_t urgent_head, urgent_tail;
 	size_t swept;			/* atomic: chunks below are all done */

@@ -94,8 +94,7 @@ static bool fault_by_page(struct mover *m)
  */
 static bool fault_moves_page(struct mover *m, size_t c, uint64_t src)
 {
-	return !m->pull && m->fault_end_ns &&
-	       now_ns() - m->fault_end_ns > FAULT_GAP_NS &&
+	return m->fault_end_ns && now_ns() - m->fault_end_ns > FAULT_GAP_NS &&
 	       !core_chunk_edge(m, c) && core_page_may_move(m, src);
 }
 
@@ -179,9 +178,10 @@ static int fault_move_page(struct mover *m, struct plan_region *r, size_t c,
 	if (!ret) {
 		count_add(&m->cnt.moved, PAGE_SZ);
 		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
-	} else if (ret == -EEXIST || ret == -ENODATA) {
-		ret = ret == -EEXIST ? uffd_wake(m->uffd, dst, PAGE_SZ) :
-				       core_fault_zero(m, r, pg);
+	} else if (ret == -EEXIST) {
+		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
+	} else if (ret == -ENODATA) {	/* discarded just now */
+		ret = core_fault_zero(m, r, pg);
 	} else {
 		/* Refused (pinned or shared: EBUSY; another process: EINVAL),
 		 * gone (ENOENT), an event pending (EAGAIN): the chunk's way

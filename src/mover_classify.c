@@ -10,10 +10,16 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "classify.h"
 #include "mover_core.h"
 #include "util.h"
+
+/* How long a class that saw migration entries looks again, and how often
+ * (read_class()). Splits mostly ended within 3 looks here, once after 6. */
+#define SPLIT_WAIT_NS	(1000 * 1000)
+#define SPLIT_LOOK_US	25
 
 static bool overlaps_pinned(const struct mover *m, uint64_t start,
 			    uint64_t end)
@@ -117,6 +123,51 @@ static void publish(struct mover *m, struct chunk *ch, size_t n,
 	store_release(&ch->cls_state, CLS_READY);
 }
 
+/*
+ * Read the @n pages at @start into @flags and decide them. A page a fault
+ * found with data (core_page_has_data()) was sent, or is being sent: it
+ * has data, even if it is gone since (moved alone, or a reclaimed
+ * MADV_FREE page), so that the counts add up; and gone from the source,
+ * it does not make the rest copy.
+ */
+static void read_class(struct mover *m, const struct plan_region *r,
+		       uint64_t start, size_t n, bool pinned, uint8_t *flags,
+		       struct chunk_class *cls)
+{
+	/* Exclusivity matters only while MOVE is still a candidate. */
+	bool excl = !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
+		    load_acquire(&m->prim) != PRIM_COPY;
+	uint64_t bits[CHUNK_PAGES / 64];
+	size_t i, first = (start - r->src) / PAGE_SZ;
+	uint64_t until = 0;
+
+again:
+	if (pm_flags(&m->pm, start, n, excl, flags)) {
+		/* Unknown: copy everything, which is always correct. */
+		memset(flags, PG_PRESENT, n);
+	}
+	bits_get(r->populated, first, bits, n);
+	for (i = 0; i < n; i++)
+		if ((bits[i / 64] >> (i % 64) & 1) && !pg_populated(flags[i]))
+			flags[i] = PG_PRESENT | PG_EXCL;
+	classify_chunk(flags, n, pinned, cls);
+	/*
+	 * A MOVE that splits a large folio holds its pages under migration
+	 * entries meanwhile, which read as swapped: a folio that straddles
+	 * two chunks (an mremap() by less than 2 MiB) shows them in this
+	 * chunk while a pusher moves the other. Look again before copying
+	 * (a chunk truly swapped out is classified that much later).
+	 */
+	if (excl && !cls->movable && (flags[cls->first_unmovable] & PG_SWAPPED)) {
+		if (!until)
+			until = now_ns() + SPLIT_WAIT_NS;
+		if (now_ns() < until) {
+			usleep(SPLIT_LOOK_US);
+			goto again;
+		}
+	}
+}
+
 int core_classify(struct mover *m, size_t c)
 {
 	struct chunk *ch = &m->plan.chunks[c];
@@ -132,24 +183,9 @@ int core_classify(struct mover *m, size_t c)
 	if (!once_claim(&ch->cls_state, true))
 		goto out;
 	n = (end - start) / PAGE_SZ;
-	pinned = overlaps_pinned(m, start, end);
-	/* Exclusivity matters only while MOVE is still a candidate. */
-	if (pm_flags(&m->pm, start, n, !m->pull &&
-		     m->mode != UFFDMOVE_MODE_COPY &&
-		     load_acquire(&m->prim) != PRIM_COPY, flags)) {
-		/* Unknown: copy everything, which is always correct. */
-		memset(flags, PG_PRESENT, n);
-	}
-	/* A page a fault found with data (core_page_has_data()) was sent,
-	 * or is being sent: it has data, even if it is gone since (moved
-	 * alone, or a reclaimed MADV_FREE page), so that the counts add up;
-	 * and gone from the source, it does not make the rest copy. */
 	first = (start - r->src) / PAGE_SZ;
-	bits_get(r->populated, first, bits, n);
-	for (i = 0; i < n; i++)
-		if ((bits[i / 64] >> (i % 64) & 1) && !pg_populated(flags[i]))
-			flags[i] = PG_PRESENT | PG_EXCL;
-	classify_chunk(flags, n, pinned, &cls);
+	pinned = overlaps_pinned(m, start, end);
+	read_class(m, r, start, n, pinned, flags, &cls);
 	memset(bits, 0, sizeof(bits));
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))

@@ -28,6 +28,7 @@ struct xfer {
 	bool yielded;		/* given back for them */
 	unsigned int delay;	/* backoff, see on_enoent() */
 	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
+	uint64_t busy_until;	/* EBUSY retries, see on_move_refused() */
 };
 
 /* Chunk @c's hand-over, from where it stopped; the fill path sets

@@ -176,6 +176,7 @@ static int fault_move_page(struct mover *m, struct plan_region *r, size_t c,
 	      uffd_move(m->uffd, dst, src, PAGE_SZ, 0, &done) : -ENODATA;
 	fills_end(&m->fills, fill);
 	if (!ret) {
+		bit_set(r->fault_moved, pg);	/* counted: see mover_fill.c */
 		count_add(&m->cnt.moved, PAGE_SZ);
 		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
 	} else if (ret == -EEXIST) {

@@ -22,6 +22,8 @@
 #define BACKOFF_MIN_US	20
 #define BACKOFF_MAX_US	2000
 #define EAGAIN_SPIN_NS	(50 * 1000)
+/* How long EBUSY may be a folio split in progress, see on_move_refused(). */
+#define EBUSY_RETRY_NS	(200 * 1000)
 /* One thread: what a fault may wait for (64 KiB: 15-30 us of COPY into
  * fresh memory here; touch p50 50 us, against 63-71 us with 128 KiB and
  * 780 us with whole chunks, bench latency-4k-256M t1). */
@@ -85,6 +87,24 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 	if (move && *done)
 		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
 	return ret;
+}
+
+/*
+ * Two MOVEs in one large folio (one that straddles two chunks, after an
+ * mremap() by less than 2 MiB) move pages that neither reports: the chunk
+ * that owns them then finds them in the target. A page found there that
+ * is gone from the source was moved by us, and is counted here, unless a
+ * fault moved it alone and counted it then. (A fault's copy leaves the
+ * source page.)
+ */
+static void count_unreported_move(struct mover *m, const struct xfer *x)
+{
+	uint8_t flags;
+
+	if (!bit_test(x->r->fault_moved, x->pos) &&
+	    !pm_flags(&m->pm, x->from + x->pos * PAGE_SZ, 1, false, &flags) &&
+	    !pg_populated(flags))
+		count_add(&m->cnt.moved, PAGE_SZ);
 }
 
 /*
@@ -175,10 +195,23 @@ static enum step on_move_enoent(struct mover *m, struct xfer *x, size_t len)
 	return on_enoent(m, x, len);
 }
 
-/* MOVE refused: pinned or shared after all (EBUSY), or cross-mm (EINVAL).
- * The rest of the chunk is copied. */
+/*
+ * MOVE refused: pinned or shared after all (EBUSY), or cross-mm (EINVAL).
+ * The rest of the chunk is copied. But a large folio that straddles two
+ * chunks (an mremap() by less than 2 MiB) is refused too while another
+ * thread's MOVE splits it: EBUSY is tried again for a while first.
+ */
 static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 {
+	if (ret == -EBUSY) {
+		if (!x->busy_until)
+			x->busy_until = now_ns() + EBUSY_RETRY_NS;
+		if (now_ns() < x->busy_until) {
+			if (x->may_wait)
+				usleep(BACKOFF_MIN_US);
+			return STEP_NEXT;
+		}
+	}
 	if (ret == -EINVAL && !m->same_mm)
 		core_decide(m, PRIM_COPY, UFFDMOVE_WHY_CROSS_MM);
 	if (ret == -EBUSY) {
@@ -199,10 +232,13 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 	case 0:
 		x->delay = BACKOFF_MIN_US;
 		x->spin_until = 0;
+		x->busy_until = 0;
 		x->one = false;
 		x->vanished = 0;
 		return STEP_NEXT;
-	case -EEXIST:	/* a racing fault put this page there */
+	case -EEXIST:	/* a racing fault, or another MOVE, put it there */
+		if (x->moving)
+			count_unreported_move(m, x);
 		uffd_wake(m->uffd, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);
 		x->pos++;
 		x->whole = false;

@@ -31,7 +31,8 @@ int plan_init(struct plan *p, const struct plan_input *in, size_t n)
 		r->thp = in[i].thp;
 		r->populated = calloc(words, sizeof(uint64_t));
 		r->discarded = calloc(words, sizeof(uint64_t));
-		if (!r->populated || !r->discarded)
+		r->fault_moved = calloc(words, sizeof(uint64_t));
+		if (!r->populated || !r->discarded || !r->fault_moved)
 			goto nomem;
 		p->bytes_total += r->len;
 	}
@@ -65,6 +66,7 @@ void plan_fini(struct plan *p)
 	for (i = 0; p->regions && i < p->nregions; i++) {
 		free(p->regions[i].populated);
 		free(p->regions[i].discarded);
+		free(p->regions[i].fault_moved);
 	}
 	free(p->regions);
 	free(p->chunks);

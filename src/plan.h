@@ -53,6 +53,7 @@ struct plan_region {
 	size_t nchunks;
 	uint64_t *populated;	/* per page: has data in the source */
 	uint64_t *discarded;	/* per page: removed by the target */
+	uint64_t *fault_moved;	/* per page: moved alone by a fault */
 	bool thp;		/* target wants THP here */
 };
 

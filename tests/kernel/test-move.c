@@ -272,6 +272,15 @@ static int round_counted(struct pair *p, uint64_t want, int round)
 	return T_PASS;
 }
 
+/* Did half of the source's first @len bytes get THP? If not, it is freed. */
+static bool source_got_thp(struct pair *p, size_t len)
+{
+	if (t_anon_huge_bytes_range(0, p->src.addr[0], len) >= len / 2)
+		return true;
+	pair_fini(p);
+	return false;
+}
+
 /*
  * Source THPs mapped by page-table entries (an mprotect() of one page
  * splits each PMD; the folios stay large), with guest threads faulting
@@ -293,13 +302,9 @@ static int split_thp_faults_add_up(struct t_ctx *ctx)
 
 	for (round = 0; round < 16; round++) {
 		pair_init(&p, &split);
-		huge = t_anon_huge_bytes_range(0, p.src.addr[0], len);
-		if (huge < len / 2) {
-			pair_fini(&p);
-			return t_case_skip(ctx, "the source got only %" PRIu64
-					   " MiB of THP (THP disabled?)",
-					   huge >> 20);
-		}
+		if (!source_got_thp(&p, len))
+			return t_case_skip(ctx, "the source got too little "
+					   "THP (THP disabled?)");
 		for (off = 0; off < len; off += 2UL << 20) {
 			uint8_t *pg = p.src.addr[0] + off + 5 * T_PAGE;
 
@@ -356,6 +361,67 @@ static int region_edge_shares_thp(struct t_ctx *ctx)
 			return T_FAIL;
 		T_CHECK(p.st.bytes_copied == 0, "round %d: copied %" PRIu64,
 			round, p.st.bytes_copied);
+		T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0,
+			"round %d: %s", round, why);
+		pair_fini(&p);
+	}
+	return T_PASS;
+}
+
+/* Move the source's one mapping by @shift (not a multiple of 2 MiB), as
+ * a VMM's mremap() may: its huge folios then straddle 2 MiB blocks. */
+static void shift_source(struct guest *g, size_t shift)
+{
+	size_t len = g->maplen[0], off = (size_t)(g->addr[0] -
+						  (uint8_t *)g->map[0]);
+	uint8_t *at = t_map(len + (4UL << 20), false);
+
+	/* t_map() aligns to 2 MiB; free the reservation for MREMAP_FIXED. */
+	t_unmap(at, len + (4UL << 20));
+	at += shift;
+	if (mremap(g->map[0], len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at) ==
+	    MAP_FAILED)
+		t_die("mremap: %s", strerror(errno));
+	madvise(at, len, MADV_NOHUGEPAGE);	/* no khugepaged meanwhile */
+	g->map[0] = at;
+	g->addr[0] = at + off;
+}
+
+/*
+ * Source THPs that a mremap() left straddling the 2 MiB blocks the chunks
+ * are cut at: pushers on two neighbour chunks MOVE in one large folio at
+ * once. The kernel then reported moved pages as not moved, refused a
+ * MOVE while it split the folio (EBUSY), and a class made meanwhile saw
+ * migration entries: counts came up short, chunks were copied, and
+ * MODE_MOVE ended with -EBUSY. Every round, everything moves and counts.
+ */
+static int straddling_folios_move(struct t_ctx *ctx)
+{
+	static const struct guest thp = {
+		.n = 1, .seed = 117,
+		.spec = { { "ram", 64UL << 20, true, 0 } },
+	};
+	size_t len = thp.spec[0].len;
+	struct pair p;
+	char why[256];
+	int round;
+
+	for (round = 0; round < 12; round++) {
+		pair_init(&p, &thp);
+		if (!source_got_thp(&p, len))
+			return t_case_skip(ctx, "the source got too little "
+					   "THP (THP disabled?)");
+		shift_source(&p.src, 1UL << 20);
+		p.sopts.threads = 3;
+		p.sopts.mode = round % 2 ? UFFDMOVE_MODE_MOVE :
+					   UFFDMOVE_MODE_AUTO;
+		T_CHECK(handoff(&p, false) == 0, "round %d", round);
+		if (round_counted(&p, len, round) != T_PASS)
+			return T_FAIL;
+		T_CHECK(p.st.bytes_copied == 0, "round %d: copied %" PRIu64,
+			round, p.st.bytes_copied);
+		T_CHECK(present_pages(&p.src) == 0,
+			"round %d: source still has pages", round);
 		T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0,
 			"round %d: %s", round, why);
 		pair_fini(&p);
@@ -750,6 +816,7 @@ int main(void)
 		{ "same-process-sparse-workers", same_process_sparse },
 		{ "split-thp-faults-add-up", split_thp_faults_add_up },
 		{ "region-edge-shares-thp", region_edge_shares_thp },
+		{ "straddling-folios-move", straddling_folios_move },
 		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
 		{ "pinned-declared-never-tried", pinned_declared },
 		{ "mode-move-declared-pin-refused", mode_move_declared_pin },

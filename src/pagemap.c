@@ -134,18 +134,27 @@ int pm_read(const struct pm *pm, uint64_t addr, size_t npages,
 	return 0;
 }
 
+/* Flags of @npages at @addr; *@all is their flags when one run holds them
+ * all, else 0. */
 static int flags_from_scan(const struct pm *pm, uint64_t addr, size_t npages,
-			   uint8_t *flags)
+			   uint8_t *flags, uint8_t *all)
 {
 	struct page_region vec[SCAN_VEC];
 	uint64_t pos = addr, end = addr + npages * PAGE_SZ, walk_end, p;
 	int n, i;
 
-	memset(flags, 0, npages);
+	*all = 0;
 	while (pos < end) {
 		n = scan(pm, pos, end, vec, SCAN_VEC, &walk_end);
 		if (n < 0)
 			return n;
+		if (n == 1 && vec[0].start == addr && vec[0].end == end) {
+			*all = classify_scan_categories(vec[0].categories);
+			memset(flags, *all, npages);
+			return 0;
+		}
+		if (pos == addr)
+			memset(flags, 0, npages);
 		for (i = 0; i < n; i++) {
 			uint8_t f = classify_scan_categories(vec[i].categories);
 
@@ -164,12 +173,23 @@ int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 {
 	uint64_t words[512];
 	size_t i, k, done;
+	uint8_t all;
 	int ret;
 
 	if (pm->scan) {
-		ret = flags_from_scan(pm, addr, npages, flags);
+		ret = flags_from_scan(pm, addr, npages, flags, &all);
 		if (ret || !need_excl)
 			return ret;
+		/* One huge entry maps them all, and its word says for all:
+		 * a THP chunk reads 8 bytes, not 4 KiB (bench push-thp-1G). */
+		if ((all & PG_HUGE) && ALIGN_DOWN(addr, HPAGE_SZ) ==
+		    ALIGN_DOWN(addr + npages * PAGE_SZ - 1, HPAGE_SZ)) {
+			ret = pm_read(pm, addr, 1, words);
+			if (!ret)
+				memset(flags, classify_pm_word(words[0]) |
+				       (all & (PG_HUGE | PG_ZERO)), npages);
+			return ret;
+		}
 	}
 	for (done = 0; done < npages; done += k) {
 		k = MIN(npages - done, ARRAY_SIZE(words));

@@ -171,24 +171,33 @@ static int flags_from_scan(const struct pm *pm, uint64_t addr, size_t npages,
 int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 	     bool need_excl, uint8_t *flags)
 {
-	uint64_t words[512];
+	uint64_t words[512], first = 0;
+	bool one_block = ALIGN_DOWN(addr, HPAGE_SZ) ==
+			 ALIGN_DOWN(addr + npages * PAGE_SZ - 1, HPAGE_SZ);
 	size_t i, k, done;
 	uint8_t all;
 	int ret;
 
 	if (pm->scan) {
+		/*
+		 * One huge entry that maps them all says for all: a THP chunk
+		 * reads 8 bytes, not 4 KiB (bench push-thp-1G). Read before
+		 * the scan that says so: a split and a zap in between leave
+		 * the scan seeing no huge page, and the 4 KiB read follows.
+		 */
+		if (need_excl && one_block) {
+			ret = pm_read(pm, addr, 1, &first);
+			if (ret)
+				return ret;
+		}
 		ret = flags_from_scan(pm, addr, npages, flags, &all);
 		if (ret || !need_excl)
 			return ret;
-		/* One huge entry maps them all, and its word says for all:
-		 * a THP chunk reads 8 bytes, not 4 KiB (bench push-thp-1G). */
-		if ((all & PG_HUGE) && ALIGN_DOWN(addr, HPAGE_SZ) ==
-		    ALIGN_DOWN(addr + npages * PAGE_SZ - 1, HPAGE_SZ)) {
-			ret = pm_read(pm, addr, 1, words);
-			if (!ret)
-				memset(flags, classify_pm_word(words[0]) |
-				       (all & (PG_HUGE | PG_ZERO)), npages);
-			return ret;
+		if ((all & PG_HUGE) && one_block &&
+		    (classify_pm_word(first) & PG_PRESENT)) {
+			memset(flags, classify_pm_word(first) |
+			       (all & (PG_HUGE | PG_ZERO)), npages);
+			return 0;
 		}
 	}
 	for (done = 0; done < npages; done += k) {

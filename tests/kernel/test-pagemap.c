@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -135,10 +137,75 @@ static int thp_split(struct t_ctx *ctx)
 	return ret;
 }
 
+struct zapper {
+	uint8_t *page;
+	unsigned int spin;
+	int go, done;		/* atomic */
+};
+
+static void *zap_main(void *arg)
+{
+	struct zapper *z = arg;
+	volatile unsigned int i;
+
+	while (!__atomic_load_n(&z->go, __ATOMIC_ACQUIRE))
+		;
+	for (i = 0; i < z->spin; i++)
+		;
+	if (madvise(z->page, T_PAGE, MADV_DONTNEED))
+		t_die("madvise: %s", strerror(errno));
+	__atomic_store_n(&z->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * Page 0 of a THP zapped (the PMD split) while the flags are read: pages
+ * 1-511 hold data throughout, and every read must say so. A read that
+ * took the huge page's word after the zap gave all 512 page 0's flags
+ * (1299 of 3000 rounds, an attacker helper's program).
+ */
+static int thp_zapped_while_read(struct t_ctx *ctx)
+{
+	uint8_t flags[PAGES], *p;
+	struct zapper z;
+	struct pm pm;
+	pthread_t tid;
+	int round, rounds = 0, i;
+
+	T_CHECK(pm_open(&pm, 0) == 0, "pm_open");
+	p = t_map(HUGE, true);
+	for (round = 0; round < 1000; round++) {
+		madvise(p, HUGE, MADV_DONTNEED);
+		memset(p, 0x5a, HUGE);
+		if (!pm_huge(&pm, (uintptr_t)p, HUGE))
+			continue;
+		rounds++;
+		z = (struct zapper){ .page = p, .spin = (unsigned)rand() % 3000 };
+		if (pthread_create(&tid, NULL, zap_main, &z))
+			t_die("pthread_create");
+		__atomic_store_n(&z.go, 1, __ATOMIC_RELEASE);
+		do {
+			T_CHECK(pm_flags(&pm, (uintptr_t)p, PAGES, true,
+					 flags) == 0, "pm_flags");
+			for (i = 1; i < (int)PAGES; i++)
+				T_CHECK(pg_populated(flags[i]),
+					"round %d: page %d read as empty (0x%x)",
+					round, i, flags[i]);
+		} while (!__atomic_load_n(&z.done, __ATOMIC_ACQUIRE));
+		pthread_join(tid, NULL);
+	}
+	t_unmap(p, HUGE);
+	pm_close(&pm);
+	if (rounds < 100)
+		return t_case_skip(ctx, "only %d of 1000 rounds got a THP", rounds);
+	return T_PASS;
+}
+
 static const struct t_case cases[] = {
 	{ "thp-exclusive", thp_exclusive },
 	{ "thp-shared-with-child", thp_shared_with_child },
 	{ "thp-split", thp_split },
+	{ "thp-zapped-while-read", thp_zapped_while_read },
 };
 
 int main(void)

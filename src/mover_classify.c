@@ -16,9 +16,10 @@
 #include "mover_core.h"
 #include "util.h"
 
-/* How long a class that saw migration entries looks again, and how often
- * (read_class()). Splits mostly ended within 3 looks here, once after 6. */
-#define SPLIT_WAIT_NS	(1000 * 1000)
+/* How long a class that saw migration entries looks again while a
+ * neighbour moves (a preempted splitter took 7 ms here), and how often
+ * (read_class()). */
+#define SPLIT_WAIT_NS	(50 * 1000 * 1000)
 #define SPLIT_LOOK_US	25
 
 static bool overlaps_pinned(const struct mover *m, uint64_t start,
@@ -130,15 +131,16 @@ static void publish(struct mover *m, struct chunk *ch, size_t n,
  * MADV_FREE page), so that the counts add up; and gone from the source,
  * it does not make the rest copy.
  */
-static void read_class(struct mover *m, const struct plan_region *r,
-		       uint64_t start, size_t n, bool pinned, uint8_t *flags,
-		       struct chunk_class *cls)
+static void read_class(struct mover *m, size_t c, uint64_t start, size_t n,
+		       bool pinned, uint8_t *flags, struct chunk_class *cls)
 {
+	const struct plan_region *r = plan_region_of(&m->plan, c);
 	/* Exclusivity matters only while MOVE is still a candidate. */
 	bool excl = !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
 		    load_acquire(&m->prim) != PRIM_COPY;
 	uint64_t bits[CHUNK_PAGES / 64];
 	size_t i, first = (start - r->src) / PAGE_SZ;
+	bool last_look = false;
 	uint64_t until = 0;
 
 again:
@@ -155,16 +157,17 @@ again:
 	 * A MOVE that splits a large folio holds its pages under migration
 	 * entries meanwhile, which read as swapped: a folio that straddles
 	 * two chunks (an mremap() by less than 2 MiB) shows them in this
-	 * chunk while a pusher moves the other. Look again before copying
-	 * (a chunk truly swapped out is classified that much later).
+	 * chunk while a MOVE runs in the other. Look again while one runs
+	 * there, and once after, before copying.
 	 */
-	if (excl && !cls->movable && (flags[cls->first_unmovable] & PG_SWAPPED)) {
+	if (excl && !cls->movable && (flags[cls->first_unmovable] & PG_SWAPPED) &&
+	    !last_look) {
 		if (!until)
 			until = now_ns() + SPLIT_WAIT_NS;
-		if (now_ns() < until) {
-			usleep(SPLIT_LOOK_US);
-			goto again;
-		}
+		if (!core_neighbour_moving(m, c) || now_ns() >= until)
+			last_look = true;
+		usleep(SPLIT_LOOK_US);
+		goto again;
 	}
 }
 
@@ -185,7 +188,7 @@ int core_classify(struct mover *m, size_t c)
 	n = (end - start) / PAGE_SZ;
 	first = (start - r->src) / PAGE_SZ;
 	pinned = overlaps_pinned(m, start, end);
-	read_class(m, r, start, n, pinned, flags, &cls);
+	read_class(m, c, start, n, pinned, flags, &cls);
 	memset(bits, 0, sizeof(bits));
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))

@@ -29,6 +29,7 @@ struct xfer {
 	unsigned int delay;	/* backoff, see on_enoent() */
 	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
 	uint64_t busy_until;	/* EBUSY retries, see on_move_refused() */
+	bool busy_retried;
 };
 
 /* Chunk @c's hand-over, from where it stopped; the fill path sets
@@ -79,6 +80,27 @@ int core_classify(struct mover *m, size_t c);
  * will count it. */
 bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
 			size_t pg, bool to_move);
+/*
+ * A MOVE in chunk @c, around its ioctl: while it runs, a large folio it
+ * shares with a neighbour chunk (one that straddles their border) may be
+ * being split, its pages under migration entries and refused to other
+ * MOVEs (mover_fill.c, mover_classify.c).
+ */
+static inline void core_moving(struct mover *m, size_t c, bool on)
+{
+	__atomic_store_n(&m->plan.chunks[c].moving, on, __ATOMIC_SEQ_CST);
+}
+
+/* Does a MOVE run in a neighbour of chunk @c? */
+static inline bool core_neighbour_moving(const struct mover *m, size_t c)
+{
+	return (c > 0 && __atomic_load_n(&m->plan.chunks[c - 1].moving,
+					 __ATOMIC_SEQ_CST)) ||
+	       (c + 1 < m->plan.nchunks &&
+		__atomic_load_n(&m->plan.chunks[c + 1].moving,
+				__ATOMIC_SEQ_CST));
+}
+
 /* May a fault move source page @src alone, its chunk not classified? */
 bool core_page_may_move(const struct mover *m, uint64_t src);
 /* A THP chunk arrived as small pages: collapse it (push: the target). */

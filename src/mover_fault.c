@@ -172,8 +172,13 @@ static int fault_move_page(struct mover *m, struct plan_region *r, size_t c,
 		return load_acquire(&ch->state) == CHUNK_DONE ?
 		       uffd_wake(m->uffd, dst, PAGE_SZ) : -EAGAIN;
 	fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
-	ret = plan_page_wanted(r, pg) ?
-	      uffd_move(m->uffd, dst, src, PAGE_SZ, 0, &done) : -ENODATA;
+	if (plan_page_wanted(r, pg)) {
+		core_moving(m, c, true);
+		ret = uffd_move(m->uffd, dst, src, PAGE_SZ, 0, &done);
+		core_moving(m, c, false);
+	} else {
+		ret = -ENODATA;
+	}
 	fills_end(&m->fills, fill);
 	if (!ret) {
 		bit_set(r->fault_moved, pg);	/* counted: see mover_fill.c */

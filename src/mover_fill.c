@@ -22,8 +22,8 @@
 #define BACKOFF_MIN_US	20
 #define BACKOFF_MAX_US	2000
 #define EAGAIN_SPIN_NS	(50 * 1000)
-/* How long EBUSY may be a folio split in progress, see on_move_refused(). */
-#define EBUSY_RETRY_NS	(200 * 1000)
+/* How long EBUSY may be a neighbour's folio split, see on_move_refused(). */
+#define SPLIT_WAIT_NS	(50 * 1000 * 1000)
 /* One thread: what a fault may wait for (64 KiB: 15-30 us of COPY into
  * fresh memory here; touch p50 50 us, against 63-71 us with 128 KiB and
  * 780 us with whole chunks, bench latency-4k-256M t1). */
@@ -70,9 +70,11 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 		*len = MIN(*len, x->slice);
 	/* No ALLOW_SRC_HOLES: it reports a hole as moved, and DONE would
 	 * then miss a page that the count says is there. */
-	if (move)
+	if (move) {
+		core_moving(m, x->c, true);
 		ret = uffd_move(m->uffd, dst, src, *len, 0, done);
-	else
+		core_moving(m, x->c, false);
+	} else
 		ret = uffd_copy(m->uffd, dst, (void *)(uintptr_t)src, *len, 0,
 				done);
 	fills_end(&m->fills, fill);
@@ -198,17 +200,23 @@ static enum step on_move_enoent(struct mover *m, struct xfer *x, size_t len)
 /*
  * MOVE refused: pinned or shared after all (EBUSY), or cross-mm (EINVAL).
  * The rest of the chunk is copied. But a large folio that straddles two
- * chunks (an mremap() by less than 2 MiB) is refused too while another
- * thread's MOVE splits it: EBUSY is tried again for a while first.
+ * chunks (an mremap() by less than 2 MiB) is refused too while a MOVE in
+ * the neighbour chunk splits it: EBUSY is tried again while one runs
+ * there (bounded: a preempted splitter took 7 ms here), and once after.
  */
 static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 {
 	if (ret == -EBUSY) {
 		if (!x->busy_until)
-			x->busy_until = now_ns() + EBUSY_RETRY_NS;
-		if (now_ns() < x->busy_until) {
+			x->busy_until = now_ns() + SPLIT_WAIT_NS;
+		if (core_neighbour_moving(m, x->c) &&
+		    now_ns() < x->busy_until) {
 			if (x->may_wait)
 				usleep(BACKOFF_MIN_US);
+			return STEP_NEXT;
+		}
+		if (!x->busy_retried) {
+			x->busy_retried = true;
 			return STEP_NEXT;
 		}
 	}
@@ -233,6 +241,7 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 		x->delay = BACKOFF_MIN_US;
 		x->spin_until = 0;
 		x->busy_until = 0;
+		x->busy_retried = false;
 		x->one = false;
 		x->vanished = 0;
 		return STEP_NEXT;

@@ -38,7 +38,7 @@ struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */
 	uint8_t cls_state;	/* enum chunk_cls, atomic */
 	uint8_t flags;		/* CHUNK_*, valid once CLS_READY */
-	uint8_t pad;
+	uint8_t moving;		/* atomic: a MOVE ioctl runs in it */
 	uint16_t region;
 	uint16_t resume;	/* pages already handed over, from its start;
 				   written by the thread that holds it */

@@ -387,16 +387,32 @@ static void shift_source(struct guest *g, size_t shift)
 	g->addr[0] = at + off;
 }
 
+static int hogs_stop;	/* atomic */
+
+/* A guest vCPU that computes: it keeps a CPU from the nice-5 pushers. */
+static void *hog_main(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&hogs_stop, __ATOMIC_RELAXED))
+		;
+	return NULL;
+}
+
 /*
  * Source THPs that a mremap() left straddling the 2 MiB blocks the chunks
  * are cut at: pushers on two neighbour chunks MOVE in one large folio at
  * once. The kernel then reported moved pages as not moved, refused a
  * MOVE while it split the folio (EBUSY), and a class made meanwhile saw
  * migration entries: counts came up short, chunks were copied, and
- * MODE_MOVE ended with -EBUSY. Every round, everything moves and counts.
+ * MODE_MOVE ended with -EBUSY. Half the rounds with two busy threads in
+ * the process, which make a split last milliseconds (a fixed wait of
+ * 1 ms then fell short in 5-6 rounds of 10). Every round, everything
+ * moves and counts.
  */
 static int straddling_folios_move(struct t_ctx *ctx)
 {
+	pthread_t hogs[2];
+	size_t h, nhogs;
 	static const struct guest thp = {
 		.n = 1, .seed = 117,
 		.spec = { { "ram", 64UL << 20, true, 0 } },
@@ -404,9 +420,9 @@ static int straddling_folios_move(struct t_ctx *ctx)
 	size_t len = thp.spec[0].len;
 	struct pair p;
 	char why[256];
-	int round;
+	int round, ret;
 
-	for (round = 0; round < 12; round++) {
+	for (round = 0; round < 16; round++) {
 		pair_init(&p, &thp);
 		if (!source_got_thp(&p, len))
 			return t_case_skip(ctx, "the source got too little "
@@ -415,11 +431,21 @@ static int straddling_folios_move(struct t_ctx *ctx)
 		p.sopts.threads = 3;
 		p.sopts.mode = round % 2 ? UFFDMOVE_MODE_MOVE :
 					   UFFDMOVE_MODE_AUTO;
-		T_CHECK(handoff(&p, false) == 0, "round %d", round);
+		nhogs = round % 4 >= 2 ? 2 : 0;
+		hogs_stop = 0;
+		for (h = 0; h < nhogs; h++)
+			if (pthread_create(&hogs[h], NULL, hog_main, NULL))
+				t_die("pthread_create");
+		ret = handoff(&p, false);
+		__atomic_store_n(&hogs_stop, 1, __ATOMIC_RELAXED);
+		for (h = 0; h < nhogs; h++)
+			pthread_join(hogs[h], NULL);
+		T_CHECK(ret == 0, "round %d", round);
 		if (round_counted(&p, len, round) != T_PASS)
 			return T_FAIL;
-		T_CHECK(p.st.bytes_copied == 0, "round %d: copied %" PRIu64,
-			round, p.st.bytes_copied);
+		T_CHECK(p.st.bytes_copied == 0,
+			"round %d (%zu busy threads): copied %" PRIu64, round,
+			nhogs, p.st.bytes_copied);
 		T_CHECK(present_pages(&p.src) == 0,
 			"round %d: source still has pages", round);
 		T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0,

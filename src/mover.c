@@ -52,7 +52,6 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 	m->ready = true;
 	m->mode = cfg->mode;
 	m->same_mm = cfg->same_mm;
-	m->solo = cfg->solo;
 	m->pinned = cfg->pinned;
 	m->npinned = cfg->npinned;
 	m->prim = PRIM_UNDECIDED;

@@ -66,7 +66,6 @@ struct mover {
 	struct stages stages;		/* pull: see stage.h */
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;
-	bool solo;			/* see mover_config */
 	int prim;			/* enum prim_state, atomic */
 	uint32_t why_not_move;		/* UFFDMOVE_WHY_* */
 	bool committed;			/* atomic: GO received, MOVE allowed */
@@ -119,7 +118,6 @@ struct mover_config {
 	uint32_t fault_policy;		/* pull: UFFDMOVE_FAULT_* */
 	uint32_t mode;			/* enum uffdmove_mode */
 	bool same_mm;			/* the target is this process */
-	bool solo;			/* no pusher beside the fault thread */
 	bool move_offered;		/* the uffd negotiated UFFD_FEATURE_MOVE */
 	const struct pm *own_pm;	/* pull: our page map, the caller's */
 	/* FAULT_AUTO, at the end of each window with faults: they came

@@ -235,16 +235,15 @@ bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
 }
 
 /*
- * May a fault move source bytes [@src, @src + @len) without its chunk?
- * MOVE is still on the table, and they are in no range the VMM declared
- * pinned; the kernel refuses what is pinned anyway (EBUSY), and the
- * chunk's usual way takes over.
+ * May a fault move source page @src alone? MOVE is still on the table,
+ * and the page is in no range the VMM declared pinned; the kernel refuses
+ * what is pinned anyway (EBUSY), and the chunk's usual way takes over.
  */
-bool core_page_may_move(const struct mover *m, uint64_t src, uint64_t len)
+bool core_page_may_move(const struct mover *m, uint64_t src)
 {
 	return !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
 	       mover_committed(m) && load_acquire(&m->prim) != PRIM_COPY &&
-	       !overlaps_pinned(m, src, src + len);
+	       !overlaps_pinned(m, src, src + PAGE_SZ);
 }
 
 /* ------------------------------------------------------ scanning ahead */

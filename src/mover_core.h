@@ -9,17 +9,6 @@
 #include "mover.h"
 
 /* One chunk's hand-over in progress: where it is, and how it goes. */
-/*
- * A MOVE of up to 33 pages flushes each page from every CPU's TLB (x86's
- * tlb_single_page_flush_ceiling), more pages flush it whole. In this VM
- * the first took ~90 us for 16 pages and the second ~20 us for 64: 4 KiB
- * guests moved by one thread ran at 0.7 GB/s in 64 KiB slices, 13 GB/s
- * in 256 KiB ones (bench/results/summary.md, "Moving in slices"). The
- * one-thread loop moves small pages in such slices, on a grid that a
- * fault's MOVE of the slice around its page keeps to (mover_fault.c).
- */
-#define MOVE_SLICE_SZ	(256UL << 10)
-
 struct xfer {
 	size_t c;		/* the chunk */
 	struct plan_region *r;
@@ -112,9 +101,8 @@ static inline bool core_neighbour_moving(const struct mover *m, size_t c)
 				__ATOMIC_SEQ_CST));
 }
 
-/* May a fault move source bytes [@src, @src + @len) without its chunk,
- * not classified? */
-bool core_page_may_move(const struct mover *m, uint64_t src, uint64_t len);
+/* May a fault move source page @src alone, its chunk not classified? */
+bool core_page_may_move(const struct mover *m, uint64_t src);
 /* A THP chunk arrived as small pages: collapse it (push: the target). */
 void core_thp_small(struct mover *m, uint64_t dst);
 /* MODE_MOVE: source page @src was copied, the kernel having refused to

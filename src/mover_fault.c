@@ -6,7 +6,6 @@
  */
 #include <string.h>
 
-#include "classify.h"
 #include "mover_core.h"
 #include "uffd.h"
 #include "util.h"
@@ -81,35 +80,22 @@ static bool fault_by_page(struct mover *m)
 }
 
 #define FAULT_GAP_NS	(500 * 1000ULL)
-/* One thread: a fault moves the slice around its page (mover_core.h). */
-#define FAULT_CLUSTER_PAGES	(MOVE_SLICE_SZ / PAGE_SZ)
 
 /*
- * Pushing, how many pages around its page @src may a fault in chunk @c
- * move without the chunk (0: the chunk's way)?
- * - One, when it came more than 500 us after the last was served.
- * - Else a guest that faults again as soon as it runs waits on memory
- *   more than it runs, and a whole chunk per fault brings that in faster
- *   while pushers run beside the fault thread: page-sized faults made a
- *   256 MiB guest's handoff 2-7 times longer here, the pushers starved;
- *   and a rate of faults per 10 ms (the pull's rule) took such a guest for
- *   a quiet one, since each of its faults waits for a whole chunk.
- * - With no pusher (one thread) the fault thread moves everything anyway:
- *   a fault then takes the aligned 256 KiB around its page, not the 2 MiB
- *   whose 512 page-by-page moves it would wait for (doc/design.md).
- * Never in a region-edge chunk (mover_fill.c).
+ * Pushing, may a fault in chunk @c move its page @src alone (its chunk
+ * not classified yet)? Only when it came more than 500 us after the last
+ * one was served: a guest that faults again as soon as it runs waits on
+ * memory more than it runs, and a whole chunk per fault brings that in
+ * faster. Page-sized faults then made a 256 MiB guest's handoff 2-7 times
+ * longer here, the pusher starved by them; and a rate of faults per 10 ms
+ * (the pull's rule) took such a guest for a quiet one, since each of its
+ * faults waits for a whole chunk (doc/design.md). Not in a region-edge
+ * chunk (mover_fill.c).
  */
-static size_t fault_move_span(struct mover *m, size_t c, uint64_t src)
+static bool fault_moves_page(struct mover *m, size_t c, uint64_t src)
 {
-	size_t span = m->fault_end_ns &&
-		      now_ns() - m->fault_end_ns > FAULT_GAP_NS ? 1 :
-		      m->solo ? FAULT_CLUSTER_PAGES : 0;
-
-	if (!span || core_chunk_edge(m, c) ||
-	    !core_page_may_move(m, ALIGN_DOWN(src, span * PAGE_SZ),
-				span * PAGE_SZ))
-		return 0;
-	return span;
+	return m->fault_end_ns && now_ns() - m->fault_end_ns > FAULT_GAP_NS &&
+	       !core_chunk_edge(m, c) && core_page_may_move(m, src);
 }
 
 /* Not by page: serve the fault by its whole chunk. MOVE keeps a THP whole
@@ -159,85 +145,25 @@ static int fault_page(struct mover *m, struct plan_region *r, size_t c,
 	return ret;
 }
 
-static bool movable_small(uint8_t f)
-{
-	return pg_populated(f) && pg_movable(f) && !(f & PG_HUGE);
-}
-
 /*
- * The pages around @pg, within its aligned @span and chunk @c, that may
- * move with it: [*first, *end). Marked wanted first, so that its class
- * counts them once they are gone from the source. False if @pg itself
- * may not (the chunk's way knows why).
+ * MOVE just the faulting page of a chunk of small pages: one page-table
+ * entry, where the chunk's 512 took 60-90 us here before the thread ran.
+ * The chunk is claimed meanwhile, so that no other MOVE runs in it: two
+ * MOVEs in one chunk whose source THPs were mapped by page-table entries
+ * made the kernel report moved pages as not moved. Then the pushers take
+ * the rest, first in line. Not copied while a pusher holds the chunk: a
+ * copy that read the page after the pusher's MOVE took it would put a
+ * fresh page in the source, and dropping that would drop a page the
+ * kernel had refused to move (pinned). Whatever the kernel will not do
+ * for the page alone, the chunk's way does.
  */
-static bool fault_cluster(struct mover *m, struct plan_region *r, size_t c,
-			  size_t pg, size_t span, size_t *first, size_t *end)
-{
-	uint8_t flags[FAULT_CLUSTER_PAGES];
-	uint64_t bits[FAULT_CLUSTER_PAGES / 64 + 1] = { 0 };
-	uint64_t cs, ce;
-	size_t lo, hi, i;
-
-	plan_chunk_range(&m->plan, c, &cs, &ce);
-	lo = MAX(ALIGN_DOWN(pg, span), (cs - r->src) / PAGE_SZ);
-	hi = MIN(ALIGN_DOWN(pg, span) + span, (ce - r->src) / PAGE_SZ);
-	if (span == 1) {
-		*first = pg;	/* core_page_has_data() looked at it */
-		*end = pg + 1;
-		return true;
-	}
-	if (pm_flags(&m->pm, r->src + lo * PAGE_SZ, hi - lo, true, flags) ||
-	    !movable_small(flags[pg - lo]))
-		return false;
-	for (*first = pg; *first > lo && movable_small(flags[*first - 1 - lo]);
-	     --*first)
-		;
-	for (*end = pg + 1; *end < hi && movable_small(flags[*end - lo]);
-	     ++*end)
-		;
-	for (i = *first; i < *end; i++)
-		bits[(i - *first) / 64] |= 1ULL << ((i - *first) % 64);
-	bits_or(r->populated, *first, bits, *end - *first);
-	return true;
-}
-
-/* Pages [first, first + n) of @r arrived by a fault's MOVE: counted here,
- * and skipped by the chunk's way (mover_fill.c). */
-static void fault_moved(struct mover *m, struct plan_region *r, size_t first,
-			size_t n)
-{
-	uint64_t bits[FAULT_CLUSTER_PAGES / 64 + 1] = { 0 };
-	size_t i;
-
-	if (!n)
-		return;
-	for (i = 0; i < n; i++)
-		bits[i / 64] |= 1ULL << (i % 64);
-	bits_or(r->fault_moved, first, bits, n);
-	count_add(&m->cnt.moved, n * PAGE_SZ);
-	core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
-}
-
-/*
- * MOVE the faulting page of a chunk of small pages, and (@span > 1) the
- * movable pages around it: one ioctl, where the chunk's 512 page-by-page
- * moves took 60-200 us here before the thread ran. The chunk is claimed
- * meanwhile, so that no other MOVE runs in it: two MOVEs in one chunk
- * whose source THPs were mapped by page-table entries made the kernel
- * report moved pages as not moved. Then the pushers (or, alone, this
- * thread) take the rest, first in line. Not copied while a pusher holds
- * the chunk: a copy that read the page after the pusher's MOVE took it
- * would put a fresh page in the source, and dropping that would drop a
- * page the kernel had refused to move (pinned). Whatever the kernel will
- * not do here, the chunk's way does.
- */
-static int fault_move_pages(struct mover *m, struct plan_region *r, size_t c,
-			    size_t pg, size_t span)
+static int fault_move_page(struct mover *m, struct plan_region *r, size_t c,
+			   size_t pg)
 {
 	struct chunk *ch = &m->plan.chunks[c];
-	uint64_t dst = r->dst + pg * PAGE_SZ;
-	size_t first, last, start, end, done = 0;
+	uint64_t dst = r->dst + pg * PAGE_SZ, src = r->src + pg * PAGE_SZ;
 	unsigned int fill;
+	size_t done;
 	int ret;
 
 	/* A chunk another thread holds is finished soon, and its fill
@@ -245,43 +171,31 @@ static int fault_move_pages(struct mover *m, struct plan_region *r, size_t c,
 	if (!core_claim(m, c))
 		return load_acquire(&ch->state) == CHUNK_DONE ?
 		       uffd_wake(m->uffd, dst, PAGE_SZ) : -EAGAIN;
-	if (!fault_cluster(m, r, c, pg, span, &first, &last)) {
-		ret = mover_push_chunk(m, c, true);
-		return ret ?: uffd_wake(m->uffd, dst, PAGE_SZ);
-	}
-	fill = fills_begin(&m->fills, r->dst + first * PAGE_SZ,
-			   r->dst + last * PAGE_SZ);
-	/* Published, then the discard bits: no discarded page moves in. */
-	for (end = pg; end < last && plan_page_wanted(r, end); end++)
-		;
-	for (start = pg; start > first && plan_page_wanted(r, start - 1);
-	     start--)
-		;
-	if (end > pg) {
+	fill = fills_begin(&m->fills, dst, dst + PAGE_SZ);
+	if (plan_page_wanted(r, pg)) {
 		core_moving(m, c, true);
-		ret = uffd_move(m->uffd, r->dst + start * PAGE_SZ,
-				r->src + start * PAGE_SZ,
-				(end - start) * PAGE_SZ, 0, &done);
+		ret = uffd_move(m->uffd, dst, src, PAGE_SZ, 0, &done);
 		core_moving(m, c, false);
 	} else {
 		ret = -ENODATA;
 	}
 	fills_end(&m->fills, fill);
-	fault_moved(m, r, start, done / PAGE_SZ);
-	if (start + done / PAGE_SZ > pg)
-		ret = 0;	/* its page is in, and woken */
-	else if (ret == -EEXIST && start + done / PAGE_SZ == pg)
+	if (!ret) {
+		bit_set(r->fault_moved, pg);	/* counted: see mover_fill.c */
+		count_add(&m->cnt.moved, PAGE_SZ);
+		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
+	} else if (ret == -EEXIST) {
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-	else if (ret == -ENODATA)	/* discarded just now */
+	} else if (ret == -ENODATA) {	/* discarded just now */
 		ret = core_fault_zero(m, r, pg);
-	else {
+	} else {
 		/* Refused (pinned or shared: EBUSY; another process: EINVAL),
 		 * gone (ENOENT), an event pending (EAGAIN): the chunk's way
 		 * knows each, and gives it back on EAGAIN. */
 		ret = mover_push_chunk(m, c, true);
 		return ret ?: uffd_wake(m->uffd, dst, PAGE_SZ);
 	}
-	/* The rest of the chunk goes next. */
+	/* The rest of the chunk goes next, by the pushers. */
 	store_release(&ch->state, CHUNK_PENDING);
 	core_make_urgent(m, c);
 	return ret;
@@ -293,8 +207,8 @@ int mover_fault(struct mover *m, uint64_t addr)
 	long c = plan_find(&m->plan, dst);
 	struct plan_region *r;
 	struct chunk *ch;
-	bool by_page, data = false;
-	size_t pg, span;
+	bool by_page, alone, data = false;
+	size_t pg;
 	int ret;
 
 	if (c < 0)	/* not ours: let the thread retry */
@@ -305,27 +219,26 @@ int mover_fault(struct mover *m, uint64_t addr)
 	/* One page with data needs only its own page-map entry: the
 	 * chunk's class is a walk of 512 (~40 us for small pages here), paid
 	 * later by whoever moves the rest. So does a small page that may
-	 * move without its chunk; a THP moves whole, as one PMD. */
+	 * move alone; a THP moves whole, as one PMD. */
 	by_page = fault_by_page(m);
-	span = by_page ? 0 : fault_move_span(m, (size_t)c,
+	alone = !by_page && fault_moves_page(m, (size_t)c,
 					     r->src + pg * PAGE_SZ);
-	if (by_page || span)
-		data = core_page_has_data(m, r, (size_t)c, pg, span > 0);
+	if (by_page || alone)
+		data = core_page_has_data(m, r, (size_t)c, pg, alone);
 	if (!data) {
 		ret = core_classify(m, (size_t)c);
 		if (ret)
 			return ret;	/* never a zero page for an unreadable source */
-		if (!core_wants_move(m, ch) ||
-		    (load_acquire(&ch->flags) & CHUNK_THP))
-			span = 0;
+		alone = alone && core_wants_move(m, ch) &&
+			!(load_acquire(&ch->flags) & CHUNK_THP);
 	}
 
 	if (!plan_page_wanted(r, pg)) {
 		ret = core_fault_zero(m, r, pg);
 	} else if (load_acquire(&ch->state) == CHUNK_DONE) {
 		ret = uffd_wake(m->uffd, dst, PAGE_SZ);
-	} else if (span) {
-		ret = fault_move_pages(m, r, (size_t)c, pg, span);
+	} else if (alone) {
+		ret = fault_move_page(m, r, (size_t)c, pg);
 	} else if (!by_page && fault_takes_chunk(m, ch)) {
 		/* A chunk another thread holds is finished soon, and its
 		 * fill wakes this thread; the caller keeps the fault and

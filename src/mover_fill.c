@@ -28,6 +28,15 @@
  * fresh memory here; touch p50 50 us, against 63-71 us with 128 KiB and
  * 780 us with whole chunks, bench latency-4k-256M t1). */
 #define SLICE_SZ	(64UL << 10)
+/*
+ * A MOVE of up to 33 pages flushes each page from every CPU's TLB (x86's
+ * tlb_single_page_flush_ceiling), more pages flush it whole. In this VM
+ * the first took ~90 us for 16 pages and the second ~20 us for 64: 4 KiB
+ * guests moved by one thread ran at 0.7 GB/s in 64 KiB slices, 13 GB/s
+ * in 256 KiB ones (bench/results/summary.md, "Moving in slices").
+ */
+#define MOVE_SLICE_SZ	(256UL << 10)
+
 enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
 
 /* What a page that vanished in the source reads as. Not read there: a
@@ -57,12 +66,8 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 	dst = r->dst + x->pos * PAGE_SZ;
 	src = zero ? (uintptr_t)zeros : x->from + x->pos * PAGE_SZ;
 	*len = x->one || zero ? PAGE_SZ : (run_end - x->pos) * PAGE_SZ;
-	/* Cut on a grid of slices: what a fault moved (a slice, aligned
-	 * alike) then leaves whole slices around it, not short runs that
-	 * MOVE would flush from the TLB page by page. */
 	if (x->slice)
-		*len = MIN(*len, (ALIGN_DOWN(x->pos, x->slice / PAGE_SZ) +
-				  x->slice / PAGE_SZ - x->pos) * PAGE_SZ);
+		*len = MIN(*len, x->slice);
 	/* No ALLOW_SRC_HOLES: it reports a hole as moved, and DONE would
 	 * then miss a page that the count says is there. */
 	if (move) {
@@ -90,15 +95,16 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
  * Two MOVEs in one large folio (one that straddles two chunks, after an
  * mremap() by less than 2 MiB) move pages that neither reports: the chunk
  * that owns them then finds them in the target. A page found there that
- * is gone from the source was moved by us, and is counted here (on_result()
- * has skipped what faults moved and counted; a fault's copy leaves the
- * source page).
+ * is gone from the source was moved by us, and is counted here, unless a
+ * fault moved it alone and counted it then. (A fault's copy leaves the
+ * source page.)
  */
 static void count_unreported_move(struct mover *m, const struct xfer *x)
 {
 	uint8_t flags;
 
-	if (!pm_flags(&m->pm, x->from + x->pos * PAGE_SZ, 1, false, &flags) &&
+	if (!bit_test(x->r->fault_moved, x->pos) &&
+	    !pm_flags(&m->pm, x->from + x->pos * PAGE_SZ, 1, false, &flags) &&
 	    !pg_populated(flags))
 		count_add(&m->cnt.moved, PAGE_SZ);
 }
@@ -240,16 +246,6 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 		x->vanished = 0;
 		return STEP_NEXT;
 	case -EEXIST:	/* a racing fault, or another MOVE, put it there */
-		if (bit_test(x->r->fault_moved, x->pos)) {
-			/* A fault moved it, and its neighbours: on after them
-			 * at once (they are counted, and were woken). */
-			while (++x->pos < x->end &&
-			       bit_test(x->r->fault_moved, x->pos))
-				;
-			x->whole = false;
-			x->vanished = 0;
-			return STEP_NEXT;
-		}
 		if (x->moving)
 			count_unreported_move(m, x);
 		uffd_wake(m->uffd, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);

@@ -172,7 +172,7 @@ int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 	     bool need_excl, uint8_t *flags)
 {
 	uint64_t words[512], first = 0;
-	bool one_block = npages > 1 && ALIGN_DOWN(addr, HPAGE_SZ) ==
+	bool one_block = ALIGN_DOWN(addr, HPAGE_SZ) ==
 			 ALIGN_DOWN(addr + npages * PAGE_SZ - 1, HPAGE_SZ);
 	size_t i, k, done;
 	uint8_t all;

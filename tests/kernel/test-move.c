@@ -221,16 +221,24 @@ static int same_process_4k_one_thread(struct t_ctx *ctx)
 	return T_PASS;
 }
 
-/* Hand @g over with guest threads faulting: every byte arrives, holes
- * read as zeros, and the counters add up exactly. */
-static int holes_add_up(const struct guest *g, unsigned int threads)
+/*
+ * A sparse guest (most 2 MiB chunks never touched, over several of the
+ * 512 MiB windows the source scans ahead) with guest threads faulting in
+ * empty and full chunks alike: every byte arrives, holes read as zeros,
+ * and the counters add up exactly.
+ */
+static int same_process_sparse(struct t_ctx *ctx)
 {
+	static const struct guest sparse = {
+		.n = 2, .seed = 31, .hole_pct = 20, .sparse_every = 37,
+		.spec = { { "ram0", 1280UL << 20, false, 0 },
+			  { "ram1", 1024UL << 20, true, 0 } },
+	};
 	uint64_t populated, total;
 	struct pair p;
 	char why[256];
 
-	pair_init(&p, g);
-	p.sopts.threads = threads;
+	pair_init(&p, &sparse);
 	populated = guest_populated_bytes(&p.src);
 	total = guest_total_bytes(&p.src);
 	T_CHECK(handoff(&p, true) == 0 && p.run_ret == 0, "%s", p.src_err);
@@ -246,38 +254,6 @@ static int holes_add_up(const struct guest *g, unsigned int threads)
 	T_CHECK(present_pages(&p.src) == 0, "source still has pages");
 	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
 	pair_fini(&p);
-	return T_PASS;
-}
-
-/* A sparse guest: most 2 MiB chunks never touched, over several of the
- * 512 MiB windows the source scans ahead; faults in empty and full
- * chunks alike. */
-static int same_process_sparse(struct t_ctx *ctx)
-{
-	static const struct guest sparse = {
-		.n = 2, .seed = 31, .hole_pct = 20, .sparse_every = 37,
-		.spec = { { "ram0", 1280UL << 20, false, 0 },
-			  { "ram1", 1024UL << 20, true, 0 } },
-	};
-
-	(void)ctx;
-	return holes_add_up(&sparse, 2);
-}
-
-/* One thread: a fault moves the 256 KiB around its page, cut short by the
- * holes in it, and the chunk's way skips what the fault moved. */
-static int same_process_holes_one_thread(struct t_ctx *ctx)
-{
-	static const struct guest holes = {
-		.n = 1, .seed = 57, .hole_pct = 30,
-		.spec = { { "ram", 96UL << 20, false, 0 } },
-	};
-	int round;
-
-	(void)ctx;
-	for (round = 0; round < 4; round++)
-		if (holes_add_up(&holes, 1) != T_PASS)
-			return T_FAIL;
 	return T_PASS;
 }
 
@@ -867,8 +843,6 @@ int main(void)
 		{ "split-thp-faults-add-up", split_thp_faults_add_up },
 		{ "region-edge-shares-thp", region_edge_shares_thp },
 		{ "straddling-folios-move", straddling_folios_move },
-		{ "same-process-holes-one-thread",
-		  same_process_holes_one_thread },
 		{ "pinned-undeclared-ebusy-copies", pinned_undeclared },
 		{ "pinned-declared-never-tried", pinned_declared },
 		{ "mode-move-declared-pin-refused", mode_move_declared_pin },

@@ -281,6 +281,9 @@ static void *worker_main(void *arg)
 		size_t r = (size_t)(x % g->n);
 		size_t p = (size_t)((x >> 8) % (g->spec[r].len / T_PAGE));
 
+		if (g->addr[r] + p * T_PAGE == g->discarding)
+			continue;	/* reads as zeros once discarded */
+
 		if (x & (1ULL << 60)) {
 			uint64_t *w0 = (uint64_t *)(g->addr[r] + p * T_PAGE);
 

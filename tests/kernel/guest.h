@@ -31,6 +31,8 @@ struct guest {
 	unsigned int sparse_every;	/* if set, only every Nth 2 MiB of a
 					   region has data: the rest is holes */
 	unsigned int pace_us;		/* guest threads: pause per access */
+	const uint8_t *discarding;	/* a page the test discards, which
+					   guest threads leave alone */
 	bool one_mapping;		/* regions back to back in one mapping
 					   (huge pages if the first is), as a
 					   VMM cuts RAM at a hole */

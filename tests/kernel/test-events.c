@@ -102,9 +102,11 @@ static int move_with_discards(struct t_ctx *ctx)
 	if (!ctx->caps->move)
 		return t_case_skip(ctx, "kernel offers no UFFD_FEATURE_MOVE");
 	pair_start(&p, &layout, UFFDMOVE_MODE_AUTO, 2);
-	/* A steady stream of discards of one page, as a balloon makes. */
-	discarder_start(&d, p.dst.addr[0] + layout.spec[0].len - T_PAGE,
-			50000);
+	/* A steady stream of discards of one page, as a balloon makes. It
+	 * reads as zeros once discarded: a guest thread that read it took
+	 * that for lost data (a flaky failure under ASan, more reads). */
+	p.dst.discarding = p.dst.addr[0] + layout.spec[0].len - T_PAGE;
+	discarder_start(&d, (uint8_t *)p.dst.discarding, 50000);
 	guest_workers_start(&w, &p.dst, 2);
 	ret = uffdmove_target_wait(p.t, 20000);
 	printf("  wait: %d %s\n", ret, uffdmove_target_error(p.t));

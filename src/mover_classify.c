@@ -16,10 +16,7 @@
 #include "mover_core.h"
 #include "util.h"
 
-/* How long a class that saw migration entries looks again while a
- * neighbour moves (a preempted splitter took 7 ms here), and how often
- * (read_class()). */
-#define SPLIT_WAIT_NS	(50 * 1000 * 1000)
+/* How often a class that saw migration entries looks again (read_class()). */
 #define SPLIT_LOOK_US	25
 
 static bool overlaps_pinned(const struct mover *m, uint64_t start,

@@ -91,6 +91,11 @@ static inline void core_moving(struct mover *m, size_t c, bool on)
 	__atomic_store_n(&m->plan.chunks[c].moving, on, __ATOMIC_SEQ_CST);
 }
 
+/* The longest a neighbour's MOVE is waited for, as long as a split may
+ * last (a preempted splitter took 7 ms here); see mover_fill.c
+ * on_move_refused() and mover_classify.c read_class(). */
+#define SPLIT_WAIT_NS	(50 * 1000 * 1000ULL)
+
 /* Does a MOVE run in a neighbour of chunk @c? */
 static inline bool core_neighbour_moving(const struct mover *m, size_t c)
 {

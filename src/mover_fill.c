@@ -22,8 +22,6 @@
 #define BACKOFF_MIN_US	20
 #define BACKOFF_MAX_US	2000
 #define EAGAIN_SPIN_NS	(50 * 1000)
-/* How long EBUSY may be a neighbour's folio split, see on_move_refused(). */
-#define SPLIT_WAIT_NS	(50 * 1000 * 1000)
 /* One thread: what a fault may wait for (64 KiB: 15-30 us of COPY into
  * fresh memory here; touch p50 50 us, against 63-71 us with 128 KiB and
  * 780 us with whole chunks, bench latency-4k-256M t1). */

@@ -55,20 +55,6 @@ static bool once_claim(uint8_t *state, bool wait)
 	}
 }
 
-/* Has a fault marked a page of [first, first + n) wanted before its chunk
- * was classified? */
-static bool fault_marked(const struct plan_region *r, size_t first, size_t n)
-{
-	uint64_t bits[CHUNK_PAGES / 64];
-	size_t w;
-
-	bits_get(r->populated, first, bits, n);
-	for (w = 0; w * 64 < n; w++)
-		if (bits[w])
-			return true;
-	return false;
-}
-
 /*
  * Whether the chunk can arrive as one THP. Push: it is one in the source
  * and may move as one PMD. Pull: every page has data, so the read into an
@@ -225,8 +211,10 @@ bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
 	data = !pm_flags(&m->pm, r->src + pg * PAGE_SZ, 1, to_move, &flags) &&
 	       pg_populated(flags) &&
 	       (!to_move || (pg_movable(flags) && !(flags & PG_HUGE)));
-	if (data)
+	if (data) {
 		bit_set(r->populated, pg);
+		__atomic_fetch_or(&ch->flags, CHUNK_WANTED, __ATOMIC_RELEASE);
+	}
 	store_release(&ch->cls_state, CLS_NEW);
 	return data;
 }
@@ -369,10 +357,10 @@ static void finish_empty(struct mover *m, size_t c, struct finished *f)
 	if (!once_claim(&ch->cls_state, false))
 		return;
 	plan_chunk_range(&m->plan, c, &start, &end);
-	/* Emptied since a fault sent a page of it: its class counts that. */
-	if (fault_marked(plan_region_of(&m->plan, c),
-			 (start - plan_region_of(&m->plan, c)->src) / PAGE_SZ,
-			 (end - start) / PAGE_SZ)) {
+	/* Emptied since a fault sent a page of it: its class counts that.
+	 * A flag, not the chunk's 512 bits: a sparse guest has thousands of
+	 * empty chunks. */
+	if (load_acquire(&ch->flags) & CHUNK_WANTED) {
 		store_release(&ch->cls_state, CLS_NEW);
 		return;
 	}

@@ -33,6 +33,8 @@ enum chunk_cls {
 #define CHUNK_TOUCHED	(1u << 3)	/* a fault put a page in: no PMD fits */
 #define CHUNK_UNMAPPED	(1u << 4)	/* pull: the source maps nothing there */
 #define CHUNK_RELEASED	(1u << 5)	/* freed in the source (atomic) */
+#define CHUNK_WANTED	(1u << 6)	/* a fault marked a page of it wanted
+					   before its class (atomic) */
 
 struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */

@@ -131,7 +131,7 @@ again:
 		/* Unknown: copy everything, which is always correct. */
 		memset(flags, PG_PRESENT, n);
 	}
-	bits_get(r->populated, first, bits, n);
+	bits_get(&r->populated, first, bits, n);
 	for (i = 0; i < n; i++)
 		if ((bits[i / 64] >> (i % 64) & 1) && !pg_populated(flags[i]))
 			flags[i] = PG_PRESENT | PG_EXCL;
@@ -176,7 +176,7 @@ int core_classify(struct mover *m, size_t c)
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))
 			bits[i / 64] |= 1ULL << (i % 64);
-	bits_or(r->populated, first, bits, n);
+	bits_or(&r->populated, first, bits, n);
 	publish(m, ch, n, cls.populated,
 		(chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
 		(cls.movable ? CHUNK_MOVABLE : 0) |
@@ -212,7 +212,7 @@ bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
 	       pg_populated(flags) &&
 	       (!to_move || (pg_movable(flags) && !(flags & PG_HUGE)));
 	if (data) {
-		bit_set(r->populated, pg);
+		bit_set(&r->populated, pg);
 		__atomic_fetch_or(&ch->flags, CHUNK_WANTED, __ATOMIC_RELEASE);
 	}
 	store_release(&ch->cls_state, CLS_NEW);

@@ -24,7 +24,7 @@ int core_fault_zero(struct mover *m, struct plan_region *r, size_t pg)
 
 	if (ret == -EEXIST)
 		return uffd_wake(m->uffd, dst, PAGE_SZ);
-	if (ret || bit_test(r->discarded, pg))
+	if (ret || bit_test(&r->discarded, pg))
 		return ret;
 	count_add(&m->cnt.zeroed, PAGE_SZ);
 	count_sub(&m->cnt.skipped, PAGE_SZ);
@@ -181,7 +181,7 @@ static int fault_move_page(struct mover *m, struct plan_region *r, size_t c,
 	}
 	fills_end(&m->fills, fill);
 	if (!ret) {
-		bit_set(r->fault_moved, pg);	/* counted: see mover_fill.c */
+		bit_set(&r->fault_moved, pg);	/* counted: see mover_fill.c */
 		count_add(&m->cnt.moved, PAGE_SZ);
 		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
 	} else if (ret == -EEXIST) {

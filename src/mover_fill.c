@@ -101,7 +101,7 @@ static void count_unreported_move(struct mover *m, const struct xfer *x)
 {
 	uint8_t flags;
 
-	if (!bit_test(x->r->fault_moved, x->pos) &&
+	if (!bit_test(&x->r->fault_moved, x->pos) &&
 	    !pm_flags(&m->pm, x->from + x->pos * PAGE_SZ, 1, false, &flags) &&
 	    !pg_populated(flags))
 		count_add(&m->cnt.moved, PAGE_SZ);

@@ -1,9 +1,42 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
+#include "mem.h"
 #include "plan.h"
 #include "util.h"
+
+/*
+ * The bits of a region @len long. Mapped, not calloc()ed: for 16 GiB each
+ * map is 512 KiB, and a calloc() that reuses freed memory clears it all at
+ * accept, downtime that grows with guest RAM (up to 6 ms here, where first
+ * touch is slow). Mapped, only the pages a bit is set in get memory.
+ */
+int bits_init(struct page_bits *b, uint64_t len)
+{
+	size_t words = MAX((len / PAGE_SZ + 63) / 64, 1);
+	size_t pages = (words + BITS_PAGE_WORDS - 1) / BITS_PAGE_WORDS;
+
+	b->len = pages * PAGE_SZ;
+	b->words = mem_map(b->len);
+	b->backed = calloc((pages + 63) / 64, sizeof(uint64_t));
+	b->full = calloc((words / (BITS_BLOCK / 64) + 64) / 64,
+			 sizeof(uint64_t));
+	if (b->words && b->backed && b->full)
+		return 0;
+	bits_fini(b);
+	return -ENOMEM;
+}
+
+void bits_fini(struct page_bits *b)
+{
+	if (b->words)
+		munmap(b->words, b->len);
+	free(b->backed);
+	free(b->full);
+	*b = (struct page_bits){ 0 };
+}
 
 static int by_dst(const void *a, const void *b)
 {
@@ -23,16 +56,14 @@ int plan_init(struct plan *p, const struct plan_input *in, size_t n)
 	p->nregions = n;
 	for (i = 0; i < n; i++) {
 		struct plan_region *r = &p->regions[i];
-		size_t words = (in[i].len / PAGE_SZ + 63) / 64;
 
 		r->src = in[i].src;
 		r->dst = in[i].dst;
 		r->len = in[i].len;
 		r->thp = in[i].thp;
-		r->populated = calloc(words, sizeof(uint64_t));
-		r->discarded = calloc(words, sizeof(uint64_t));
-		r->fault_moved = calloc(words, sizeof(uint64_t));
-		if (!r->populated || !r->discarded || !r->fault_moved)
+		if (bits_init(&r->populated, r->len) ||
+		    bits_init(&r->discarded, r->len) ||
+		    bits_init(&r->fault_moved, r->len))
 			goto nomem;
 		p->bytes_total += r->len;
 	}
@@ -64,9 +95,11 @@ void plan_fini(struct plan *p)
 	size_t i;
 
 	for (i = 0; p->regions && i < p->nregions; i++) {
-		free(p->regions[i].populated);
-		free(p->regions[i].discarded);
-		free(p->regions[i].fault_moved);
+		struct plan_region *r = &p->regions[i];
+
+		bits_fini(&r->populated);
+		bits_fini(&r->discarded);
+		bits_fini(&r->fault_moved);
 	}
 	free(p->regions);
 	free(p->chunks);
@@ -119,8 +152,8 @@ void plan_chunk_range(const struct plan *p, size_t c, uint64_t *start,
 /* Pages of word @w that are wanted (@want) or not. */
 static uint64_t wanted_bits(const struct plan_region *r, size_t w, bool want)
 {
-	uint64_t bits = load_acquire(&r->populated[w]) &
-			~load_acquire(&r->discarded[w]);
+	uint64_t bits = bits_word(&r->populated, w) &
+			~bits_word(&r->discarded, w);
 
 	return want ? bits : ~bits;
 }
@@ -159,7 +192,7 @@ bool plan_any_discarded(const struct plan_region *r, size_t pos, size_t end)
 	uint64_t bits;
 
 	while (pos < end) {
-		bits = load_acquire(&r->discarded[pos / 64]) &
+		bits = bits_word(&r->discarded, pos / 64) &
 		       (~0ULL << (pos % 64));
 		if (end - ALIGN_DOWN(pos, 64) < 64)
 			bits &= (1ULL << (end % 64)) - 1;
@@ -182,9 +215,9 @@ uint64_t plan_discard(struct plan *p, uint64_t dst, uint64_t len)
 		for (a = ALIGN_UP(lo, PAGE_SZ); a < hi; a += PAGE_SZ) {
 			size_t pg = (a - r->dst) / PAGE_SZ;
 
-			if (bit_test(r->discarded, pg))
+			if (bit_test(&r->discarded, pg))
 				continue;
-			bit_set(r->discarded, pg);
+			bit_set(&r->discarded, pg);
 			lost += PAGE_SZ;
 		}
 	}
@@ -196,7 +229,8 @@ static uint64_t low_bits(uint64_t v, size_t cnt)
 	return cnt >= 64 ? v : v & ((1ULL << cnt) - 1);
 }
 
-void bits_get(const uint64_t *map, size_t first, uint64_t *out, size_t n)
+void bits_get(const struct page_bits *b, size_t first, uint64_t *out,
+	      size_t n)
 {
 	size_t w, p, sh, cnt;
 	uint64_t v;
@@ -205,29 +239,36 @@ void bits_get(const uint64_t *map, size_t first, uint64_t *out, size_t n)
 		p = first + w * 64;
 		sh = p % 64;
 		cnt = MIN(64, n - w * 64);
-		v = __atomic_load_n(&map[p / 64], __ATOMIC_ACQUIRE) >> sh;
+		v = bits_word(b, p / 64) >> sh;
 		/* The next word only if the range reaches into it. */
 		if (sh && sh + cnt > 64)
-			v |= __atomic_load_n(&map[p / 64 + 1],
-					     __ATOMIC_ACQUIRE) << (64 - sh);
+			v |= bits_word(b, p / 64 + 1) << (64 - sh);
 		out[w] = low_bits(v, cnt);
 	}
 }
 
-void bits_or(uint64_t *map, size_t first, const uint64_t *in, size_t n)
+void bits_or(struct page_bits *b, size_t first, const uint64_t *in,
+	     size_t n)
 {
 	size_t w, p, sh;
 	uint64_t v;
 
+	if (first % BITS_BLOCK == 0 && n == BITS_BLOCK) {
+		for (w = 0; w < BITS_BLOCK / 64 && in[w] == ~0ULL; w++)
+			;
+		if (w == BITS_BLOCK / 64) {
+			bits_mark(b->full, first / BITS_BLOCK);
+			return;
+		}
+	}
 	for (w = 0; w * 64 < n; w++) {
 		p = first + w * 64;
 		sh = p % 64;
 		v = low_bits(in[w], MIN(64, n - w * 64));
 		if (!v)
 			continue;
-		__atomic_fetch_or(&map[p / 64], v << sh, __ATOMIC_RELEASE);
+		bits_or_word(b, p / 64, v << sh);
 		if (sh && v >> (64 - sh))
-			__atomic_fetch_or(&map[p / 64 + 1], v >> (64 - sh),
-					  __ATOMIC_RELEASE);
+			bits_or_word(b, p / 64 + 1, v >> (64 - sh));
 	}
 }

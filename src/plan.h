@@ -47,15 +47,31 @@ struct chunk {
 	uint16_t counted;	/* populated pages counted at accept */
 };
 
+/*
+ * One bit per page of a region. Its words are mapped, not allocated
+ * (plan.c), and a page of them is never read before a bit in it is set
+ * (@backed says where): on a kernel without the shared zero page, as this
+ * VM's, a read gives a page memory too, and a sparse guest would pay a
+ * page fault per 128 MiB of its size in each bitmap. A block of 512 bits
+ * set whole at once (a chunk with data in every page) is one bit in @full
+ * and needs no page at all.
+ */
+struct page_bits {
+	uint64_t *words;
+	uint64_t *backed;	/* per page of @words: a bit was set in it */
+	uint64_t *full;		/* per BITS_BLOCK bits: all set */
+	size_t len;		/* bytes mapped at @words */
+};
+
 struct plan_region {
 	uint64_t src;		/* in the source */
 	uint64_t dst;		/* in the target */
 	uint64_t len;
 	size_t first_chunk;
 	size_t nchunks;
-	uint64_t *populated;	/* per page: has data in the source */
-	uint64_t *discarded;	/* per page: removed by the target */
-	uint64_t *fault_moved;	/* per page: moved alone by a fault */
+	struct page_bits populated;	/* has data in the source */
+	struct page_bits discarded;	/* removed by the target */
+	struct page_bits fault_moved;	/* moved alone by a fault */
 	bool thp;		/* target wants THP here */
 };
 
@@ -97,27 +113,66 @@ static inline struct plan_region *plan_region_of(const struct plan *p,
 }
 
 /* Page bitmaps: index is the page number within the region. */
-static inline bool bit_test(const uint64_t *map, size_t i)
+#define BITS_PAGE_WORDS	(4096 / sizeof(uint64_t))	/* a 4 KiB page of words */
+#define BITS_BLOCK	512				/* a chunk's pages */
+
+int bits_init(struct page_bits *b, uint64_t len);
+void bits_fini(struct page_bits *b);
+
+static inline bool bits_marked(const uint64_t *marks, size_t i)
 {
-	return __atomic_load_n(&map[i / 64], __ATOMIC_ACQUIRE) >> (i % 64) & 1;
+	return __atomic_load_n(&marks[i / 64], __ATOMIC_ACQUIRE) >> (i % 64) & 1;
 }
 
-static inline void bit_set(uint64_t *map, size_t i)
+static inline void bits_mark(uint64_t *marks, size_t i)
 {
-	__atomic_fetch_or(&map[i / 64], 1ULL << (i % 64), __ATOMIC_RELEASE);
+	uint64_t mark = 1ULL << (i % 64);
+
+	if (!(__atomic_load_n(&marks[i / 64], __ATOMIC_RELAXED) & mark))
+		__atomic_fetch_or(&marks[i / 64], mark, __ATOMIC_RELEASE);
 }
 
-/* Bits [first, first + n) of @map into @out, bit 0 of out[0] being
+/* Word @w of @b (bits 64 w .. 64 w + 63): 0 where no bit was ever set. */
+static inline uint64_t bits_word(const struct page_bits *b, size_t w)
+{
+	if (bits_marked(b->full, w / (BITS_BLOCK / 64)))
+		return ~0ULL;
+	if (!bits_marked(b->backed, w / BITS_PAGE_WORDS))
+		return 0;
+	return __atomic_load_n(&b->words[w], __ATOMIC_ACQUIRE);
+}
+
+/* OR @v into word @w. The page is marked backed first: whoever sees the
+ * bit has seen that too. */
+static inline void bits_or_word(struct page_bits *b, size_t w, uint64_t v)
+{
+	bits_mark(b->backed, w / BITS_PAGE_WORDS);
+	__atomic_fetch_or(&b->words[w], v, __ATOMIC_RELEASE);
+}
+
+static inline bool bit_test(const struct page_bits *b, size_t i)
+{
+	return bits_word(b, i / 64) >> (i % 64) & 1;
+}
+
+static inline void bit_set(struct page_bits *b, size_t i)
+{
+	bits_or_word(b, i / 64, 1ULL << (i % 64));
+}
+
+/* Bits [first, first + n) of @b into @out, bit 0 of out[0] being
  * @first: a word at a time. */
-void bits_get(const uint64_t *map, size_t first, uint64_t *out, size_t n);
+void bits_get(const struct page_bits *b, size_t first, uint64_t *out,
+	      size_t n);
 /* OR @in (bit 0 of in[0] for @first) into bits [first, first + n) of
- * @map: one atomic per word touched, not per bit. */
-void bits_or(uint64_t *map, size_t first, const uint64_t *in, size_t n);
+ * @b: one atomic per word touched, not per bit. */
+void bits_or(struct page_bits *b, size_t first, const uint64_t *in,
+	     size_t n);
 
 /* Page @i has data the target still wants. */
 static inline bool plan_page_wanted(const struct plan_region *r, size_t i)
 {
-	return bit_test(r->populated, i) && !bit_test(r->discarded, i);
+	return bit_test(&r->populated, i) && !bit_test(&r->discarded, i);
 }
 
 /*

@@ -288,7 +288,7 @@ static bool window_empty(const struct mover *m, const struct window *w,
 	       load_acquire(&m->plan.chunks[w->first + i].cls_state) == CLS_NEW;
 }
 
-/* With PAGEMAP_SCAN: one look per mapped stretch, to the window's end. */
+/* With PAGEMAP_SCAN: one look per stretch of empty chunks. */
 static bool window_maps_scan(struct mover *m, const struct window *w)
 {
 	uint64_t start, end, from = 0, mapped_end = 0, unused, lim;
@@ -301,9 +301,16 @@ static bool window_maps_scan(struct mover *m, const struct window *w)
 		plan_chunk_range(&m->plan, w->first + i, &start, &end);
 		if (start >= from && end <= mapped_end)
 			continue;	/* seen mapped by the last look */
+		/* To the end of this stretch of empty chunks only: past it,
+		 * the walk would visit every entry of the page tables of
+		 * chunks with data, 512 each for small pages. */
 		r = plan_region_of(&m->plan, w->first + i);
-		last = MIN(r->first_chunk + r->nchunks, w->first + w->n) - 1;
-		plan_chunk_range(&m->plan, last, &unused, &lim);
+		last = i;
+		while (last + 1 < w->n &&
+		       w->first + last + 1 < r->first_chunk + r->nchunks &&
+		       window_empty(m, w, last + 1))
+			last++;
+		plan_chunk_range(&m->plan, w->first + last, &unused, &lim);
 		from = start;
 		if (pm_mapped_end(&m->pm, start, lim, &mapped_end) ||
 		    end > mapped_end)

@@ -279,13 +279,27 @@ static int count_window(struct window *w)
 	return 0;
 }
 
-/* Is chunk @i of @w one to look at: empty, and not classified by a fault
- * (it may have arrived and been freed in the source since)? */
-static bool window_empty(const struct mover *m, const struct window *w,
-			 size_t i)
+/* Is chunk @i of @w one to look at, and to finish: empty? */
+static bool window_empty(const struct window *w, size_t i)
 {
-	return !w->pages[i] &&
-	       load_acquire(&m->plan.chunks[w->first + i].cls_state) == CLS_NEW;
+	return !w->pages[i];
+}
+
+/*
+ * Chunks of @w that a fault classifies, or classified, are not ours: they
+ * may have arrived and been freed in the source since. Decided once, before
+ * the look at what is mapped: a chunk a fault let go of in between must
+ * not be finished unlooked at.
+ */
+static void window_leave_classified(const struct mover *m, struct window *w)
+{
+	size_t i;
+
+	for (i = 0; i < w->n; i++)
+		if (!w->pages[i] &&
+		    load_acquire(&m->plan.chunks[w->first + i].cls_state) !=
+		    CLS_NEW)
+			w->pages[i] = UINT16_MAX;
 }
 
 /* With PAGEMAP_SCAN: one look per stretch of empty chunks. */
@@ -296,7 +310,7 @@ static bool window_maps_scan(struct mover *m, const struct window *w)
 	size_t i, last;
 
 	for (i = 0; i < w->n; i++) {
-		if (!window_empty(m, w, i))
+		if (!window_empty(w, i))
 			continue;
 		plan_chunk_range(&m->plan, w->first + i, &start, &end);
 		if (start >= from && end <= mapped_end)
@@ -308,7 +322,7 @@ static bool window_maps_scan(struct mover *m, const struct window *w)
 		last = i;
 		while (last + 1 < w->n &&
 		       w->first + last + 1 < r->first_chunk + r->nchunks &&
-		       window_empty(m, w, last + 1))
+		       window_empty(w, last + 1))
 			last++;
 		plan_chunk_range(&m->plan, w->first + last, &unused, &lim);
 		from = start;
@@ -337,7 +351,7 @@ static bool window_maps(struct mover *m, const struct window *w)
 	if (!m->pull)
 		return true;
 	for (i = 0; i < w->n; i++) {
-		if (!window_empty(m, w, i))
+		if (!window_empty(w, i))
 			continue;
 		plan_chunk_range(&m->plan, w->first + i, &start, &end);
 		remote[n++] = (struct iovec){ (void *)(uintptr_t)start, 1 };
@@ -397,11 +411,13 @@ static void scan_window(struct mover *m, size_t win)
 	 * is classified alone, which finds and reports it. A source that
 	 * died may have shown us an empty page map: believe it only if it
 	 * is still the one we authenticated after the scan. */
-	if (count_window(&w) ||
-	    !window_maps(m, &w) || (m->pull && core_source_alive(m)))
+	if (count_window(&w))
+		return;
+	window_leave_classified(m, &w);
+	if (!window_maps(m, &w) || (m->pull && core_source_alive(m)))
 		return;
 	for (i = 0; i < w.n; i++)
-		if (!w.pages[i])
+		if (window_empty(&w, i))
 			finish_empty(m, w.first + i, &f);
 	/* Once per window: these counters are shared by every mover. */
 	count_sub(&m->cnt.populated, f.counted);

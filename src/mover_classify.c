@@ -125,6 +125,7 @@ static void read_class(struct mover *m, size_t c, uint64_t start, size_t n,
 	size_t i, first = (start - r->src) / PAGE_SZ;
 	bool last_look = false;
 	uint64_t until = 0;
+	uint16_t seen = core_neighbour_moves(m, c);
 
 again:
 	if (pm_flags(&m->pm, start, n, excl, flags)) {
@@ -138,19 +139,26 @@ again:
 	classify_chunk(flags, n, pinned, cls);
 	/*
 	 * A MOVE that splits a large folio holds its pages under migration
-	 * entries meanwhile, which read as swapped: a folio that straddles
-	 * two chunks (an mremap() by less than 2 MiB) shows them in this
-	 * chunk while a MOVE runs in the other. Look again while one runs
-	 * there, and once after, before copying.
+	 * entries meanwhile, which read as swapped, and may show them mapped
+	 * more than once: a folio that straddles two chunks (an mremap() by
+	 * less than 2 MiB) shows them in this chunk while a MOVE runs in the
+	 * other. Look again while one runs there or one started since the
+	 * last look, and once after, before copying. (A page truly shared,
+	 * as after fork(), costs a second look only next to a MOVE.)
 	 */
-	if (excl && !cls->movable && (flags[cls->first_unmovable] & PG_SWAPPED) &&
-	    !last_look) {
-		if (!until)
-			until = now_ns() + SPLIT_WAIT_NS;
-		if (!core_neighbour_moving(m, c) || now_ns() >= until)
-			last_look = true;
-		usleep(SPLIT_LOOK_US);
-		goto again;
+	if (excl && !cls->movable && !last_look) {
+		uint8_t f = flags[cls->first_unmovable];
+		bool busy = core_neighbour_busy(m, c, &seen);
+
+		if ((f & PG_SWAPPED) ||
+		    ((f & PG_PRESENT) && !(f & PG_EXCL) && busy)) {
+			if (!until)
+				until = now_ns() + SPLIT_WAIT_NS;
+			if (!busy || now_ns() >= until)
+				last_look = true;
+			usleep(SPLIT_LOOK_US);
+			goto again;
+		}
 	}
 }
 

@@ -29,6 +29,7 @@ struct xfer {
 	unsigned int delay;	/* backoff, see on_enoent() */
 	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
 	uint64_t busy_until;	/* EBUSY retries, see on_move_refused() */
+	uint16_t busy_seen;	/* core_neighbour_moves() before the MOVE */
 	bool busy_retried;
 };
 
@@ -88,7 +89,15 @@ bool core_page_has_data(struct mover *m, struct plan_region *r, size_t c,
  */
 static inline void core_moving(struct mover *m, size_t c, bool on)
 {
-	__atomic_store_n(&m->plan.chunks[c].moving, on, __ATOMIC_SEQ_CST);
+	struct chunk *ch = &m->plan.chunks[c];
+
+	/* Counted: a fault's MOVE of one page may run beside a pusher's. */
+	if (on) {
+		__atomic_fetch_add(&ch->moves, 1, __ATOMIC_SEQ_CST);
+		__atomic_fetch_add(&ch->moving, 1, __ATOMIC_SEQ_CST);
+	} else {
+		__atomic_fetch_sub(&ch->moving, 1, __ATOMIC_SEQ_CST);
+	}
 }
 
 /* The longest a neighbour's MOVE is waited for, as long as a split may
@@ -104,6 +113,35 @@ static inline bool core_neighbour_moving(const struct mover *m, size_t c)
 	       (c + 1 < m->plan.nchunks &&
 		__atomic_load_n(&m->plan.chunks[c + 1].moving,
 				__ATOMIC_SEQ_CST));
+}
+
+/* The MOVEs started in the neighbours of chunk @c so far (mod 256 each). */
+static inline uint16_t core_neighbour_moves(const struct mover *m, size_t c)
+{
+	uint16_t prev = c > 0 ?
+		__atomic_load_n(&m->plan.chunks[c - 1].moves,
+				__ATOMIC_SEQ_CST) : 0;
+	uint16_t next = c + 1 < m->plan.nchunks ?
+		__atomic_load_n(&m->plan.chunks[c + 1].moves,
+				__ATOMIC_SEQ_CST) : 0;
+
+	return (uint16_t)(prev | next << 8);
+}
+
+/*
+ * May a neighbour of chunk @c still be splitting a folio they share: a
+ * MOVE runs there, or one started since *@seen (which is brought up to
+ * date)? A neighbour moves a chunk in several ioctls, and the moment
+ * between two of them is no sign that it is done.
+ */
+static inline bool core_neighbour_busy(const struct mover *m, size_t c,
+				       uint16_t *seen)
+{
+	uint16_t moves = core_neighbour_moves(m, c);
+	bool busy = core_neighbour_moving(m, c) || moves != *seen;
+
+	*seen = moves;
+	return busy;
 }
 
 /* May a fault move source page @src alone, its chunk not classified? */

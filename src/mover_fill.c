@@ -69,6 +69,7 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 	/* No ALLOW_SRC_HOLES: it reports a hole as moved, and DONE would
 	 * then miss a page that the count says is there. */
 	if (move) {
+		x->busy_seen = core_neighbour_moves(m, x->c);
 		core_moving(m, x->c, true);
 		ret = uffd_move(m->uffd, dst, src, *len, 0, done);
 		core_moving(m, x->c, false);
@@ -200,14 +201,15 @@ static enum step on_move_enoent(struct mover *m, struct xfer *x, size_t len)
  * The rest of the chunk is copied. But a large folio that straddles two
  * chunks (an mremap() by less than 2 MiB) is refused too while a MOVE in
  * the neighbour chunk splits it: EBUSY is tried again while one runs
- * there (bounded: a preempted splitter took 7 ms here), and once after.
+ * there or started since ours (bounded: a preempted splitter took 7 ms
+ * here), and once after.
  */
 static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 {
 	if (ret == -EBUSY) {
 		if (!x->busy_until)
 			x->busy_until = now_ns() + SPLIT_WAIT_NS;
-		if (core_neighbour_moving(m, x->c) &&
+		if (core_neighbour_busy(m, x->c, &x->busy_seen) &&
 		    now_ns() < x->busy_until) {
 			if (x->may_wait)
 				usleep(BACKOFF_MIN_US);

@@ -40,7 +40,8 @@ struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */
 	uint8_t cls_state;	/* enum chunk_cls, atomic */
 	uint8_t flags;		/* CHUNK_*, valid once CLS_READY */
-	uint8_t moving;		/* atomic: a MOVE ioctl runs in it */
+	uint8_t moving;		/* atomic: MOVE ioctls running in it */
+	uint8_t moves;		/* atomic: MOVE ioctls started, mod 256 */
 	uint16_t region;
 	uint16_t resume;	/* pages already handed over, from its start;
 				   written by the thread that holds it */

@@ -55,6 +55,7 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 	m->pinned = cfg->pinned;
 	m->npinned = cfg->npinned;
 	m->prim = PRIM_UNDECIDED;
+	m->quiet_wait_us = QUIET_WAIT_US;
 	if (cfg->mode == UFFDMOVE_MODE_COPY) {
 		m->prim = PRIM_COPY;
 		m->why_not_move = UFFDMOVE_WHY_MODE_COPY;
@@ -232,6 +233,42 @@ void core_record_move_failure(struct mover *m, uint64_t src, bool shared)
 				(unsigned long long)src);
 	}
 	pthread_mutex_unlock(&m->lock);
+}
+
+/*
+ * Huge folios that straddle two chunks (doc/design.md): while a MOVE in
+ * one chunk splits such a folio, a MOVE in the other is refused (EBUSY)
+ * and its class sees migration entries, or pages mapped twice. A split
+ * lasts as long as its thread waits for a CPU: 7 ms here beside busy
+ * threads. Refusals came too with no MOVE beside (twice in a row, on an
+ * intact folio) and passed within microseconds, so quiet neighbours are
+ * waited for as well, from a budget per session that a page truly pinned
+ * or shared spends once. Naps double, jittered: two chunks that refuse
+ * each other must not try again in step. The thread that reads events
+ * takes only short naps, and only beside a MOVE: faults wait for it.
+ */
+bool core_split_wait(struct mover *m, size_t c, struct split_wait *w,
+		     bool reader)
+{
+	uint64_t now = now_ns();
+	bool busy = core_neighbour_busy(m, c, &w->seen);
+	unsigned int nap;
+
+	if (!w->until) {
+		w->until = now + SPLIT_WAIT_NS;
+		w->nap_us = SPLIT_NAP_MIN_US;
+	}
+	if (now >= w->until)
+		return false;
+	nap = w->nap_us + (unsigned int)(now / 1000 % w->nap_us);
+	if (!busy && (reader ||
+		      __atomic_sub_fetch(&m->quiet_wait_us, nap,
+					 __ATOMIC_RELAXED) < 0))
+		return false;
+	usleep(nap);
+	if (!reader)	/* a fault waits for the reader's naps */
+		w->nap_us = MIN(2 * w->nap_us, SPLIT_NAP_MAX_US);
+	return true;
 }
 
 uint64_t mover_discard_raced(struct mover *m, uint64_t *start, uint64_t *len)

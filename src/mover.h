@@ -80,6 +80,7 @@ struct mover {
 	struct counters cnt;
 	struct hist lat;
 	struct fills fills;		/* see fills.h */
+	int64_t quiet_wait_us;		/* atomic: see core_split_wait() */
 
 	size_t cursor;			/* atomic: next chunk to push in order */
 	pthread_mutex_t lock;		/* urgent queue, outbox, error */

@@ -16,9 +16,6 @@
 #include "mover_core.h"
 #include "util.h"
 
-/* How often a class that saw migration entries looks again (read_class()). */
-#define SPLIT_LOOK_US	25
-
 static bool overlaps_pinned(const struct mover *m, uint64_t start,
 			    uint64_t end)
 {
@@ -115,7 +112,8 @@ static void publish(struct mover *m, struct chunk *ch, size_t n,
  * it does not make the rest copy.
  */
 static void read_class(struct mover *m, size_t c, uint64_t start, size_t n,
-		       bool pinned, uint8_t *flags, struct chunk_class *cls)
+		       bool pinned, bool reader, uint8_t *flags,
+		       struct chunk_class *cls)
 {
 	const struct plan_region *r = plan_region_of(&m->plan, c);
 	/* Exclusivity matters only while MOVE is still a candidate. */
@@ -123,9 +121,8 @@ static void read_class(struct mover *m, size_t c, uint64_t start, size_t n,
 		    load_acquire(&m->prim) != PRIM_COPY;
 	uint64_t bits[CHUNK_PAGES / 64];
 	size_t i, first = (start - r->src) / PAGE_SZ;
+	struct split_wait wait = { .seen = core_neighbour_moves(m, c) };
 	bool last_look = false;
-	uint64_t until = 0;
-	uint16_t seen = core_neighbour_moves(m, c);
 
 again:
 	if (pm_flags(&m->pm, start, n, excl, flags)) {
@@ -142,27 +139,21 @@ again:
 	 * entries meanwhile, which read as swapped, and may show them mapped
 	 * more than once: a folio that straddles two chunks (an mremap() by
 	 * less than 2 MiB) shows them in this chunk while a MOVE runs in the
-	 * other. Look again while one runs there or one started since the
-	 * last look, and once after, before copying. (A page truly shared,
-	 * as after fork(), costs a second look only next to a MOVE.)
+	 * other. Look again while core_split_wait() says, and once after,
+	 * before copying.
 	 */
 	if (excl && !cls->movable && !last_look) {
 		uint8_t f = flags[cls->first_unmovable];
-		bool busy = core_neighbour_busy(m, c, &seen);
 
-		if ((f & PG_SWAPPED) ||
-		    ((f & PG_PRESENT) && !(f & PG_EXCL) && busy)) {
-			if (!until)
-				until = now_ns() + SPLIT_WAIT_NS;
-			if (!busy || now_ns() >= until)
+		if ((f & PG_SWAPPED) || ((f & PG_PRESENT) && !(f & PG_EXCL))) {
+			if (!core_split_wait(m, c, &wait, reader))
 				last_look = true;
-			usleep(SPLIT_LOOK_US);
 			goto again;
 		}
 	}
 }
 
-int core_classify(struct mover *m, size_t c)
+int core_classify(struct mover *m, size_t c, bool reader)
 {
 	struct chunk *ch = &m->plan.chunks[c];
 	struct plan_region *r = plan_region_of(&m->plan, c);
@@ -179,7 +170,7 @@ int core_classify(struct mover *m, size_t c)
 	n = (end - start) / PAGE_SZ;
 	first = (start - r->src) / PAGE_SZ;
 	pinned = overlaps_pinned(m, start, end);
-	read_class(m, c, start, n, pinned, flags, &cls);
+	read_class(m, c, start, n, pinned, reader, flags, &cls);
 	memset(bits, 0, sizeof(bits));
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))

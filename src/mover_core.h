@@ -8,6 +8,13 @@
 
 #include "mover.h"
 
+/* A wait for a folio shared with a neighbour chunk, see core_split_wait(). */
+struct split_wait {
+	uint64_t until;		/* 0: not begun */
+	unsigned int nap_us;	/* the next nap */
+	uint16_t seen;		/* core_neighbour_moves() at the last look */
+};
+
 /* One chunk's hand-over in progress: where it is, and how it goes. */
 struct xfer {
 	size_t c;		/* the chunk */
@@ -28,8 +35,7 @@ struct xfer {
 	bool yielded;		/* given back for them */
 	unsigned int delay;	/* backoff, see on_enoent() */
 	uint64_t spin_until;	/* EAGAIN spin, see on_eagain() */
-	uint64_t busy_until;	/* EBUSY retries, see on_move_refused() */
-	uint16_t busy_seen;	/* core_neighbour_moves() before the MOVE */
+	struct split_wait busy;	/* EBUSY retries, see on_move_refused() */
 	bool busy_retried;
 };
 
@@ -74,8 +80,9 @@ void core_wait_events_read(struct mover *m, uint64_t seen);
  * finish the chunks in it that hold nothing (mover_classify.c). */
 void core_scan_ahead(struct mover *m, size_t c);
 /* Classify chunk @c once; other threads wait for the one doing it.
- * 0, or (pulling) -EFAULT when the source maps nothing there. */
-int core_classify(struct mover *m, size_t c);
+ * @reader: the thread that reads events calls. 0, or (pulling) -EFAULT
+ * when the source maps nothing there. */
+int core_classify(struct mover *m, size_t c, bool reader);
 /* Before chunk @c is classified: does page @pg of @r hold data (and, with
  * @to_move, may it move alone)? If so it is marked wanted, and the class
  * will count it. */
@@ -100,10 +107,14 @@ static inline void core_moving(struct mover *m, size_t c, bool on)
 	}
 }
 
-/* The longest a neighbour's MOVE is waited for, as long as a split may
- * last (a preempted splitter took 7 ms here); see mover_fill.c
- * on_move_refused() and mover_classify.c read_class(). */
+/* The longest a chunk waits for a split, as long as one may last (a
+ * preempted splitter took 7 ms here); see core_split_wait(). */
 #define SPLIT_WAIT_NS	(50 * 1000 * 1000ULL)
+/* Its naps: from a moment to about a split's usual length. */
+#define SPLIT_NAP_MIN_US	25
+#define SPLIT_NAP_MAX_US	1000
+/* What all chunks together may wait while no neighbour moves. */
+#define QUIET_WAIT_US	(100 * 1000)
 
 /* Does a MOVE run in a neighbour of chunk @c? */
 static inline bool core_neighbour_moving(const struct mover *m, size_t c)
@@ -143,6 +154,16 @@ static inline bool core_neighbour_busy(const struct mover *m, size_t c,
 	*seen = moves;
 	return busy;
 }
+
+/*
+ * Chunk @c's MOVE was refused (EBUSY), or its class saw a page under
+ * migration or mapped twice: nap, and say whether to look again. Waits
+ * while a neighbour moves, as long as a split may last; and, rationed per
+ * session and unless @reader (the thread that reads events), while none
+ * does. false: give up.
+ */
+bool core_split_wait(struct mover *m, size_t c, struct split_wait *w,
+		     bool reader);
 
 /* May a fault move source page @src alone, its chunk not classified? */
 bool core_page_may_move(const struct mover *m, uint64_t src);

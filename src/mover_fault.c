@@ -226,7 +226,7 @@ int mover_fault(struct mover *m, uint64_t addr)
 	if (by_page || alone)
 		data = core_page_has_data(m, r, (size_t)c, pg, alone);
 	if (!data) {
-		ret = core_classify(m, (size_t)c);
+		ret = core_classify(m, (size_t)c, true);
 		if (ret)
 			return ret;	/* never a zero page for an unreadable source */
 		alone = alone && core_wants_move(m, ch) &&

@@ -69,7 +69,7 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 	/* No ALLOW_SRC_HOLES: it reports a hole as moved, and DONE would
 	 * then miss a page that the count says is there. */
 	if (move) {
-		x->busy_seen = core_neighbour_moves(m, x->c);
+		x->busy.seen = core_neighbour_moves(m, x->c);
 		core_moving(m, x->c, true);
 		ret = uffd_move(m->uffd, dst, src, *len, 0, done);
 		core_moving(m, x->c, false);
@@ -200,21 +200,14 @@ static enum step on_move_enoent(struct mover *m, struct xfer *x, size_t len)
  * MOVE refused: pinned or shared after all (EBUSY), or cross-mm (EINVAL).
  * The rest of the chunk is copied. But a large folio that straddles two
  * chunks (an mremap() by less than 2 MiB) is refused too while a MOVE in
- * the neighbour chunk splits it: EBUSY is tried again while one runs
- * there or started since ours (bounded: a preempted splitter took 7 ms
- * here), and once after.
+ * the neighbour chunk splits it: EBUSY is tried again while
+ * core_split_wait() says, and once after.
  */
 static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 {
 	if (ret == -EBUSY) {
-		if (!x->busy_until)
-			x->busy_until = now_ns() + SPLIT_WAIT_NS;
-		if (core_neighbour_busy(m, x->c, &x->busy_seen) &&
-		    now_ns() < x->busy_until) {
-			if (x->may_wait)
-				usleep(BACKOFF_MIN_US);
+		if (core_split_wait(m, x->c, &x->busy, !x->may_wait))
 			return STEP_NEXT;
-		}
 		if (!x->busy_retried) {
 			x->busy_retried = true;
 			return STEP_NEXT;
@@ -240,7 +233,7 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 	case 0:
 		x->delay = BACKOFF_MIN_US;
 		x->spin_until = 0;
-		x->busy_until = 0;
+		x->busy.until = 0;
 		x->busy_retried = false;
 		x->one = false;
 		x->vanished = 0;
@@ -342,7 +335,7 @@ int core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader)
 	int ret;
 
 	memset(x, 0, sizeof(*x));
-	ret = core_classify(m, c);
+	ret = core_classify(m, c, reader);
 	x->c = c;
 	x->r = plan_region_of(&m->plan, c);
 	plan_chunk_range(&m->plan, c, &x->start, &x->stop);

@@ -96,7 +96,8 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
  * that owns them then finds them in the target. A page found there that
  * is gone from the source was moved by us, and is counted here, unless a
  * fault moved it alone and counted it then. (A fault's copy leaves the
- * source page.)
+ * source page.) Not when pulling: only one MOVE at a time takes from a
+ * staging slot, and a page a fault copied in was never read into it.
  */
 static void count_unreported_move(struct mover *m, const struct xfer *x)
 {
@@ -239,7 +240,7 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 		x->vanished = 0;
 		return STEP_NEXT;
 	case -EEXIST:	/* a racing fault, or another MOVE, put it there */
-		if (x->moving)
+		if (x->moving && !m->pull)
 			count_unreported_move(m, x);
 		uffd_wake(m->uffd, x->r->dst + x->pos * PAGE_SZ, PAGE_SZ);
 		x->pos++;

@@ -231,6 +231,13 @@ static int check_target_stats(const struct target_plan *tp,
 			st->pull_unused_reason, tp->expect_why);
 		return 1;
 	}
+	/* Discards only take pages away: each page arrives once at most. */
+	if (st->bytes_moved + st->bytes_copied > st->bytes_populated) {
+		fprintf(stderr, "  target: moved %" PRIu64 " + copied %" PRIu64
+			" > populated %" PRIu64 "\n", st->bytes_moved,
+			st->bytes_copied, st->bytes_populated);
+		return 1;
+	}
 	printf("  target: faults %" PRIu64 " p50 %" PRIu64 " us p99 %" PRIu64
 	       " us, pulled %" PRIu64 ", moved %" PRIu64 ", copied %" PRIu64
 	       ", thp_moved %" PRIu64 "\n", st->faults,

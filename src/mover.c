@@ -242,9 +242,10 @@ void core_record_move_failure(struct mover *m, uint64_t src, bool shared)
  * lasts as long as its thread waits for a CPU: 7 ms here beside busy
  * threads. Refusals came too with no MOVE beside (twice in a row, on an
  * intact folio) and passed within microseconds, so quiet neighbours are
- * waited for as well, from a budget per session that a page truly pinned
- * or shared spends once. Naps double, jittered: two chunks that refuse
- * each other must not try again in step. The thread that reads events
+ * waited for as well, briefly (faults on the chunk wait for it), from a
+ * budget per session that pages truly pinned or shared spend once. Naps
+ * double, jittered: two chunks that refuse each other must not try again
+ * in step. The thread that reads events
  * takes only short naps, and only beside a MOVE: faults wait for it.
  */
 bool core_split_wait(struct mover *m, size_t c, struct split_wait *w,
@@ -257,14 +258,18 @@ bool core_split_wait(struct mover *m, size_t c, struct split_wait *w,
 	if (!w->until) {
 		w->until = now + SPLIT_WAIT_NS;
 		w->nap_us = SPLIT_NAP_MIN_US;
+		w->quiet_us = 0;
 	}
 	if (now >= w->until)
 		return false;
 	nap = w->nap_us + (unsigned int)(now / 1000 % w->nap_us);
-	if (!busy && (reader ||
-		      __atomic_sub_fetch(&m->quiet_wait_us, nap,
-					 __ATOMIC_RELAXED) < 0))
-		return false;
+	if (!busy) {
+		if (reader || w->quiet_us >= QUIET_CHUNK_US ||
+		    __atomic_sub_fetch(&m->quiet_wait_us, nap,
+				       __ATOMIC_RELAXED) < 0)
+			return false;
+		w->quiet_us += nap;
+	}
 	usleep(nap);
 	if (!reader)	/* a fault waits for the reader's naps */
 		w->nap_us = MIN(2 * w->nap_us, SPLIT_NAP_MAX_US);

@@ -12,6 +12,7 @@
 struct split_wait {
 	uint64_t until;		/* 0: not begun */
 	unsigned int nap_us;	/* the next nap */
+	unsigned int quiet_us;	/* napped while no neighbour moved */
 	uint16_t seen;		/* core_neighbour_moves() at the last look */
 };
 
@@ -113,7 +114,10 @@ static inline void core_moving(struct mover *m, size_t c, bool on)
 /* Its naps: from a moment to about a split's usual length. */
 #define SPLIT_NAP_MIN_US	25
 #define SPLIT_NAP_MAX_US	1000
-/* What all chunks together may wait while no neighbour moves. */
+/* What a chunk, and all chunks together, may wait while no neighbour
+ * moves: a fault on the chunk waits as long (a chunk with one pinned page
+ * made faults wait 50 ms in an attack, when 50 ms was the limit). */
+#define QUIET_CHUNK_US	2000
 #define QUIET_WAIT_US	(100 * 1000)
 
 /* Does a MOVE run in a neighbour of chunk @c? */

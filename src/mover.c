@@ -245,8 +245,8 @@ void core_record_move_failure(struct mover *m, uint64_t src, bool shared)
  * waited for as well, briefly (faults on the chunk wait for it), from a
  * budget per session that pages truly pinned or shared spend once. Naps
  * double, jittered: two chunks that refuse each other must not try again
- * in step. The thread that reads events
- * takes only short naps, and only beside a MOVE: faults wait for it.
+ * in step. The thread that reads events takes only short naps, and only
+ * beside a MOVE: faults wait for it.
  */
 bool core_split_wait(struct mover *m, size_t c, struct split_wait *w,
 		     bool reader)

@@ -43,7 +43,14 @@ int mover_setup(struct mover *m, const struct mover_config *cfg,
 		pthread_mutex_destroy(&m->lock);
 		return err_set(err, ENOMEM, "pthread_cond_init failed");
 	}
+	if (pthread_cond_init(&m->free_cv, NULL)) {
+		pthread_cond_destroy(&m->chunk_cv);
+		pthread_cond_destroy(&m->events_cv);
+		pthread_mutex_destroy(&m->lock);
+		return err_set(err, ENOMEM, "pthread_cond_init failed");
+	}
 	if (fills_init(&m->fills)) {
+		pthread_cond_destroy(&m->free_cv);
 		pthread_cond_destroy(&m->chunk_cv);
 		pthread_cond_destroy(&m->events_cv);
 		pthread_mutex_destroy(&m->lock);
@@ -104,6 +111,7 @@ void mover_fini(struct mover *m)
 	plan_fini(&m->plan);
 	free(m->windows);
 	fills_fini(&m->fills);
+	pthread_cond_destroy(&m->free_cv);
 	pthread_cond_destroy(&m->chunk_cv);
 	pthread_cond_destroy(&m->events_cv);
 	pthread_mutex_destroy(&m->lock);
@@ -156,6 +164,9 @@ void mover_stop(struct mover *m)
 {
 	store_release(&m->stop, true);
 	chunk_wake(m);
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_broadcast(&m->free_cv);
+	pthread_mutex_unlock(&m->lock);
 }
 
 bool mover_stopping(const struct mover *m)

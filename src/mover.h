@@ -98,6 +98,7 @@ struct mover {
 	struct ranges collapse;		/* pull: THP chunks to collapse here */
 	struct ranges to_free;		/* push: chunks in the committed
 					   target, for mover_free_pending() */
+	pthread_cond_t free_cv;		/* with lock: to_free grew, or stop */
 
 	uint64_t events_read;		/* atomic: bumped per read of events */
 	pthread_cond_t events_cv;	/* with lock: signals events_read */
@@ -264,6 +265,11 @@ size_t mover_take_collapse(struct mover *m, struct wire_range *out,
  * calls it until the end, and once more after the pushers stopped.
  */
 bool mover_free_pending(struct mover *m);
+/* Does this session free the source as it goes (MODE_AUTO, pushing to
+ * another process)? Else no chunk is ever queued for freeing. */
+bool mover_frees_pushed(const struct mover *m);
+/* Sleep until chunks are queued for freeing; false once the run stops. */
+bool mover_await_free(struct mover *m);
 /* Snapshot of the counters as public stats (without elapsed time). */
 void mover_stats(const struct mover *m, struct uffdmove_stats *st);
 

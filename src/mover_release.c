@@ -111,12 +111,17 @@ int mover_release(struct mover *m, uint64_t start, uint64_t len,
  * Within one process MOVE frees what it can, and what it could not move
  * (pinned or shared) stays.
  */
+bool mover_frees_pushed(const struct mover *m)
+{
+	return m->mode == UFFDMOVE_MODE_AUTO && !m->same_mm;
+}
+
 void core_release_chunk(struct mover *m, size_t c)
 {
 	uint64_t cs, ce;
 	int ret;
 
-	if (m->mode != UFFDMOVE_MODE_AUTO || m->same_mm)
+	if (!mover_frees_pushed(m))
 		return;
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (!mover_committed(m))
@@ -126,9 +131,20 @@ void core_release_chunk(struct mover *m, size_t c)
 	 * for another thread, so that pushing goes on meanwhile. */
 	pthread_mutex_lock(&m->lock);
 	ret = ranges_add(&m->to_free, cs, ce - cs);
+	if (!ret)
+		pthread_cond_signal(&m->free_cv);
 	pthread_mutex_unlock(&m->lock);
 	if (ret)
 		mover_release(m, cs, ce - cs, false);
+}
+
+bool mover_await_free(struct mover *m)
+{
+	pthread_mutex_lock(&m->lock);
+	while (!m->to_free.n && !mover_stopping(m))
+		pthread_cond_wait(&m->free_cv, &m->lock);
+	pthread_mutex_unlock(&m->lock);
+	return !mover_stopping(m);
 }
 
 #define FREE_BATCH	64
@@ -150,7 +166,7 @@ void mover_release_done(struct mover *m)
 {
 	size_t c;
 
-	if (m->mode != UFFDMOVE_MODE_AUTO || m->pull || m->same_mm)
+	if (!mover_frees_pushed(m) || m->pull)
 		return;
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	for (c = 0; c < m->plan.nchunks; c++)

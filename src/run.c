@@ -18,7 +18,6 @@
 #define FAULT_SPIN_US		50
 #define EVENTS_DENSE_US		(4 * FAULT_SPIN_US)
 #define MSGS_MAX		(4 * RING_MSGS)
-#define RELEASE_IDLE_US		1000	/* releaser: nothing to free, wait */
 #define PUSH_TRIES		8	/* inline pushes in a row after EAGAIN */
 
 static void *pusher_main(void *arg)
@@ -67,15 +66,16 @@ void stats_now(struct uffdmove_source *s, struct uffdmove_stats *st)
  * Frees the chunks that are in the committed target (MODE_AUTO between
  * processes; see mover_free_pending()) while the pushers go on. At the
  * priority of the guest's threads: below them, it would fall behind a
- * busy guest and the host would hold more of it twice.
+ * busy guest and the host would hold more of it twice. It sleeps until a
+ * chunk is queued rather than looking every millisecond: the VMM's CPUs
+ * are its guest's.
  */
 static void *releaser_main(void *arg)
 {
 	struct mover *m = &((struct run *)arg)->s->m;
 
-	while (!mover_stopping(m))
-		if (!mover_free_pending(m))
-			usleep(RELEASE_IDLE_US);
+	while (mover_await_free(m))
+		mover_free_pending(m);
 	return NULL;
 }
 
@@ -95,6 +95,8 @@ static int start_pushers(struct run *run, size_t n)
 		pthread_setname_np(run->pushers[i], "uffdmove-push");
 		run->started++;
 	}
+	if (!mover_frees_pushed(&run->s->m))
+		return 0;	/* nothing will be queued to free */
 	ret = pthread_create(&run->releaser, NULL, releaser_main, run);
 	if (ret)
 		return -ret;

@@ -172,7 +172,7 @@ uint32_t toucher_stop(struct toucher *t, bool wait_end,
 void toucher_abandon(struct toucher *t);
 
 /* Baselines: base-memcpy.c, base-stopcopy.c, base-classic.c,
- * base-copyloop.c */
+ * base-copyloop.c, base-moveloop.c */
 int bench_memcpy(struct guest *g, struct bench_result *r);
 /* b2 (@thp_dst false: into memory with the guest's THP advice) and b2-THP
  * (@thp_dst: into 2 MiB aligned MADV_HUGEPAGE memory), with @threads
@@ -182,6 +182,9 @@ int bench_stopcopy(struct guest *g, struct bench_result *r, bool thp_dst,
 int bench_classic(struct guest *g, struct bench_result *r,
 		  enum touch_mode mode, uint64_t seed, unsigned int busy);
 int bench_copyloop(struct guest *g, struct bench_result *r);
+/* b5: the guest moved into fresh memory, same process; it lives there
+ * afterwards, as after lib-move. */
+int bench_moveloop(struct guest *g, struct bench_result *r);
 
 /* libuffdmove: lib-handoff.c. Cross-process: @pull false sets the target's
  * opts.pull OFF (push, UFFDIO_COPY through the target's uffd); true keeps

@@ -33,7 +33,7 @@
 
 enum scenario {
 	SC_MEMCPY, SC_STOPCOPY, SC_STOPCOPY_THP, SC_CLASSIC, SC_CLASSIC_BUSY,
-	SC_COPYLOOP,
+	SC_COPYLOOP, SC_MOVELOOP,
 	SC_PUSH, SC_PULL, SC_MOVE,
 };
 
@@ -44,6 +44,7 @@ static const char *const sc_name[] = {
 	[SC_CLASSIC] = "b3-classic",
 	[SC_CLASSIC_BUSY] = "b3-busy",
 	[SC_COPYLOOP] = "b4-copyloop",
+	[SC_MOVELOOP] = "b5-moveloop",
 	[SC_PUSH] = "lib-push",
 	[SC_PULL] = "lib-pull",
 	[SC_MOVE] = "lib-move",
@@ -155,9 +156,11 @@ static const char *size_name(size_t len)
 #define C_MOVE1		(1u << 8)
 #define C_MOVE2		(1u << 9)
 #define C_CLASSIC	(1u << 10)
+#define C_MOVELOOP	(1u << 11)	/* b5: the raw same-process MOVE */
 #define C_LIB		(C_PUSH1 | C_PUSH2 | C_PULL1 | C_PULL2 | C_MOVE1 | \
 			 C_MOVE2)
 #define C_ALL		(C_MEMCPY | C_STOPCOPY | C_STOPCOPY2 | C_COPYLOOP | \
+			 C_MOVELOOP | \
 			 C_LIB)
 
 /* The libuffdmove cases of @which (push, pull, MOVE; 1 and 2 threads),
@@ -203,6 +206,8 @@ static void push_group(size_t len, bool thp, unsigned int which)
 	add_stopcopy_cases(g, 0, thp, which);
 	if (which & C_COPYLOOP)
 		add_case(g, SC_COPYLOOP, 0, 1, TOUCH_NONE);
+	if (which & C_MOVELOOP)
+		add_case(g, SC_MOVELOOP, 0, 1, TOUCH_NONE);
 	add_lib_cases(g, 0, which, TOUCH_NONE);
 	if (which & C_CLASSIC)
 		add_case(g, SC_CLASSIC, 0, 1, TOUCH_ALL_SEQ);
@@ -250,7 +255,7 @@ static void plan_quick(void)
 	push_group(256 * MiB, true, C_ALL & ~(C_PUSH1 | C_MOVE1));
 	push_group(1 * GiB, true, C_ALL);
 	push_group(4 * GiB, true, C_STOPCOPY | C_STOPCOPY2 | C_PUSH2 |
-		   C_PULL1 | C_PULL2 | C_MOVE2);
+		   C_PULL1 | C_PULL2 | C_MOVE2 | C_MOVELOOP);
 	push_group(256 * MiB, false, C_ALL & ~C_MOVE1);
 	push_group(1 * GiB, false, C_ALL);
 	push_group(4 * GiB, false, C_PUSH2 | C_PULL2);
@@ -532,6 +537,8 @@ static int run_case(const struct bcase *c, struct guest *g,
 		return bench_classic(g, r, c->touch, seed, c->threads);
 	case SC_COPYLOOP:
 		return bench_copyloop(g, r);
+	case SC_MOVELOOP:
+		return bench_moveloop(g, r);
 	case SC_PUSH:
 		return bench_lib_cross(g, r, false, c->threads, c->touch,
 				       seed);

@@ -218,8 +218,7 @@ int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 #define COUNT_VEC	256
 
 typedef bool (*pg_keep)(uint8_t flags);
-typedef void (*run_fn)(void *arg, uint64_t start, uint64_t end,
-		       uint8_t flags);
+typedef void (*run_fn)(void *arg, uint64_t start, uint64_t end);
 
 /* Runs of [addr, addr + len) that @keep: one PAGEMAP_SCAN pass. */
 static int scan_runs(const struct pm *pm, uint64_t addr, uint64_t len,
@@ -233,12 +232,9 @@ static int scan_runs(const struct pm *pm, uint64_t addr, uint64_t len,
 		n = scan(pm, pos, end, vec, COUNT_VEC, &walk_end);
 		if (n < 0)
 			return n;
-		for (i = 0; i < n; i++) {
-			uint8_t f = classify_scan_categories(vec[i].categories);
-
-			if (keep(f))
-				fn(arg, vec[i].start, vec[i].end, f);
-		}
+		for (i = 0; i < n; i++)
+			if (keep(classify_scan_categories(vec[i].categories)))
+				fn(arg, vec[i].start, vec[i].end);
 		if (walk_end <= pos)
 			break;
 		pos = walk_end;
@@ -263,8 +259,7 @@ static int walk_runs(const struct pm *pm, uint64_t addr, uint64_t len,
 			return ret;
 		for (i = 0; i < k; i++)
 			if (keep(flags[i]))
-				fn(arg, a + i * PAGE_SZ, a + (i + 1) * PAGE_SZ,
-				   flags[i]);
+				fn(arg, a + i * PAGE_SZ, a + (i + 1) * PAGE_SZ);
 	}
 	return 0;
 }
@@ -275,10 +270,8 @@ int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 	return walk_runs(pm, addr, len, pg_populated, fn, arg);
 }
 
-static void add_bytes(void *arg, uint64_t start, uint64_t end,
-		      uint8_t flags)
+static void add_bytes(void *arg, uint64_t start, uint64_t end)
 {
-	(void)flags;
 	*(uint64_t *)arg += end - start;
 }
 

@@ -41,11 +41,9 @@ int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 /* Bytes of it mapped at all: data, the zero page, or swapped. */
 int pm_count_present(const struct pm *pm, uint64_t addr, uint64_t len,
 		     uint64_t *bytes);
-/* The same, calling @fn for each populated run [start, end) found, with
- * the flags all its pages share (PG_HUGE only where PAGEMAP_SCAN is). */
+/* The same, calling @fn for each populated run [start, end) found. */
 int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
-		      void (*fn)(void *arg, uint64_t start, uint64_t end,
-				 uint8_t flags),
+		      void (*fn)(void *arg, uint64_t start, uint64_t end),
 		      void *arg);
 /*
  * Where the mapped stretch that begins at @start ends (at most @end;

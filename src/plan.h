@@ -35,8 +35,6 @@ enum chunk_cls {
 #define CHUNK_RELEASED	(1u << 5)	/* freed in the source (atomic) */
 #define CHUNK_WANTED	(1u << 6)	/* a fault marked a page of it wanted
 					   before its class (atomic) */
-#define CHUNK_SEEN_HUGE	(1u << 7)	/* its window's scan saw one huge
-					   page map it all (atomic) */
 
 struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */

@@ -745,34 +745,59 @@ static int freed_vanish_both(struct t_ctx *ctx)
 }
 
 /*
- * The old VMM discards whole THP chunks of its guest RAM (MADV_DONTNEED)
- * once the handoff moves: after the scan ahead saw them mapped by a huge
- * page, and mostly before their own turn (seen_huge() in
- * mover_classify.c). Each such chunk arrives as zeros or, if it moved
- * first, with its data; never a failed handoff, counts that do not add
- * up, or a page with other data.
+ * The old VMM changes whole THP chunks of its guest RAM once the handoff
+ * moves: after the scan ahead saw them mapped by a huge page, and mostly
+ * before their own turn. A class taken from that scan instead of the
+ * chunk's own look at the page map went wrong so (bench/results/
+ * summary.md, "Same-process MOVE against its floor").
  */
 #define DISCARD_FROM	192	/* chunks of 256: the last quarter */
 
 struct discarder {
 	const struct pair *p;
+	bool split;		/* else discard */
 	pthread_t tid;
 	size_t chunks;
 };
 
+/* Every second chunk from DISCARD_FROM on: discarded, or its PMD split
+ * (an mprotect() of one page, and back). */
 static void *discard_main(void *arg)
 {
 	struct discarder *d = arg;
-	uint8_t *dst = d->p->dst.addr[0], *src = d->p->src.addr[0];
+	uint8_t *dst = d->p->dst.addr[0], *src = d->p->src.addr[0], *at;
 	size_t c;
 
 	/* Moving has begun once the first chunk is in the target. */
 	while (!(t_pagemap(dst) & T_PM_PRESENT))
 		sched_yield();
-	for (c = DISCARD_FROM; c < d->p->src.spec[0].len / T_HPAGE; c += 2)
-		if (!madvise(src + c * T_HPAGE, T_HPAGE, MADV_DONTNEED))
+	for (c = DISCARD_FROM; c < d->p->src.spec[0].len / T_HPAGE; c += 2) {
+		at = src + c * T_HPAGE;
+		if (d->split ?
+		    !mprotect(at, T_PAGE, PROT_READ) &&
+		    !mprotect(at, T_PAGE, PROT_READ | PROT_WRITE) :
+		    !madvise(at, T_HPAGE, MADV_DONTNEED))
 			d->chunks++;
+	}
 	return NULL;
+}
+
+static int run_with_discarder(struct pair *p, struct discarder *d)
+{
+	int ret;
+
+	d->p = p;
+	if (pthread_create(&d->tid, NULL, discard_main, d))
+		t_die("pthread_create");
+	ret = handoff(p, false);
+	pthread_join(d->tid, NULL);
+	printf("  %zu chunks %s; moved %" PRIu64 " copied %" PRIu64
+	       " populated %" PRIu64 "\n", d->chunks,
+	       d->split ? "split" : "discarded", p->st.bytes_moved,
+	       p->st.bytes_copied, p->st.bytes_populated);
+	T_CHECK(ret == 0 && p->run_ret == 0, "handoff: %s", p->src_err);
+	T_CHECK(check_each_page_handed(p) == T_PASS, "counts");
+	return T_PASS;
 }
 
 /* Every page as filled, or, in a discarded chunk, all zeros. */
@@ -792,29 +817,44 @@ static int verify_discarded(const struct guest *g, char *why, size_t len)
 	return 0;
 }
 
-static int source_discards_seen_huge(struct t_ctx *ctx)
+static const struct guest changed_layout = {
+	.n = 1, .seed = 0x51,
+	.spec = { { "ram", 512UL << 20, true, 0 } },
+};
+
+/* Each discarded chunk reads as zeros or, if it moved first, holds its
+ * data; never a failed handoff, counts that do not add up, or a page with
+ * other data. */
+static int source_discards_while_moving(struct t_ctx *ctx)
 {
-	static const struct guest L = {
-		.n = 1, .seed = 0x51,
-		.spec = { { "ram", 512UL << 20, true, 0 } },
-	};
-	struct discarder d = { 0 };
+	struct discarder d = { .split = false };
 	struct pair p;
 	char why[256];
-	int ret;
 
-	pair_init(&p, &L);
-	d.p = &p;
-	if (pthread_create(&d.tid, NULL, discard_main, &d))
-		t_die("pthread_create");
-	ret = handoff(&p, false);
-	pthread_join(d.tid, NULL);
-	printf("  %zu chunks discarded; moved %" PRIu64 " copied %" PRIu64
-	       " populated %" PRIu64 "\n", d.chunks, p.st.bytes_moved,
-	       p.st.bytes_copied, p.st.bytes_populated);
-	T_CHECK(ret == 0 && p.run_ret == 0, "handoff: %s", p.src_err);
-	T_CHECK(check_each_page_handed(&p) == T_PASS, "counts");
+	pair_init(&p, &changed_layout);
+	T_CHECK(run_with_discarder(&p, &d) == T_PASS, "handoff");
 	T_CHECK(verify_discarded(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+/* A chunk split since the scan ahead moves page by page: it is not
+ * counted as moved whole (with a class from that scan it was, in 48 of 80
+ * rounds of an attacker's program), and its data arrives. */
+static int source_splits_while_moving(struct t_ctx *ctx)
+{
+	struct discarder d = { .split = true };
+	uint64_t huge;
+	struct pair p;
+	char why[256];
+
+	pair_init(&p, &changed_layout);
+	T_CHECK(run_with_discarder(&p, &d) == T_PASS, "handoff");
+	huge = t_anon_huge_bytes_range(0, p.dst.addr[0], p.dst.spec[0].len);
+	T_CHECK(p.st.thp_moved * T_HPAGE <= huge,
+		"%" PRIu64 " chunks counted as moved whole, %" PRIu64
+		" MiB of huge pages arrived", p.st.thp_moved, huge >> 20);
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
 	pair_fini(&p);
 	return T_PASS;
 }
@@ -936,7 +976,8 @@ int main(void)
 		{ "freed-pages-vanish-both", freed_vanish_both },
 		{ "target-unmaps-while-moving", target_unmaps_while_moving },
 		{ "source-unmaps-its-ram", source_unmaps_its_ram },
-		{ "source-discards-seen-huge", source_discards_seen_huge },
+		{ "source-discards-while-moving", source_discards_while_moving },
+		{ "source-splits-while-moving", source_splits_while_moving },
 	};
 	return t_main(cases, T_ARRAY_SIZE(cases), 240,
 		      T_NEED_MOVE | T_NEED_KERNEL_FAULTS, NULL);

@@ -609,9 +609,10 @@ int uffdmove_source_accept(struct uffdmove_source *s, int sock);
  *	   confirm DONE in time, or, pulling, went silent, or nothing was
  *	   handed over for opts.progress_timeout_ms; -ECONNABORTED
  *	   cancelled after the commit;
- *	   -EBUSY MODE_MOVE and a page could not move (the kernel refused,
- *	   pinned or shared, or the page map shows it copy-on-write shared
- *	   with another process): the handoff completed by copying that
+ *	   -EBUSY MODE_MOVE and a page could not move (the kernel refused:
+ *	   pinned or shared, or mapped unlike the target, e.g. read-only;
+ *	   or the page map shows it copy-on-write shared with another
+ *	   process): the handoff completed by copying that
  *	   page, the message names it; -EPROTO a malformed message, or the target mremap()ed
  *	   guest RAM; -EFAULT this process unmapped part of guest RAM
  *	   during the handoff; -EINVAL called out of order.

@@ -229,16 +229,22 @@ int mover_move_failure(struct mover *m)
 	return read_locked(m, &m->move_failure);
 }
 
-void core_record_move_failure(struct mover *m, uint64_t src, bool shared)
+void core_record_move_failure(struct mover *m, uint64_t src, int refused)
 {
 	pthread_mutex_lock(&m->lock);
 	if (!m->move_failure) {
 		m->move_failure = -EBUSY;
-		if (!m->fatal && shared)
+		if (m->fatal)
+			;	/* its own message stays */
+		else if (!refused)
 			err_set(&m->err, EBUSY,
 				"MODE_MOVE: source page 0x%llx is shared (copy-on-write with another process, or KSM) and cannot move; it was copied instead; use MODE_AUTO",
 				(unsigned long long)src);
-		else if (!m->fatal)
+		else if (refused == -EINVAL)
+			err_set(&m->err, EBUSY,
+				"MODE_MOVE: the kernel refused to move source page 0x%llx (EINVAL: the source and target mappings differ, e.g. in protection after an mprotect()); it was copied instead; use MODE_AUTO",
+				(unsigned long long)src);
+		else
 			err_set(&m->err, EBUSY,
 				"MODE_MOVE: the kernel refused to move source page 0x%llx (pinned or shared, EBUSY); it was copied instead; declare it with uffdmove_source_declare_pinned() or use MODE_AUTO",
 				(unsigned long long)src);

@@ -174,7 +174,8 @@ bool core_page_may_move(const struct mover *m, uint64_t src);
 /* A THP chunk arrived as small pages: collapse it (push: the target). */
 void core_thp_small(struct mover *m, uint64_t dst);
 /* MODE_MOVE: source page @src was copied, the kernel having refused to
- * move it, or (@shared) the page map showing it shared. */
-void core_record_move_failure(struct mover *m, uint64_t src, bool shared);
+ * move it (@refused: -EBUSY, -EINVAL), or (@refused 0) the page map
+ * showing it shared. */
+void core_record_move_failure(struct mover *m, uint64_t src, int refused);
 
 #endif /* UFFDMOVE_MOVER_CORE_H */

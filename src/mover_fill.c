@@ -83,7 +83,7 @@ static int fill_run(struct mover *m, struct xfer *x, size_t run_end,
 	 * refused MOVE said it already; else the class found it shared. */
 	if (!move && !zero && *done && m->mode == UFFDMOVE_MODE_MOVE &&
 	    mover_committed(m))
-		core_record_move_failure(m, src, true);
+		core_record_move_failure(m, src, 0);
 	x->pos += *done / PAGE_SZ;
 	if (move && *done)
 		core_decide(m, PRIM_MOVE, UFFDMOVE_WHY_USED);
@@ -216,12 +216,12 @@ static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 	}
 	if (ret == -EINVAL && !m->same_mm)
 		core_decide(m, PRIM_COPY, UFFDMOVE_WHY_CROSS_MM);
-	if (ret == -EBUSY) {
+	if (ret == -EBUSY)
 		count_add(&m->cnt.move_ebusy, 1);
-		if (m->mode == UFFDMOVE_MODE_MOVE)
-			core_record_move_failure(m, x->from + x->pos * PAGE_SZ,
-						 false);
-	}
+	/* Within one process EINVAL is about this range (its mappings
+	 * differ), and the copy that follows must not be called sharing. */
+	if (m->mode == UFFDMOVE_MODE_MOVE && (ret == -EBUSY || m->same_mm))
+		core_record_move_failure(m, x->from + x->pos * PAGE_SZ, ret);
 	x->moving = false;
 	return STEP_NEXT;
 }

@@ -122,6 +122,15 @@ static void pair_fini(struct pair *p)
 	guest_unmap(&p->dst);
 }
 
+/* Every page with data moved or copied, once: the counts add up. */
+static int check_each_page_handed(const struct pair *p)
+{
+	T_CHECK(p->st.bytes_moved + p->st.bytes_copied == p->st.bytes_populated,
+		"moved %" PRIu64 " + copied %" PRIu64 " != populated %" PRIu64,
+		p->st.bytes_moved, p->st.bytes_copied, p->st.bytes_populated);
+	return T_PASS;
+}
+
 /* After MOVE the source's pages are gone: no page of it is present. */
 static size_t present_pages(const struct guest *g)
 {
@@ -549,7 +558,6 @@ static int mode_move_hidden_pin(struct t_ctx *ctx)
 	return pinned_case(ctx, false, UFFDMOVE_MODE_MOVE);
 }
 
-/* A forked child keeps a COW copy of the source: those pages are shared. */
 /*
  * Pages COW-shared with a forked child are copied, never moved: the
  * child's view stays. MODE_AUTO says why MOVE went unused; MODE_MOVE,
@@ -606,6 +614,51 @@ static int cow_shared(struct t_ctx *ctx)
 static int mode_move_cow_shared(struct t_ctx *ctx)
 {
 	return cow_shared_in(ctx, UFFDMOVE_MODE_MOVE);
+}
+
+/*
+ * One source page read-only (an mprotect(), as a VMM may do to guest RAM):
+ * the kernel refuses to MOVE between mappings of unlike protection
+ * (EINVAL), and that page's chunk is copied. MODE_AUTO completes;
+ * MODE_MOVE ends with -EBUSY and says why, not that a page was shared
+ * (it did, found by an attacker helper).
+ */
+static int readonly_page_in(struct t_ctx *ctx, uint32_t mode)
+{
+	static const struct guest L = {
+		.n = 1, .seed = 0x70,
+		.spec = { { "ram", 16UL << 20, true, 0 } },
+	};
+	bool strict = mode == UFFDMOVE_MODE_MOVE;
+	uint8_t *page;
+	struct pair p;
+	char why[256];
+
+	pair_init(&p, &L);
+	p.sopts.mode = mode;
+	page = p.src.addr[0] + 3 * T_HPAGE + 5 * T_PAGE;
+	T_CHECK(mprotect(page, T_PAGE, PROT_READ) == 0, "mprotect");
+	T_CHECK(handoff(&p, false) == 0 &&
+		p.run_ret == (strict ? -EBUSY : 0),
+		"run %d: %s", p.run_ret, p.src_err);
+	T_CHECK(!strict || (strstr(p.src_err, "EINVAL") &&
+			    !strstr(p.src_err, "shared")), "%s", p.src_err);
+	T_CHECK(p.st.bytes_copied > 0 && check_each_page_handed(&p) == T_PASS,
+		"copied %" PRIu64, p.st.bytes_copied);
+	T_CHECK(guest_verify(&p.dst, why, sizeof(why)) == 0, "%s", why);
+	mprotect(page, T_PAGE, PROT_READ | PROT_WRITE);
+	pair_fini(&p);
+	return T_PASS;
+}
+
+static int readonly_page_copies(struct t_ctx *ctx)
+{
+	return readonly_page_in(ctx, UFFDMOVE_MODE_AUTO);
+}
+
+static int mode_move_readonly_page_einval(struct t_ctx *ctx)
+{
+	return readonly_page_in(ctx, UFFDMOVE_MODE_MOVE);
 }
 
 static int mode_copy(struct t_ctx *ctx)
@@ -689,15 +742,6 @@ static int verify_freed(const struct guest *g, char *why, size_t why_len)
 				return -1;
 		}
 	return 0;
-}
-
-/* Every page with data moved or copied, once: the counts add up. */
-static int check_each_page_handed(const struct pair *p)
-{
-	T_CHECK(p->st.bytes_moved + p->st.bytes_copied == p->st.bytes_populated,
-		"moved %" PRIu64 " + copied %" PRIu64 " != populated %" PRIu64,
-		p->st.bytes_moved, p->st.bytes_copied, p->st.bytes_populated);
-	return T_PASS;
 }
 
 static int freed_case(struct t_ctx *ctx, bool target_too)
@@ -971,6 +1015,8 @@ int main(void)
 		{ "mode-move-hidden-pin-ebusy", mode_move_hidden_pin },
 		{ "cow-shared-copies", cow_shared },
 		{ "mode-move-cow-shared-ebusy", mode_move_cow_shared },
+		{ "readonly-page-copies", readonly_page_copies },
+		{ "mode-move-readonly-page-einval", mode_move_readonly_page_einval },
 		{ "mode-copy-keeps-source", mode_copy },
 		{ "freed-pages-vanish-in-source", freed_vanish_in_source },
 		{ "freed-pages-vanish-both", freed_vanish_both },

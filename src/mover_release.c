@@ -103,6 +103,11 @@ int mover_release(struct mover *m, uint64_t start, uint64_t len,
 	return 0;
 }
 
+bool mover_frees_pushed(const struct mover *m)
+{
+	return m->mode == UFFDMOVE_MODE_AUTO && !m->same_mm;
+}
+
 /*
  * Pushed: chunk @c was copied into the target. Freed only after the
  * commit: before it the old VMM must be able to take its guest back. The
@@ -111,11 +116,6 @@ int mover_release(struct mover *m, uint64_t start, uint64_t len,
  * Within one process MOVE frees what it can, and what it could not move
  * (pinned or shared) stays.
  */
-bool mover_frees_pushed(const struct mover *m)
-{
-	return m->mode == UFFDMOVE_MODE_AUTO && !m->same_mm;
-}
-
 void core_release_chunk(struct mover *m, size_t c)
 {
 	uint64_t cs, ce;

@@ -38,6 +38,14 @@ static inline bool pg_populated(uint8_t f)
 
 /* May be moved: present, exclusively mapped (not COW-shared) and
  * anonymous; a swapped page would have to be read in first. */
+/* Anonymous data one PMD-mapped huge page maps (PG_HUGE only comes from
+ * PAGEMAP_SCAN). */
+static inline bool pg_anon_huge(uint8_t f)
+{
+	return (f & (PG_PRESENT | PG_HUGE)) == (PG_PRESENT | PG_HUGE) &&
+	       !(f & (PG_ZERO | PG_FILE));
+}
+
 static inline bool pg_movable(uint8_t f)
 {
 	return (f & PG_PRESENT) && (f & PG_EXCL) && !(f & PG_FILE);

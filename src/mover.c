@@ -315,11 +315,13 @@ struct count_ctx {
 	struct plan_region *r;
 };
 
-static void count_run(void *arg, uint64_t start, uint64_t end)
+static void count_run(void *arg, uint64_t start, uint64_t end,
+		      uint8_t flags)
 {
 	struct count_ctx *ctx = arg;
 	uint64_t a, next;
 
+	(void)flags;
 	ctx->m->cnt.populated += end - start;
 	for (a = start; a < end; a = next) {
 		next = MIN(ALIGN_DOWN(a, CHUNK_SZ) + CHUNK_SZ, end);

@@ -237,6 +237,9 @@ void mover_discarded(struct mover *m, uint64_t start, uint64_t end,
 		     uint64_t since_ns);
 /* All chunks are done. */
 bool mover_finished(const struct mover *m);
+/* Once all are: THP chunks counted as moved whole on the scan ahead's
+ * word that came as small pages are counted so and queued for collapse. */
+void mover_check_arrivals(struct mover *m);
 /* Record the first fatal error with its message; returns @err. */
 int mover_fail(struct mover *m, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -92,7 +92,7 @@ static bool source_maps(struct mover *m, uint64_t start, uint64_t end)
 /* Chunk @c of @n pages holds @populated of them: publish its class and
  * count it (it was counted as ch->counted pages before). */
 static void publish(struct mover *m, struct chunk *ch, size_t n,
-		    size_t populated, uint8_t flags)
+		    size_t populated, unsigned int flags)
 {
 	/* A fault may have marked it CHUNK_TOUCHED already. */
 	__atomic_fetch_or(&ch->flags, flags, __ATOMIC_RELEASE);
@@ -111,14 +111,19 @@ static void publish(struct mover *m, struct chunk *ch, size_t n,
  * MADV_FREE page), so that the counts add up; and gone from the source,
  * it does not make the rest copy.
  */
+/* Exclusivity matters only while MOVE is still a candidate. */
+static bool may_still_move(const struct mover *m)
+{
+	return !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
+	       load_acquire(&m->prim) != PRIM_COPY;
+}
+
 static void read_class(struct mover *m, size_t c, uint64_t start, size_t n,
 		       bool pinned, bool reader, uint8_t *flags,
 		       struct chunk_class *cls)
 {
 	const struct plan_region *r = plan_region_of(&m->plan, c);
-	/* Exclusivity matters only while MOVE is still a candidate. */
-	bool excl = !m->pull && m->mode != UFFDMOVE_MODE_COPY &&
-		    load_acquire(&m->prim) != PRIM_COPY;
+	bool excl = may_still_move(m);
 	uint64_t bits[CHUNK_PAGES / 64];
 	size_t i, first = (start - r->src) / PAGE_SZ;
 	struct split_wait wait = { .seen = core_neighbour_moves(m, c) };
@@ -153,6 +158,25 @@ again:
 	}
 }
 
+/*
+ * A THP chunk to MOVE within one process that its window's scan, a few
+ * milliseconds ago, saw mapped whole by one huge page: its class is that,
+ * with no page-map read of its own (two syscalls per chunk, a quarter of a
+ * THP chunk's time here). The kernel checks the rest as it moves: a page
+ * since pinned or shared is refused (EBUSY), and a page since gone is
+ * found missing (ENOENT); mover_fill.c copies the first and fills the
+ * second with zeros, as when a chunk's own class goes stale. A chunk split
+ * since moves page by page: mover_check_arrivals() finds it in the target
+ * before DONE, which only one process can read. Not for a declared pinned
+ * range, nor once the session copies (no exclusivity to take for granted).
+ */
+static bool seen_huge(const struct mover *m, const struct chunk *ch,
+		      size_t n, bool pinned)
+{
+	return (load_acquire(&ch->flags) & CHUNK_SEEN_HUGE) && m->same_mm &&
+	       n == CHUNK_PAGES && !pinned && may_still_move(m);
+}
+
 int core_classify(struct mover *m, size_t c, bool reader)
 {
 	struct chunk *ch = &m->plan.chunks[c];
@@ -162,7 +186,7 @@ int core_classify(struct mover *m, size_t c, bool reader)
 	struct chunk_class cls;
 	uint64_t start, end;
 	size_t i, n, first;
-	bool pinned;
+	bool pinned, trusted;
 
 	plan_chunk_range(&m->plan, c, &start, &end);
 	if (!once_claim(&ch->cls_state, true))
@@ -170,7 +194,13 @@ int core_classify(struct mover *m, size_t c, bool reader)
 	n = (end - start) / PAGE_SZ;
 	first = (start - r->src) / PAGE_SZ;
 	pinned = overlaps_pinned(m, start, end);
-	read_class(m, c, start, n, pinned, reader, flags, &cls);
+	trusted = seen_huge(m, ch, n, pinned);
+	if (trusted) {
+		memset(flags, PG_PRESENT | PG_EXCL | PG_HUGE, n);
+		classify_chunk(flags, n, pinned, &cls);
+	} else {
+		read_class(m, c, start, n, pinned, reader, flags, &cls);
+	}
 	memset(bits, 0, sizeof(bits));
 	for (i = 0; i < n; i++)
 		if (pg_populated(flags[i]))
@@ -180,6 +210,7 @@ int core_classify(struct mover *m, size_t c, bool reader)
 		(chunk_thp(m, r, start, &cls, n) ? CHUNK_THP : 0) |
 		(cls.movable ? CHUNK_MOVABLE : 0) |
 		(pinned ? CHUNK_PINNED : 0) |
+		(trusted ? CHUNK_HUGE_TRUSTED : 0) |
 		((m->pm.scan ? cls.populated < n : !cls.populated) &&
 		 !source_maps(m, start, end) ?
 		 CHUNK_UNMAPPED : 0));
@@ -237,9 +268,11 @@ struct window {
 	size_t first, n;			/* its chunks */
 	const struct plan_region *r;		/* the one being scanned */
 	uint16_t pages[SCAN_WINDOW_CHUNKS];	/* populated, per chunk */
+	bool huge[SCAN_WINDOW_CHUNKS];		/* one huge page maps it */
 };
 
-static void count_pages(void *arg, uint64_t start, uint64_t end)
+static void count_pages(void *arg, uint64_t start, uint64_t end,
+			uint8_t flags)
 {
 	struct window *w = arg;
 	uint64_t a, next;
@@ -248,9 +281,11 @@ static void count_pages(void *arg, uint64_t start, uint64_t end)
 	for (a = start; a < end; a = next) {
 		next = MIN(ALIGN_DOWN(a, CHUNK_SZ) + CHUNK_SZ, end);
 		c = plan_chunk_of_src(w->r, a);
-		if (c >= w->first && c < w->first + w->n)
-			w->pages[c - w->first] += (uint16_t)((next - a) /
-							     PAGE_SZ);
+		if (c < w->first || c >= w->first + w->n)
+			continue;
+		w->pages[c - w->first] += (uint16_t)((next - a) / PAGE_SZ);
+		if (next - a == CHUNK_SZ && pg_anon_huge(flags))
+			w->huge[c - w->first] = true;
 	}
 }
 
@@ -415,9 +450,13 @@ static void scan_window(struct mover *m, size_t win)
 	window_leave_classified(m, &w);
 	if (!window_maps(m, &w) || (m->pull && core_source_alive(m)))
 		return;
-	for (i = 0; i < w.n; i++)
+	for (i = 0; i < w.n; i++) {
 		if (window_empty(&w, i))
 			finish_empty(m, w.first + i, &f);
+		else if (w.huge[i])
+			__atomic_fetch_or(&m->plan.chunks[w.first + i].flags,
+					  CHUNK_SEEN_HUGE, __ATOMIC_RELEASE);
+	}
 	/* Once per window: these counters are shared by every mover. */
 	count_sub(&m->cnt.populated, f.counted);
 	count_add(&m->cnt.skipped, f.skipped);

@@ -303,6 +303,16 @@ int core_transfer(struct mover *m, struct xfer *x)
 	return 0;
 }
 
+/* A THP chunk came as small pages: the target collapses it again, unless
+ * that would allocate what it discarded. */
+static void thp_arrived_small(struct mover *m, struct plan_region *r,
+			      size_t first, size_t end)
+{
+	count_add(&m->cnt.thp_copied, 1);
+	if (r->thp && !plan_any_discarded(r, first, end))
+		core_thp_small(m, r->dst + first * PAGE_SZ);
+}
+
 /*
  * The chunk is in: count it, and tell the target which THP chunks arrived
  * as 4 KiB pages so that it collapses them again.
@@ -310,24 +320,101 @@ int core_transfer(struct mover *m, struct xfer *x)
 void core_chunk_done(struct mover *m, const struct xfer *x)
 {
 	struct chunk *ch = &m->plan.chunks[x->c];
-	struct plan_region *r = x->r;
-	size_t first = x->first;
+	bool pmd = false;
 
 	if (ch->flags & CHUNK_THP) {
 		/* A PMD moved whole stays huge, unless a fault put a page
 		 * table there first (guest RAM may be MADV_NOHUGEPAGE while
 		 * pulling: thp.c): the kernel then moved it page by page. */
-		bool pmd = x->moving && x->whole &&
-			   (!m->own_pm || pm_huge(m->own_pm, r->dst +
-						first * PAGE_SZ, CHUNK_SZ));
-
-		count_add(pmd ? &m->cnt.thp_moved : &m->cnt.thp_copied, 1);
-		/* Collapsing would allocate what the target discarded. */
-		if (!pmd && r->thp && !plan_any_discarded(r, first, x->end))
-			core_thp_small(m, r->dst + first * PAGE_SZ);
+		pmd = x->moving && x->whole &&
+		      (!m->own_pm || pm_huge(m->own_pm, x->r->dst +
+					     x->first * PAGE_SZ, CHUNK_SZ));
+		if (pmd)
+			count_add(&m->cnt.thp_moved, 1);
+		else
+			thp_arrived_small(m, x->r, x->first, x->end);
 	}
+	/* Only a chunk counted as moved whole on the scan's word is left
+	 * for mover_check_arrivals(). */
+	if (!pmd && (ch->flags & CHUNK_HUGE_TRUSTED))
+		__atomic_fetch_and(&ch->flags, (uint16_t)~CHUNK_HUGE_TRUSTED,
+				   __ATOMIC_RELAXED);
 	store_release(&ch->state, CHUNK_DONE);
 	count_add(&m->cnt.chunks_done, 1);
+}
+
+struct arrivals {
+	struct mover *m;
+	const struct plan_region *r;
+};
+
+/* A run of the target that huge pages map: its chunks came whole. */
+static void arrived_huge(void *arg, uint64_t start, uint64_t end,
+			 uint8_t flags)
+{
+	struct arrivals *s = arg;
+	const struct plan_region *r = s->r;
+	uint64_t a;
+	size_t c;
+
+	(void)flags;
+	for (a = ALIGN_UP(start, CHUNK_SZ); a + CHUNK_SZ <= end;
+	     a += CHUNK_SZ) {
+		c = plan_chunk_of_src(r, a - r->dst + r->src);
+		__atomic_fetch_and(&s->m->plan.chunks[c].flags,
+				   (uint16_t)~CHUNK_HUGE_TRUSTED,
+				   __ATOMIC_RELAXED);
+	}
+}
+
+static bool region_trusts(const struct mover *m, const struct plan_region *r)
+{
+	size_t c;
+
+	for (c = r->first_chunk; c < r->first_chunk + r->nchunks; c++)
+		if (load_acquire(&m->plan.chunks[c].flags) & CHUNK_HUGE_TRUSTED)
+			return true;
+	return false;
+}
+
+/*
+ * Every chunk is in. Those classified from the scan ahead and counted as
+ * moved whole (CHUNK_HUGE_TRUSTED) may have been split in the source
+ * since: the kernel then moved them page by page. One scan of the target
+ * per region finds them, where a look per chunk cost what skipping its
+ * class had saved (doc/design.md, "A THP chunk seen whole"); they are
+ * counted again and queued for collapse. One the target discarded since
+ * stays counted as moved: it is not here to be collapsed.
+ */
+void mover_check_arrivals(struct mover *m)
+{
+	uint64_t start, stop;
+	size_t i, c, first;
+
+	for (i = 0; i < m->plan.nregions; i++) {
+		struct plan_region *r = &m->plan.regions[i];
+		struct arrivals s = { .m = m, .r = r };
+
+		if (!region_trusts(m, r) ||
+		    pm_scan_huge(&m->pm, r->dst, r->len, arrived_huge, &s))
+			continue;
+		for (c = r->first_chunk; c < r->first_chunk + r->nchunks; c++) {
+			struct chunk *ch = &m->plan.chunks[c];
+
+			if (!(load_acquire(&ch->flags) & CHUNK_HUGE_TRUSTED))
+				continue;
+			__atomic_fetch_and(&ch->flags,
+					   (uint16_t)~CHUNK_HUGE_TRUSTED,
+					   __ATOMIC_RELAXED);
+			plan_chunk_range(&m->plan, c, &start, &stop);
+			first = (start - r->src) / PAGE_SZ;
+			if (plan_any_discarded(r, first,
+					       (stop - r->src) / PAGE_SZ))
+				continue;
+			count_sub(&m->cnt.thp_moved, 1);
+			thp_arrived_small(m, r, first, (stop - r->src) / PAGE_SZ);
+		}
+	}
 }
 
 int core_xfer_begin(struct mover *m, size_t c, struct xfer *x, bool reader)

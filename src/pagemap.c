@@ -218,7 +218,8 @@ int pm_flags(const struct pm *pm, uint64_t addr, size_t npages,
 #define COUNT_VEC	256
 
 typedef bool (*pg_keep)(uint8_t flags);
-typedef void (*run_fn)(void *arg, uint64_t start, uint64_t end);
+typedef void (*run_fn)(void *arg, uint64_t start, uint64_t end,
+		       uint8_t flags);
 
 /* Runs of [addr, addr + len) that @keep: one PAGEMAP_SCAN pass. */
 static int scan_runs(const struct pm *pm, uint64_t addr, uint64_t len,
@@ -232,9 +233,12 @@ static int scan_runs(const struct pm *pm, uint64_t addr, uint64_t len,
 		n = scan(pm, pos, end, vec, COUNT_VEC, &walk_end);
 		if (n < 0)
 			return n;
-		for (i = 0; i < n; i++)
-			if (keep(classify_scan_categories(vec[i].categories)))
-				fn(arg, vec[i].start, vec[i].end);
+		for (i = 0; i < n; i++) {
+			uint8_t f = classify_scan_categories(vec[i].categories);
+
+			if (keep(f))
+				fn(arg, vec[i].start, vec[i].end, f);
+		}
 		if (walk_end <= pos)
 			break;
 		pos = walk_end;
@@ -259,7 +263,8 @@ static int walk_runs(const struct pm *pm, uint64_t addr, uint64_t len,
 			return ret;
 		for (i = 0; i < k; i++)
 			if (keep(flags[i]))
-				fn(arg, a + i * PAGE_SZ, a + (i + 1) * PAGE_SZ);
+				fn(arg, a + i * PAGE_SZ, a + (i + 1) * PAGE_SZ,
+				   flags[i]);
 	}
 	return 0;
 }
@@ -270,8 +275,18 @@ int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 	return walk_runs(pm, addr, len, pg_populated, fn, arg);
 }
 
-static void add_bytes(void *arg, uint64_t start, uint64_t end)
+int pm_scan_huge(const struct pm *pm, uint64_t addr, uint64_t len,
+		 run_fn fn, void *arg)
 {
+	if (!pm->scan)
+		return -EOPNOTSUPP;
+	return scan_runs(pm, addr, len, pg_anon_huge, fn, arg);
+}
+
+static void add_bytes(void *arg, uint64_t start, uint64_t end,
+		      uint8_t flags)
+{
+	(void)flags;
 	*(uint64_t *)arg += end - start;
 }
 

@@ -41,10 +41,18 @@ int pm_count_populated(const struct pm *pm, uint64_t addr, uint64_t len,
 /* Bytes of it mapped at all: data, the zero page, or swapped. */
 int pm_count_present(const struct pm *pm, uint64_t addr, uint64_t len,
 		     uint64_t *bytes);
-/* The same, calling @fn for each populated run [start, end) found. */
+/* The same, calling @fn for each populated run [start, end) found, with
+ * the flags all its pages share (PG_HUGE only where PAGEMAP_SCAN is). */
 int pm_scan_populated(const struct pm *pm, uint64_t addr, uint64_t len,
-		      void (*fn)(void *arg, uint64_t start, uint64_t end),
+		      void (*fn)(void *arg, uint64_t start, uint64_t end,
+				 uint8_t flags),
 		      void *arg);
+/* The same for runs of anonymous data that huge pages map, PAGEMAP_SCAN
+ * only (-EOPNOTSUPP without it). */
+int pm_scan_huge(const struct pm *pm, uint64_t addr, uint64_t len,
+		 void (*fn)(void *arg, uint64_t start, uint64_t end,
+			    uint8_t flags),
+		 void *arg);
 /*
  * Where the mapped stretch that begins at @start ends (at most @end;
  * @start itself if nothing is mapped there), without touching a page:

@@ -35,11 +35,16 @@ enum chunk_cls {
 #define CHUNK_RELEASED	(1u << 5)	/* freed in the source (atomic) */
 #define CHUNK_WANTED	(1u << 6)	/* a fault marked a page of it wanted
 					   before its class (atomic) */
+#define CHUNK_SEEN_HUGE	(1u << 7)	/* its window's scan saw one huge
+					   page map it all (atomic) */
+#define CHUNK_HUGE_TRUSTED (1u << 8)	/* classified from that, and counted
+					   as moved whole: checked before
+					   DONE (atomic) */
 
 struct chunk {
 	uint8_t state;		/* enum chunk_state, atomic */
 	uint8_t cls_state;	/* enum chunk_cls, atomic */
-	uint8_t flags;		/* CHUNK_*, valid once CLS_READY */
+	uint16_t flags;		/* CHUNK_*, valid once CLS_READY */
 	uint8_t moving;		/* atomic: MOVE ioctls running in it */
 	uint8_t moves;		/* atomic: MOVE ioctls started, mod 256 */
 	uint16_t region;

@@ -27,6 +27,7 @@ struct run {
 	bool releaser_started;
 	bool needs_commit;
 	bool done_sent, fin;
+	bool arrivals_checked;	/* mover_check_arrivals(), before DONE */
 	bool query;		/* the target asked for counters */
 	bool target_aborted;	/* it said ABORT before committing */
 	uint64_t done_sent_ns;

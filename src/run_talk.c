@@ -203,6 +203,10 @@ int try_send_done(struct run *run)
 
 	if (!committed(run))
 		return 0;	/* see periodic() */
+	if (!run->arrivals_checked) {
+		mover_check_arrivals(&run->s->m);
+		run->arrivals_checked = true;
+	}
 	ret = flush_ranges(run, 0);
 	if (ret)
 		return ret;

@@ -460,6 +460,10 @@ int uffdmove_target_process(struct uffdmove_target *t);
 /**
  * uffdmove_target_wait - process until complete, failed or @timeout_ms.
  *
+ * With no timeout, or 20 s of it left, the end's check at DONE runs in the
+ * calling thread (milliseconds per GiB, at most ~17 s with a slow source),
+ * not in the library's thread; else as uffdmove_target_process().
+ *
  * @param timeout_ms -1: no timeout.
  * @return 0 complete; -ETIMEDOUT; or the failure of uffdmove_target_process.
  */

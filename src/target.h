@@ -107,8 +107,12 @@ void thp_collapse_start(struct uffdmove_target *t);
 void thp_collapse_stop(struct uffdmove_target *t);
 
 /* target_finish.c: at DONE (under the lock) check guest RAM and end the
- * handoff in a thread of its own; its result once it ended. */
-int finish_start(struct uffdmove_target *t);
+ * handoff, in a thread of its own unless @here: the caller may block for
+ * FINISH_BLOCKS_MS, more than the check may take (8 queries to the source
+ * of up to 2 s each, the pauses between them, and FIN). Its result once
+ * it ended. */
+#define FINISH_BLOCKS_MS	20000
+int finish_start(struct uffdmove_target *t, bool here);
 int finish_result(struct uffdmove_target *t);
 /* It holds the handle: process() has nothing to do. */
 bool finish_busy(struct uffdmove_target *t);

@@ -247,12 +247,18 @@ static int finish_inline(struct uffdmove_target *t)
 	return ret == 1 ? finish(t) : ret;
 }
 
-/* Under the handle's lock: 0 (the end is being checked), or the end. */
-int finish_start(struct uffdmove_target *t)
+/*
+ * Under the handle's lock: 0 (the end is being checked), or the end. A
+ * caller that may block checks it itself: making a thread took 0.5 ms
+ * here, a twentieth of a 1 GiB same-process MOVE.
+ */
+int finish_start(struct uffdmove_target *t, bool here)
 {
 	struct target_finisher *f = &t->finisher;
 	struct epoll_event ev = { .events = EPOLLIN };
 
+	if (here)
+		return finish_inline(t);
 	/* Only the end wakes the caller now: the socket, the pull's fd and
 	 * the progress timer stay readable while the check runs and would
 	 * make it spin. */

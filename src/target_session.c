@@ -321,7 +321,7 @@ static int pull_progress(struct uffdmove_target *t)
 	return ret;
 }
 
-static int process_locked(struct uffdmove_target *t)
+static int process_locked(struct uffdmove_target *t, bool may_block)
 {
 	int ret;
 
@@ -354,11 +354,12 @@ static int process_locked(struct uffdmove_target *t)
 		ret = read_messages(t);
 	if (ret == 0)
 		ret = target_check_progress(t);
-	/* Checking guest RAM takes milliseconds per GiB: not in this call. */
-	return ret == 1 ? finish_start(t) : ret;
+	/* Checking guest RAM takes milliseconds per GiB: only in a call
+	 * that may block. */
+	return ret == 1 ? finish_start(t, may_block) : ret;
 }
 
-UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
+static int process(struct uffdmove_target *t, bool may_block)
 {
 	int ret;
 
@@ -367,9 +368,14 @@ UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
 	if (finish_busy(t))	/* it holds the handle for a while */
 		return 0;
 	pthread_mutex_lock(&t->lock);
-	ret = process_locked(t);
+	ret = process_locked(t, may_block);
 	pthread_mutex_unlock(&t->lock);
 	return ret;
+}
+
+UFFDMOVE_EXPORT int uffdmove_target_process(struct uffdmove_target *t)
+{
+	return process(t, false);
 }
 
 /* Under the lock: the end's thread may have failed meanwhile, and its
@@ -379,7 +385,7 @@ static int timed_out(struct uffdmove_target *t, int timeout_ms)
 	int ret;
 
 	pthread_mutex_lock(&t->lock);
-	ret = process_locked(t);
+	ret = process_locked(t, false);
 	if (ret == 0)
 		ret = err_set(&t->err, ETIMEDOUT,
 			      "handoff not complete after %d ms", timeout_ms);
@@ -396,7 +402,8 @@ UFFDMOVE_EXPORT int uffdmove_target_wait(struct uffdmove_target *t,
 	int ret, left = timeout_ms;
 
 	for (;;) {
-		ret = uffdmove_target_process(t);
+		/* The end's check, with time enough for it, is done here. */
+		ret = process(t, left < 0 || left >= FINISH_BLOCKS_MS);
 		if (ret)
 			return ret > 0 ? 0 : ret;
 		if (timeout_ms >= 0) {

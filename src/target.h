@@ -33,6 +33,7 @@ struct target_finisher {
 	pthread_t thread;
 	int efd;		/* in the target's epoll set: it ended */
 	bool started, ended;	/* atomic */
+	bool here;		/* atomic: checked in the caller's call */
 	bool joined;
 };
 

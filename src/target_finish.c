@@ -49,7 +49,7 @@ uint64_t target_lazyfreed(void)
 
 /* After DONE: ask the source for its counters now (it answers with DONE
  * again), and wait a little for them. */
-static int query_stats(struct uffdmove_target *t)
+static int query_stats(struct uffdmove_target *t, struct uffdmove_stats *st)
 {
 	struct wire_msg m = { .type = WIRE_QUERY };
 	int ret;
@@ -59,14 +59,14 @@ static int query_stats(struct uffdmove_target *t)
 	if (session_send(t->sock, &m, -1, QUERY_TIMEOUT_MS))
 		return -ECONNRESET;
 	/* One deadline for the answer: a source that keeps talking must
-	 * not hold the handle (and its lock) any longer. */
+	 * not hold the handle any longer. */
 	while ((now = now_ns()) < end) {
 		ret = session_recv(t->sock, &m,
 				   (int)((end - now) / 1000000) + 1, NULL, 0);
 		if (ret && ret != -EBADMSG)
 			return ret;
 		if (!ret && m.type == WIRE_DONE) {
-			t->st = m.stats;
+			*st = m.stats;
 			return 0;
 		}
 	}
@@ -152,24 +152,41 @@ static int count_here(struct uffdmove_target *t, struct here *h)
  * has them), our fault thread when pulling. And an munmap() zaps before
  * its UNMAP event is even queued: so ask again a little later, counting
  * again first, before taking a shortfall for pages lost.
+ *
+ * Called under the handle's lock, which it lets go while it waits for
+ * the source or between counts (up to 127 ms, and a second per query):
+ * a balloon thread's uffdmove_target_discard() and a stats call must not
+ * wait that long. finish_busy() keeps process() away meanwhile.
  */
 static int check_done(struct uffdmove_target *t, int counted,
 		      struct here *here)
 {
-	int i;
+	struct uffdmove_stats st;
+	int i, ret;
 
 	for (i = 0; !counted; i++) {
 		if (done_holds(t, here))
 			return 1;
 		/* A source that does not answer has nothing more to say. */
-		if ((t->pull ? pull_settle(t) : query_stats(t)) != 0)
+		if (t->pull) {
+			ret = pull_settle(t);
+		} else {
+			pthread_mutex_unlock(&t->lock);
+			ret = query_stats(t, &st);
+			pthread_mutex_lock(&t->lock);
+			if (!ret)
+				t->st = st;
+		}
+		if (ret)
 			break;
 		if (done_holds(t, here))
 			return 1;
 		if (i == SETTLE_TRIES - 1)
 			break;
+		pthread_mutex_unlock(&t->lock);
 		usleep(1000U << i);
 		counted = count_here(t, here);
+		pthread_mutex_lock(&t->lock);
 	}
 	if (counted)
 		return target_orphan(t, counted,
@@ -241,10 +258,15 @@ static void *finisher_main(void *arg)
 static int finish_inline(struct uffdmove_target *t)
 {
 	struct here here;
-	int counted = count_here(t, &here);
-	int ret = check_done(t, counted, &here);
+	int counted, ret;
 
-	return ret == 1 ? finish(t) : ret;
+	store_release(&t->finisher.here, true);
+	counted = count_here(t, &here);
+	ret = check_done(t, counted, &here);
+	if (ret == 1)
+		ret = finish(t);
+	store_release(&t->finisher.here, false);
+	return ret;
 }
 
 /*
@@ -281,8 +303,9 @@ int finish_start(struct uffdmove_target *t, bool here)
 
 bool finish_busy(struct uffdmove_target *t)
 {
-	return load_acquire(&t->finisher.started) &&
-	       !load_acquire(&t->finisher.ended);
+	return load_acquire(&t->finisher.here) ||
+	       (load_acquire(&t->finisher.started) &&
+		!load_acquire(&t->finisher.ended));
 }
 
 static void finish_join(struct uffdmove_target *t)

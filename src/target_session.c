@@ -345,6 +345,8 @@ static int process_locked(struct uffdmove_target *t, bool may_block)
 		return err_set(&t->err, EINVAL,
 			       "no handoff in progress (call uffdmove_target_handoff() first)");
 	}
+	if (load_acquire(&t->finisher.here))
+		return 0;	/* another call checks the end; it lets go */
 	if (t->finisher.started)
 		return finish_result(t);
 	/* Pulled in full, we need nothing more from the source: a source

@@ -871,10 +871,36 @@ struct liar_result {
 	int ret;		/* uffdmove_target_wait() */
 	bool blocked;		/* a touch of guest RAM stayed blocked */
 	uint64_t wait_ms;	/* how long wait() took */
+	uint64_t discard_ms;	/* the longest discard meanwhile */
 	char msg[256];
 };
 
 static bool liar_polls;	/* the target calls wait(0) in a loop */
+static int liar_wait_ms = 5000;	/* else its timeout */
+static bool liar_balloon;	/* a thread discards while it waits */
+
+struct balloon {
+	struct uffdmove_target *t;
+	void *page;		/* the last page of guest RAM */
+	bool stop;		/* atomic */
+	uint64_t max_ms;
+};
+
+/* Discard a page every 5 ms, as a balloon driver's thread would. */
+static void *balloon_main(void *arg)
+{
+	struct balloon *b = arg;
+	uint64_t t0;
+
+	while (!__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE)) {
+		t0 = t_now_ms();
+		uffdmove_target_discard(b->t, b->page, T_PAGE);
+		if (t_now_ms() - t0 > b->max_ms)
+			b->max_ms = t_now_ms() - t0;
+		usleep(5000);
+	}
+	return NULL;
+}
 
 static void *touch_main(void *arg)
 {
@@ -891,12 +917,17 @@ static int liar_target(int sock, int out)
 	struct liar_result res = { 0 };
 	struct uffdmove_target *t;
 	struct timespec ts = { 0, 200 * 1000 * 1000 };
-	pthread_t tid;
+	struct balloon b = { 0 };
+	pthread_t tid, bid;
 	void *val = NULL;
 
 	r.addr = t_map(LIAR_LEN, false);
 	if (push_target_new(&t, &r, NULL) ||
 	    uffdmove_target_handoff(t, sock))
+		return PEER_SETUP;
+	b.t = t;
+	b.page = (char *)r.addr + LIAR_LEN - T_PAGE;
+	if (liar_balloon && pthread_create(&bid, NULL, balloon_main, &b))
 		return PEER_SETUP;
 	res.wait_ms = t_now_ms();
 	if (liar_polls) {	/* an event loop's wait(0), over and over */
@@ -904,9 +935,14 @@ static int liar_target(int sock, int out)
 			res.ret = uffdmove_target_wait(t, 0);
 		while (res.ret == -ETIMEDOUT && t_now_ms() - res.wait_ms < 5000);
 	} else {
-		res.ret = uffdmove_target_wait(t, 5000);
+		res.ret = uffdmove_target_wait(t, liar_wait_ms);
 	}
 	res.wait_ms = t_now_ms() - res.wait_ms;
+	if (liar_balloon) {
+		__atomic_store_n(&b.stop, true, __ATOMIC_RELEASE);
+		pthread_join(bid, NULL);
+		res.discard_ms = b.max_ms;
+	}
 	snprintf(res.msg, sizeof(res.msg), "%s", uffdmove_target_error(t));
 	/* The page never came: touching it must block, not read zero. */
 	if (pthread_create(&tid, NULL, touch_main, r.addr))
@@ -974,6 +1010,14 @@ static int liar(struct t_ctx *ctx, bool chatty)
 	 * all: a source that keeps talking does not hold the handle. */
 	T_CHECK(res.wait_ms < 2500, "the DONE check took %" PRIu64 " ms",
 		res.wait_ms);
+	if (liar_balloon)
+		printf("  the longest discard meanwhile took %" PRIu64 " ms\n",
+		       res.discard_ms);
+	/* It waits a second for the source's answer: not holding the
+	 * handle (a discard took 1000 ms when it did). */
+	T_CHECK(!liar_balloon || res.discard_ms < 200,
+		"a discard waited %" PRIu64 " ms for the DONE check",
+		res.discard_ms);
 	return T_PASS;
 }
 
@@ -988,6 +1032,24 @@ static int done_without_data(struct t_ctx *ctx)
 static int done_then_chatter(struct t_ctx *ctx)
 {
 	return liar(ctx, true);
+}
+
+/* A balloon thread discards while the end is checked, in the library's
+ * thread (wait(5000)) and in wait()'s own (no timeout): it never waits
+ * for the source's answer. */
+static int done_check_lets_discard(struct t_ctx *ctx)
+{
+	int ret;
+
+	liar_balloon = true;
+	ret = liar(ctx, false);
+	if (ret == T_PASS) {
+		liar_wait_ms = -1;
+		ret = liar(ctx, false);
+		liar_wait_ms = 5000;
+	}
+	liar_balloon = false;
+	return ret;
 }
 
 /*
@@ -1140,6 +1202,7 @@ int main(void)
 		{ "range-done-flood", range_done_flood },
 		{ "done-without-data", done_without_data },
 		{ "done-then-chatter", done_then_chatter },
+		{ "done-check-lets-discard", done_check_lets_discard },
 		{ "done-message-kept", done_message_kept },
 		{ "discard-poisoned", discard_poisoned },
 		{ "zero-length-hello", zero_length_hello },

@@ -877,6 +877,8 @@ struct liar_result {
 
 static bool liar_polls;	/* the target calls wait(0) in a loop */
 static int liar_wait_ms = 5000;	/* else its timeout */
+static bool liar_fences_half;	/* the target discards the second half
+				   of guest RAM after the commit */
 static bool liar_balloon;	/* a thread discards while it waits */
 
 struct balloon {
@@ -930,6 +932,11 @@ static int liar_target(int sock, int out)
 	if (liar_balloon && pthread_create(&bid, NULL, balloon_main, &b))
 		return PEER_SETUP;
 	res.wait_ms = t_now_ms();
+	if (liar_fences_half &&
+	    (uffdmove_target_process(t) < 0 ||
+	     uffdmove_target_discard(t, (char *)r.addr + LIAR_LEN / 2,
+				     LIAR_LEN / 2)))
+		return PEER_SETUP;
 	if (liar_polls) {	/* an event loop's wait(0), over and over */
 		do
 			res.ret = uffdmove_target_wait(t, 0);
@@ -964,7 +971,8 @@ static int liar_source(int sock, bool chatty)
 	if (raw_accept(sock, NULL, LIAR_LEN))
 		return T_FAIL;
 	/* The polling one waits for the commit, then lies and hangs up. */
-	T_CHECK(!liar_polls || recv_wire(sock, &m) == WIRE_GO, "no GO");
+	T_CHECK(!(liar_polls || liar_fences_half) ||
+		recv_wire(sock, &m) == WIRE_GO, "no GO");
 	m = (struct wire_msg){ .type = WIRE_DONE };
 	m.stats.bytes_total = m.stats.bytes_populated = LIAR_LEN;
 	T_CHECK(send_wire(sock, &m) == 0, "sending DONE");
@@ -1032,6 +1040,22 @@ static int done_without_data(struct t_ctx *ctx)
 static int done_then_chatter(struct t_ctx *ctx)
 {
 	return liar(ctx, true);
+}
+
+/*
+ * The guest discards the second half of its RAM; the first never came.
+ * The discarded half is mapped (zero pages) and was also counted as
+ * discarded, so the count held: the first half was unregistered and read
+ * zeros (an attacker's proxy found it, 120 of 120 rounds).
+ */
+static int done_short_beside_discard(struct t_ctx *ctx)
+{
+	int ret;
+
+	liar_fences_half = true;
+	ret = liar(ctx, false);
+	liar_fences_half = false;
+	return ret;
 }
 
 /* A balloon thread discards while the end is checked, in the library's
@@ -1203,6 +1227,7 @@ int main(void)
 		{ "done-without-data", done_without_data },
 		{ "done-then-chatter", done_then_chatter },
 		{ "done-check-lets-discard", done_check_lets_discard },
+		{ "done-short-beside-discard", done_short_beside_discard },
 		{ "done-message-kept", done_message_kept },
 		{ "discard-poisoned", discard_poisoned },
 		{ "zero-length-hello", zero_length_hello },

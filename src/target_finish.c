@@ -206,10 +206,13 @@ static int finish(struct uffdmove_target *t)
 
 	t->t_end = now_ns();
 	keeper_stop(t);
-	if (t->pull)
-		pull_finish(t);	/* THP to collapse, the last RELEASE */
 	target_unregister_all(t, t->nregions);
 	pull_stop(t);	/* it read the uffd until now: discards never hang */
+	/* THP to collapse, and the last RELEASE once the pull's threads are
+	 * joined: one whose send found the socket full put its ranges back
+	 * after an earlier last RELEASE, and the source kept them. */
+	if (t->pull)
+		pull_finish(t);
 	/* The last word on the counts, with every thread joined: the one
 	 * taken at DONE could miss a page the fault thread had just filled
 	 * but not counted yet (pull_free() ends the live counts). */

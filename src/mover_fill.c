@@ -389,7 +389,7 @@ static bool region_trusts(const struct mover *m, const struct plan_region *r)
 void mover_check_arrivals(struct mover *m)
 {
 	uint64_t start, stop;
-	size_t i, c, first;
+	size_t i, c, first, end;
 
 	for (i = 0; i < m->plan.nregions; i++) {
 		struct plan_region *r = &m->plan.regions[i];
@@ -408,11 +408,11 @@ void mover_check_arrivals(struct mover *m)
 					   __ATOMIC_RELAXED);
 			plan_chunk_range(&m->plan, c, &start, &stop);
 			first = (start - r->src) / PAGE_SZ;
-			if (plan_any_discarded(r, first,
-					       (stop - r->src) / PAGE_SZ))
+			end = (stop - r->src) / PAGE_SZ;
+			if (plan_any_discarded(r, first, end))
 				continue;
 			count_sub(&m->cnt.thp_moved, 1);
-			thp_arrived_small(m, r, first, (stop - r->src) / PAGE_SZ);
+			thp_arrived_small(m, r, first, end);
 		}
 	}
 }

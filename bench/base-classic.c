@@ -93,7 +93,7 @@ static int target_main(const struct guest *g, int sock,
 	if (!dst)
 		return result_fail(r, "mmap failed");
 	/* One page more: the sentinel that tells the handler to leave. */
-	uffd = uffd_missing(dst, g->len + B_PAGE, r);
+	uffd = uffd_missing(dst, g->len + B_PAGE, 0, r);
 	if (uffd < 0)
 		return -1;
 	t = toucher_start(dst, g, mode, seed, r->samples,

@@ -40,7 +40,7 @@ static int target_main(const struct guest *g, int sock,
 	dst = map_guest(g->len, g->thp, false);
 	if (!dst)
 		return result_fail(r, "mmap failed");
-	uffd = uffd_missing(dst, g->len, r);
+	uffd = uffd_missing(dst, g->len, 0, r);
 	if (uffd < 0)
 		return -1;
 	t1 = now_ns();

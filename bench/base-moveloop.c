@@ -25,27 +25,6 @@
 
 #define MOVE_CALL	B_HPAGE
 
-static int uffd_for_move(uint8_t *addr, size_t len, struct bench_result *r)
-{
-	struct uffdio_api api = { .api = UFFD_API,
-				  .features = UFFD_FEATURE_MOVE };
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)addr, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
-	};
-	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-
-	if (uffd < 0)
-		return result_fail(r, "userfaultfd: %m");
-	if (ioctl(uffd, UFFDIO_API, &api) < 0 ||
-	    ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
-		result_fail(r, "UFFDIO_API (MOVE) / UFFDIO_REGISTER: %m");
-		close(uffd);
-		return -1;
-	}
-	return uffd;
-}
-
 /* UFFDIO_MOVE of [at, at + len) of the guest, whole. */
 static int move_range(int uffd, const struct guest *g, uint8_t *dst,
 		      size_t at, size_t len, struct bench_result *r)
@@ -85,7 +64,7 @@ int bench_moveloop(struct guest *g, struct bench_result *r)
 	dst = map_guest(g->len, g->thp, true);
 	if (!dst)
 		return result_fail(r, "mmap of %zu bytes failed", g->len);
-	uffd = uffd_for_move(dst, g->len, r);
+	uffd = uffd_missing(dst, g->len, UFFD_FEATURE_MOVE, r);
 	if (uffd < 0) {
 		unmap_guest(dst, g->len);
 		return -1;

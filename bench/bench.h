@@ -144,9 +144,11 @@ int recv_fd(int sock, int *fd, void *buf, size_t len);
  * either fails.
  */
 pid_t fork_target(int sv[2], struct bench_result *r);
-/* A userfaultfd with [addr, addr + len) registered for MISSING faults (the
- * baselines' raw uffd); -1 and @r failed if the kernel refuses. */
-int uffd_missing(uint8_t *addr, size_t len, struct bench_result *r);
+/* A userfaultfd with @features and [addr, addr + len) registered for
+ * MISSING faults (the baselines' raw uffd); -1 and @r failed if the kernel
+ * refuses. */
+int uffd_missing(uint8_t *addr, size_t len, uint64_t features,
+		 struct bench_result *r);
 int wait_child(pid_t pid, struct bench_result *r);
 /*
  * A two-process case: @target runs in a forked new VMM with its end of a
@@ -172,7 +174,7 @@ uint32_t toucher_stop(struct toucher *t, bool wait_end,
 void toucher_abandon(struct toucher *t);
 
 /* Baselines: base-memcpy.c, base-stopcopy.c, base-classic.c,
- * base-copyloop.c, base-moveloop.c */
+ * base-copyloop.c, base-moveloop.c, base-movefault.c */
 int bench_memcpy(struct guest *g, struct bench_result *r);
 /* b2 (@thp_dst false: into memory with the guest's THP advice) and b2-THP
  * (@thp_dst: into 2 MiB aligned MADV_HUGEPAGE memory), with @threads
@@ -182,6 +184,11 @@ int bench_stopcopy(struct guest *g, struct bench_result *r, bool thp_dst,
 int bench_classic(struct guest *g, struct bench_result *r,
 		  enum touch_mode mode, uint64_t seed, unsigned int busy);
 int bench_copyloop(struct guest *g, struct bench_result *r);
+/* b3-move (@busy 0) and b3-move-busy: b3 in one process, each fault served
+ * by UFFDIO_MOVE of its page (THP: its 2 MiB) into fresh memory, which the
+ * guest lives in afterwards, as after lib-move. */
+int bench_movefault(struct guest *g, struct bench_result *r,
+		    enum touch_mode mode, uint64_t seed, unsigned int busy);
 /* b5: the guest moved into fresh memory, same process; it lives there
  * afterwards, as after lib-move. */
 int bench_moveloop(struct guest *g, struct bench_result *r);

@@ -330,22 +330,28 @@ int recv_fd(int sock, int *fd, void *buf, size_t len)
 	return (int)n;
 }
 
-int uffd_missing(uint8_t *addr, size_t len, struct bench_result *r)
+int uffd_missing(uint8_t *addr, size_t len, uint64_t features,
+		 struct bench_result *r)
 {
-	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
 	struct uffdio_register reg = {
 		.range = { .start = (uintptr_t)addr, .len = len },
 		.mode = UFFDIO_REGISTER_MODE_MISSING,
 	};
 	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+	const char *what;
 
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0)
+	if (uffd < 0)
 		return result_fail(r, "userfaultfd: %m");
-	if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0) {
-		close(uffd);
-		return result_fail(r, "UFFDIO_REGISTER: %m");
-	}
-	return uffd;
+	if (ioctl(uffd, UFFDIO_API, &api) < 0)
+		what = "UFFDIO_API";
+	else if (ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+		what = "UFFDIO_REGISTER";
+	else
+		return uffd;
+	result_fail(r, "%s: %m", what);
+	close(uffd);
+	return -1;
 }
 
 pid_t fork_target(int sv[2], struct bench_result *r)

@@ -33,7 +33,7 @@
 
 enum scenario {
 	SC_MEMCPY, SC_STOPCOPY, SC_STOPCOPY_THP, SC_CLASSIC, SC_CLASSIC_BUSY,
-	SC_COPYLOOP, SC_MOVELOOP,
+	SC_COPYLOOP, SC_MOVELOOP, SC_MOVEFAULT, SC_MOVEFAULT_BUSY,
 	SC_PUSH, SC_PULL, SC_MOVE,
 };
 
@@ -45,6 +45,8 @@ static const char *const sc_name[] = {
 	[SC_CLASSIC_BUSY] = "b3-busy",
 	[SC_COPYLOOP] = "b4-copyloop",
 	[SC_MOVELOOP] = "b5-moveloop",
+	[SC_MOVEFAULT] = "b3-move",
+	[SC_MOVEFAULT_BUSY] = "b3-move-busy",
 	[SC_PUSH] = "lib-push",
 	[SC_PULL] = "lib-pull",
 	[SC_MOVE] = "lib-move",
@@ -215,8 +217,9 @@ static void push_group(size_t len, bool thp, unsigned int which)
 
 /* Fault latency: a vCPU stand-in touches random missing pages while the
  * handoff runs; b3-classic gets the same guest, with nothing in the
- * background. TOUCH_RANDOM: back to back (a high fault rate);
- * TOUCH_RANDOM_SLOW: one every TOUCH_SLOW_GAP_US at most (a low one). */
+ * background, and so does b3-move where lib-move runs. TOUCH_RANDOM: back
+ * to back (a high fault rate); TOUCH_RANDOM_SLOW: one every
+ * TOUCH_SLOW_GAP_US at most (a low one). */
 static void latency_group(size_t len, bool thp, unsigned int which,
 			  enum touch_mode touch)
 {
@@ -228,6 +231,11 @@ static void latency_group(size_t len, bool thp, unsigned int which,
 	add_case(g, SC_CLASSIC, 0, 1, touch);
 	/* As many copy threads as the library's default movers. */
 	add_case(g, SC_CLASSIC_BUSY, 0, 2, touch);
+	/* lib-move's floor: b3 by MOVE, alone and beside moving threads. */
+	if (which & (C_MOVE1 | C_MOVE2)) {
+		add_case(g, SC_MOVEFAULT, 0, 1, touch);
+		add_case(g, SC_MOVEFAULT_BUSY, 0, 2, touch);
+	}
 	add_lib_cases(g, 0, which, touch);
 }
 
@@ -539,6 +547,10 @@ static int run_case(const struct bcase *c, struct guest *g,
 		return bench_copyloop(g, r);
 	case SC_MOVELOOP:
 		return bench_moveloop(g, r);
+	case SC_MOVEFAULT:
+		return bench_movefault(g, r, c->touch, seed, 0);
+	case SC_MOVEFAULT_BUSY:
+		return bench_movefault(g, r, c->touch, seed, c->threads);
 	case SC_PUSH:
 		return bench_lib_cross(g, r, false, c->threads, c->touch,
 				       seed);

@@ -61,6 +61,8 @@ struct mover {
 	unsigned int rate_count;	/* faults in it */
 	bool rate_high;			/* the last window was busy */
 	uint64_t fault_end_ns;		/* pushing: the last fault served */
+	size_t copy_slice;		/* one thread: bytes per COPY slice,
+					   see mover_fill.c; 0: the most */
 	void (*fault_rate)(void *arg, bool frequent);	/* see mover_config */
 	void *fault_rate_arg;
 	struct stages stages;		/* pull: see stage.h */

@@ -22,10 +22,16 @@
 #define BACKOFF_MIN_US	20
 #define BACKOFF_MAX_US	2000
 #define EAGAIN_SPIN_NS	(50 * 1000)
-/* One thread: what a fault may wait for (64 KiB: 15-30 us of COPY into
- * fresh memory here; touch p50 50 us, against 63-71 us with 128 KiB and
- * 780 us with whole chunks, bench latency-4k-256M t1). */
+/*
+ * One thread: what a fault may wait for. A COPY slice is at most 64 KiB
+ * (15-30 us into fresh memory here on most days; touch p50 50 us, against
+ * 63-71 us with 128 KiB and 780 us with whole chunks, bench
+ * latency-4k-256M t1), and is halved while one takes longer than
+ * SLICE_TARGET_NS: on a day this VM's host backed fresh memory at 0.15
+ * GB/s, 64 KiB took ~450 us and a fault waited for it.
+ */
 #define SLICE_SZ	(64UL << 10)
+#define SLICE_TARGET_NS	(30 * 1000)
 /*
  * A MOVE of up to 33 pages flushes each page from every CPU's TLB (x86's
  * tlb_single_page_flush_ceiling), more pages flush it whole. In this VM
@@ -269,10 +275,31 @@ static enum step on_result(struct mover *m, struct xfer *x, int ret,
 	return STEP_FAIL;
 }
 
+/*
+ * A COPY slice took @took_ns for @done of @len bytes: the next is half as
+ * long if that was slow, twice as long (up to SLICE_SZ) if a whole slice
+ * was quick. Kept in the mover for the next chunk: only the one thread
+ * that both pushes and reads events slices (run.c).
+ */
+static void slice_adapt(struct mover *m, struct xfer *x, size_t len,
+			size_t done, uint64_t took_ns)
+{
+	if (x->moving || !done)
+		return;
+	if (took_ns > SLICE_TARGET_NS && x->slice > PAGE_SZ)
+		x->slice = MAX(ALIGN_DOWN(MIN(len, x->slice) / 2, PAGE_SZ),
+			       PAGE_SZ);
+	else if (took_ns < SLICE_TARGET_NS / 2 && done == x->slice &&
+		 x->slice < SLICE_SZ)
+		x->slice = MIN(x->slice * 2, SLICE_SZ);
+	m->copy_slice = x->slice;
+}
+
 /* One ioctl per run of wanted pages; see mover_core.h. */
 int core_transfer(struct mover *m, struct xfer *x)
 {
 	size_t run_end, len, done;
+	uint64_t t0 = 0;
 	int ret;
 
 	x->delay = BACKOFF_MIN_US;
@@ -280,9 +307,13 @@ int core_transfer(struct mover *m, struct xfer *x)
 	       plan_next_run(x->r, &x->pos, x->end, &run_end)) {
 		uint64_t seen = load_acquire(&m->events_read);
 
+		if (x->slice)
+			t0 = now_ns();
 		ret = fill_run(m, x, run_end, &len, &done);
 		if (!len)
 			continue;
+		if (x->slice)
+			slice_adapt(m, x, len, done, now_ns() - t0);
 		switch (on_result(m, x, ret, len, done, seen)) {
 		case STEP_NEXT:
 			if (x->slice && x->pos < x->end &&
@@ -499,7 +530,8 @@ static int push(struct mover *m, size_t c, bool reader,
 	/* A THP that moves as one PMD is one quick ioctl: never cut. */
 	if (pending && !(x.moving && x.whole &&
 			 (m->plan.chunks[c].flags & CHUNK_THP))) {
-		x.slice = x.moving ? MOVE_SLICE_SZ : SLICE_SZ;
+		x.slice = x.moving ? MOVE_SLICE_SZ :
+			  m->copy_slice ?: SLICE_SZ;
 		x.pending = pending;
 		x.pending_arg = arg;
 	}

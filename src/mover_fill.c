@@ -229,6 +229,8 @@ static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 	if (m->mode == UFFDMOVE_MODE_MOVE && (ret == -EBUSY || m->same_mm))
 		core_record_move_failure(m, x->from + x->pos * PAGE_SZ, ret);
 	x->moving = false;
+	if (x->slice)	/* copied from here: a COPY's slice */
+		x->slice = m->copy_slice ?: SLICE_SZ;
 	return STEP_NEXT;
 }
 

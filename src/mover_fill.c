@@ -43,6 +43,12 @@
 
 enum step { STEP_NEXT, STEP_RETURN_EAGAIN, STEP_FAIL };
 
+/* The one thread's COPY slice now (see slice_adapt()). */
+static size_t copy_slice(const struct mover *m)
+{
+	return m->copy_slice ?: SLICE_SZ;
+}
+
 /* What a page that vanished in the source reads as. Not read there: a
  * kernel without the shared zero page would allocate it again. */
 static const char zeros[PAGE_SZ] __attribute__((aligned(PAGE_SZ)));
@@ -230,7 +236,7 @@ static enum step on_move_refused(struct mover *m, struct xfer *x, int ret)
 		core_record_move_failure(m, x->from + x->pos * PAGE_SZ, ret);
 	x->moving = false;
 	if (x->slice)	/* copied from here: a COPY's slice */
-		x->slice = m->copy_slice ?: SLICE_SZ;
+		x->slice = copy_slice(m);
 	return STEP_NEXT;
 }
 
@@ -532,8 +538,7 @@ static int push(struct mover *m, size_t c, bool reader,
 	/* A THP that moves as one PMD is one quick ioctl: never cut. */
 	if (pending && !(x.moving && x.whole &&
 			 (m->plan.chunks[c].flags & CHUNK_THP))) {
-		x.slice = x.moving ? MOVE_SLICE_SZ :
-			  m->copy_slice ?: SLICE_SZ;
+		x.slice = x.moving ? MOVE_SLICE_SZ : copy_slice(m);
 		x.pending = pending;
 		x.pending_arg = arg;
 	}

@@ -43,24 +43,13 @@ static void *handler_main(void *arg)
 	struct handler *h = arg;
 	static uint8_t zero[B_PAGE];
 	uint64_t sentinel = h->dst + h->g->len;
-	struct uffd_msg msg;
-	ssize_t n;
 
 	for (;;) {
 		struct uffdio_copy c = { .len = B_PAGE };
-		uint64_t t0, addr;
+		uint64_t t0, addr = uffd_next_fault(h->uffd, &t0, h->r);
 
-		n = read(h->uffd, &msg, sizeof(msg));
-		t0 = now_ns();
-		if (n != (ssize_t)sizeof(msg)) {
-			if (n < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			result_fail(h->r, "read(uffd): %zd: %m", n);
+		if (addr == UINT64_MAX)
 			return NULL;
-		}
-		if (msg.event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		addr = msg.arg.pagefault.address & ~(B_PAGE - 1);
 		c.dst = addr;
 		c.src = addr >= sentinel ? (uintptr_t)zero :
 			(uintptr_t)(h->g->src + (addr - h->dst));

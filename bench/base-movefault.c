@@ -82,25 +82,14 @@ static void *handler_main(void *arg)
 	uint64_t dst = (uintptr_t)f->dst, sentinel = dst + f->g->len;
 	size_t unit = f->g->thp ? B_HPAGE : B_PAGE;
 	struct bench_result *r = f->r;
-	struct uffd_msg msg;
-	ssize_t n;
 	int ret;
 
 	for (;;) {
-		uint64_t t0, addr;
+		uint64_t t0, addr = uffd_next_fault(f->uffd, &t0, r);
 		size_t at, len;
 
-		n = read(f->uffd, &msg, sizeof(msg));
-		t0 = now_ns();
-		if (n != (ssize_t)sizeof(msg)) {
-			if (n < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			result_fail(r, "read(uffd): %zd: %m", n);
+		if (addr == UINT64_MAX)
 			return handler_fail(f);
-		}
-		if (msg.event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		addr = msg.arg.pagefault.address & ~(B_PAGE - 1);
 		if (addr >= sentinel) {
 			struct uffdio_zeropage z = {
 				.range = { .start = addr, .len = B_PAGE },

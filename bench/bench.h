@@ -149,6 +149,10 @@ pid_t fork_target(int sv[2], struct bench_result *r);
  * refuses. */
 int uffd_missing(uint8_t *addr, size_t len, uint64_t features,
 		 struct bench_result *r);
+/* The page of the next fault a blocking @uffd reports (other events are
+ * skipped), with @t_read when it was read; UINT64_MAX and @r failed if the
+ * read fails. */
+uint64_t uffd_next_fault(int uffd, uint64_t *t_read, struct bench_result *r);
 int wait_child(pid_t pid, struct bench_result *r);
 /*
  * A two-process case: @target runs in a forked new VMM with its end of a

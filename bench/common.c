@@ -354,6 +354,26 @@ int uffd_missing(uint8_t *addr, size_t len, uint64_t features,
 	return -1;
 }
 
+uint64_t uffd_next_fault(int uffd, uint64_t *t_read, struct bench_result *r)
+{
+	struct uffd_msg msg;
+	ssize_t n;
+
+	for (;;) {
+		n = read(uffd, &msg, sizeof(msg));
+		*t_read = now_ns();
+		if (n == (ssize_t)sizeof(msg)) {
+			if (msg.event == UFFD_EVENT_PAGEFAULT)
+				return msg.arg.pagefault.address & ~(B_PAGE - 1);
+			continue;
+		}
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		result_fail(r, "read(uffd): %zd: %m", n);
+		return UINT64_MAX;
+	}
+}
+
 pid_t fork_target(int sv[2], struct bench_result *r)
 {
 	pid_t pid;
